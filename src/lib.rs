@@ -4,4 +4,5 @@
 //! - [`clock`]: where "now" comes from (system clock, or tokio's virtual clock in simulation).
 
 pub mod clock;
+pub mod crd;
 pub mod ipam;
