@@ -2,7 +2,34 @@
 //!
 //! Nothing here imports kube, the AWS SDK or tokio, and nothing reads a clock: time comes in as a
 //! [`Timestamp`] value. That keeps every decision unit- and property-testable without I/O.
+//!
+//! How the controller drives one node's [`NodePool`]:
+//! 1. build it from the first describe ([`NodePool::new`]), [`NodePool::adopt`] every annotated
+//!    pod, [`NodePool::restore_cooldown`] the records of the NodeAddressPool status;
+//! 2. for pods: [`NodePool::assign`] / [`NodePool::release`] / [`NodePool::set_waiting`];
+//! 3. loop: `let a = pool.plan(now)`; if not `Action::None`, [`NodePool::begin`] it, call EC2,
+//!    then `apply_assign_ok` / `apply_release_ok` / `apply_describe` / `apply_failure`;
+//!    requeue at [`NodePool::next_wakeup`].
 
+pub mod capacity;
+pub mod config;
+pub mod plan;
+pub mod pool;
+pub mod pool_ec2;
 pub mod types;
 
+#[cfg(test)]
+mod plan_tests;
+#[cfg(test)]
+mod pool_proptest;
+#[cfg(test)]
+mod pool_tests;
+#[cfg(test)]
+mod test_support;
+
+pub use capacity::{LimitsSource, PodCapacity, ResolvedLimits};
+pub use config::{Config, ConfigError, ParsedConfig, Targets};
+pub use plan::Action;
+pub use pool::{AddressKind, AdoptOutcome, AssignOutcome, Assignment, NodePool, PoolCounts};
+pub use pool_ec2::{DescribeOutcome, Ec2Addresses, FailureEffect, LostAddress};
 pub use types::*;

@@ -1,0 +1,532 @@
+//! The address pool of one node: what is on its ENI, who uses what, what cools down.
+//!
+//! This file owns the state and the pod-facing operations (assign, adopt, release). Applying EC2
+//! results is in `pool_ec2.rs`, deciding the next EC2 call in `plan.rs`. Nothing here does I/O or
+//! reads a clock: every operation that depends on time takes `now`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use super::capacity::{self, ADDRESSES_PER_PREFIX};
+use super::config::{Config, Targets};
+use super::plan::Action;
+use super::types::{EniSnapshot, InstanceTypeLimits, Mode, PodUid, Timestamp};
+
+/// How an address was carved out of the ENI; decides the annotation's prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddressKind {
+    /// A secondary private IP: annotated with the subnet's prefix length (`10.0.37.15/19`).
+    Secondary,
+    /// An address inside a delegated /28: annotated `/32`.
+    Prefix,
+}
+
+impl AddressKind {
+    /// The annotation value for `addr` (SPEC 2): `<ip>/<subnet length>` or `<ip>/32`.
+    pub fn annotation(self, addr: Ipv4Addr, subnet_prefix_len: u8) -> String {
+        match self {
+            AddressKind::Secondary => format!("{addr}/{subnet_prefix_len}"),
+            AddressKind::Prefix => format!("{addr}/32"),
+        }
+    }
+}
+
+/// An address given to a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assignment {
+    pub addr: Ipv4Addr,
+    pub kind: AddressKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssignOutcome {
+    /// A free address, now held by the pod.
+    Assigned(Assignment),
+    /// The pod already held this address (assign is idempotent per UID).
+    Existing(Assignment),
+    /// Nothing free: the pod waits (count it in [`NodePool::set_waiting`]).
+    Exhausted,
+}
+
+/// Result of recording an address that an existing annotation names (restart rebuild).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdoptOutcome {
+    Ok,
+    /// Not on the ENI: a Warning Event; the address is recorded as held, so it is never handed
+    /// out even if it appears on the ENI later.
+    NotOnEni,
+    /// Other live pods name the same address: Events for all; it stays blocked until every one
+    /// of them is gone.
+    Duplicate(Vec<PodUid>),
+}
+
+/// Address counts for status and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolCounts {
+    /// Addresses on the ENI held by pods (both modes, during a switch).
+    pub used: u32,
+    /// Addresses of the current mode a new pod can get now.
+    pub free: u32,
+    /// Addresses on the ENI waiting for their cool-down to end.
+    pub cooling: u32,
+    /// Addresses being assigned by the EC2 call in flight.
+    pub pending: u32,
+}
+
+/// One ENI slot: a secondary IP or a /28 prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Slot {
+    Ip(Ipv4Addr),
+    Prefix(Ipv4Net),
+}
+
+/// State of one ENI address at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AddrState {
+    Used,
+    Cooling,
+    /// Part of the release call in flight: never handed out.
+    Releasing,
+    Free,
+}
+
+/// Tally of a set of addresses by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Tally {
+    pub used: u32,
+    pub cooling: u32,
+    pub releasing: u32,
+    pub free: u32,
+}
+
+impl Tally {
+    pub fn add(&mut self, state: AddrState) {
+        match state {
+            AddrState::Used => self.used += 1,
+            AddrState::Cooling => self.cooling += 1,
+            AddrState::Releasing => self.releasing += 1,
+            AddrState::Free => self.free += 1,
+        }
+    }
+    /// Held by a pod or cooling: the slot cannot be given back to EC2.
+    pub fn busy(&self) -> bool {
+        self.used + self.cooling > 0
+    }
+}
+
+/// The pool of one node. See the module docs of `ipam` for the rules it follows.
+#[derive(Debug, Clone)]
+pub struct NodePool {
+    pub(crate) limits: InstanceTypeLimits,
+    pub(crate) config: Config,
+    pub(crate) primary_ip: Ipv4Addr,
+    /// Secondary IPs confirmed on the ENI (by a successful assign or a describe).
+    pub(crate) ips: BTreeSet<Ipv4Addr>,
+    /// /28 prefixes confirmed on the ENI.
+    pub(crate) prefixes: BTreeSet<Ipv4Net>,
+    pub(crate) by_uid: BTreeMap<PodUid, Ipv4Addr>,
+    /// Reverse index of `by_uid`; more than one UID only for duplicate annotations.
+    pub(crate) holders: BTreeMap<Ipv4Addr, BTreeSet<PodUid>>,
+    /// Cool-down end per released address; an address is cooling while its end is in the future.
+    pub(crate) cooling: BTreeMap<Ipv4Addr, Timestamp>,
+    /// Slots we added or removed ourselves, and when: a describe younger than the change may not
+    /// show it yet (EC2 describes are eventually consistent).
+    pub(crate) recent: BTreeMap<Slot, Timestamp>,
+    pub(crate) in_flight: Option<(Action, Timestamp)>,
+    pub(crate) needs_describe: bool,
+    pub(crate) waiting: u32,
+    /// Consecutive throttled/failed calls, for the exponential backoff.
+    pub(crate) failures: u32,
+    pub(crate) backoff_until: Option<Timestamp>,
+    /// After `InsufficientCidrBlocks`: no new /28 before this (or /32 fallback if configured).
+    pub(crate) no_prefix_until: Option<Timestamp>,
+    /// After `InsufficientFreeAddressesInSubnet`: no assign of any kind before this.
+    pub(crate) no_assign_until: Option<Timestamp>,
+    pub(crate) gone: bool,
+}
+
+impl NodePool {
+    /// A pool for a node whose instance type has `limits`, starting from what a describe of its
+    /// primary ENI returned.
+    pub fn new(limits: InstanceTypeLimits, config: Config, eni: &EniSnapshot) -> Self {
+        NodePool {
+            limits,
+            config,
+            primary_ip: eni.primary_ip,
+            ips: eni
+                .secondary_ips
+                .iter()
+                .copied()
+                .filter(|ip| *ip != eni.primary_ip)
+                .collect(),
+            prefixes: eni.prefixes.iter().filter_map(|p| as_prefix(*p)).collect(),
+            by_uid: BTreeMap::new(),
+            holders: BTreeMap::new(),
+            cooling: BTreeMap::new(),
+            recent: BTreeMap::new(),
+            in_flight: None,
+            needs_describe: false,
+            waiting: 0,
+            failures: 0,
+            backoff_until: None,
+            no_prefix_until: None,
+            no_assign_until: None,
+            gone: false,
+        }
+    }
+
+    // ----- configuration and mode -----
+
+    /// The mode this node runs in (prefix only on Nitro).
+    pub fn mode(&self) -> Mode {
+        capacity::effective_mode(&self.limits, self.config.requested_mode())
+    }
+
+    /// Prefix delegation is asked for but the node is not Nitro (Warning Event).
+    pub fn mode_downgraded(&self) -> bool {
+        self.mode() != self.config.requested_mode()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn limits(&self) -> &InstanceTypeLimits {
+        &self.limits
+    }
+
+    /// New configuration. A mode switch needs nothing more: the plan releases the old mode's
+    /// free addresses, its used ones drain as their pods go.
+    pub fn set_config(&mut self, config: Config) {
+        self.config = config;
+    }
+
+    /// New limits (EC2 answered after the table was used).
+    pub fn set_limits(&mut self, limits: InstanceTypeLimits) {
+        self.limits = limits;
+    }
+
+    /// Pods bound to the node that have no address yet: the surge term of the plan.
+    pub fn set_waiting(&mut self, pods: u32) {
+        self.waiting = pods;
+    }
+
+    pub fn waiting(&self) -> u32 {
+        self.waiting
+    }
+
+    /// Prefix mode is handing out /32 secondary IPs because the subnet has no free /28.
+    pub fn fallback_active(&self, now: Timestamp) -> bool {
+        self.mode() == Mode::Prefix
+            && self.config.prefix_fallback_to_secondary
+            && self.no_prefix_until.is_some_and(|t| t > now)
+    }
+
+    /// Targets for this node, capped by its capacity now.
+    pub fn targets(&self, now: Timestamp) -> Targets {
+        self.config.targets(self.mode(), self.capacity(now))
+    }
+
+    // ----- pods -----
+
+    /// Gives `uid` an address: the same one again if it has one; in prefix mode one from the
+    /// /28 with the fewest free addresses (packing, so whole /28s can be released). Never an
+    /// address in use, cooling, being released or not confirmed on the ENI.
+    pub fn assign(&mut self, uid: &PodUid, now: Timestamp) -> AssignOutcome {
+        if let Some(&addr) = self.by_uid.get(uid) {
+            return AssignOutcome::Existing(Assignment {
+                addr,
+                kind: self.kind_of(addr),
+            });
+        }
+        if self.gone {
+            return AssignOutcome::Exhausted;
+        }
+        let picked = match self.mode() {
+            Mode::Prefix => self.pick_in_prefixes(now).or_else(|| {
+                self.fallback_active(now)
+                    .then(|| self.pick_secondary(now))
+                    .flatten()
+            }),
+            Mode::Secondary => self.pick_secondary(now),
+        };
+        match picked {
+            Some(assignment) => {
+                self.hold(uid.clone(), assignment.addr);
+                AssignOutcome::Assigned(assignment)
+            }
+            None => AssignOutcome::Exhausted,
+        }
+    }
+
+    fn pick_secondary(&self, now: Timestamp) -> Option<Assignment> {
+        self.ips
+            .iter()
+            .copied()
+            .find(|&ip| self.addr_state(ip, now) == AddrState::Free)
+            .map(|addr| Assignment {
+                addr,
+                kind: AddressKind::Secondary,
+            })
+    }
+
+    fn pick_in_prefixes(&self, now: Timestamp) -> Option<Assignment> {
+        let fullest = self
+            .prefixes
+            .iter()
+            .filter_map(|&net| {
+                let free: Vec<Ipv4Addr> = prefix_addrs(net)
+                    .filter(|&a| self.addr_state(a, now) == AddrState::Free)
+                    .collect();
+                free.first().map(|&first| (free.len(), net, first))
+            })
+            .min();
+        fullest.map(|(_, _, addr)| Assignment {
+            addr,
+            kind: AddressKind::Prefix,
+        })
+    }
+
+    /// Records that an existing annotation gives `addr` to `uid` (restart rebuild). The
+    /// annotation is the truth: if `uid` held another address, that one is released.
+    pub fn adopt(&mut self, uid: &PodUid, addr: Ipv4Addr, now: Timestamp) -> AdoptOutcome {
+        match self.by_uid.get(uid) {
+            Some(&held) if held == addr => {}
+            Some(_) => {
+                self.release(uid, now);
+                self.hold(uid.clone(), addr);
+            }
+            None => self.hold(uid.clone(), addr),
+        }
+        let others: Vec<PodUid> = self
+            .holders_of(addr)
+            .into_iter()
+            .filter(|u| u != uid)
+            .collect();
+        if !others.is_empty() {
+            AdoptOutcome::Duplicate(others)
+        } else if !self.on_eni(addr) {
+            AdoptOutcome::NotOnEni
+        } else {
+            AdoptOutcome::Ok
+        }
+    }
+
+    /// The pod is gone (or terminal): its address cools down until `now + cooldown`, once no
+    /// other pod names it. Returns the address the pod held.
+    pub fn release(&mut self, uid: &PodUid, now: Timestamp) -> Option<Ipv4Addr> {
+        let addr = self.unhold(uid)?;
+        if !self.holders.contains_key(&addr) {
+            self.restore_cooldown(addr, now.plus(self.config.cooldown));
+        }
+        Some(addr)
+    }
+
+    /// Takes back an address whose annotation was certainly never written (the patch was
+    /// refused): no pod can have seen it, so it is free again at once.
+    pub fn cancel(&mut self, uid: &PodUid) -> Option<Ipv4Addr> {
+        self.unhold(uid)
+    }
+
+    /// A cool-down record read back after a restart. Never shortens a cool-down.
+    pub fn restore_cooldown(&mut self, addr: Ipv4Addr, until: Timestamp) {
+        let entry = self.cooling.entry(addr).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    /// Forgets expired cool-downs and describe-grace records (bookkeeping only: every decision
+    /// already compares with `now`).
+    pub fn advance(&mut self, now: Timestamp) {
+        self.cooling.retain(|_, until| *until > now);
+        self.recent
+            .retain(|_, at| now.since(*at) < super::pool_ec2::DESCRIBE_GRACE);
+    }
+
+    fn hold(&mut self, uid: PodUid, addr: Ipv4Addr) {
+        self.holders.entry(addr).or_default().insert(uid.clone());
+        self.by_uid.insert(uid, addr);
+    }
+
+    fn unhold(&mut self, uid: &PodUid) -> Option<Ipv4Addr> {
+        let addr = self.by_uid.remove(uid)?;
+        if let Some(set) = self.holders.get_mut(&addr) {
+            set.remove(uid);
+            if set.is_empty() {
+                self.holders.remove(&addr);
+            }
+        }
+        Some(addr)
+    }
+
+    // ----- queries -----
+
+    pub fn address_of(&self, uid: &PodUid) -> Option<Ipv4Addr> {
+        self.by_uid.get(uid).copied()
+    }
+
+    /// UIDs whose annotation names `addr` (more than one: a duplicate).
+    pub fn holders_of(&self, addr: Ipv4Addr) -> Vec<PodUid> {
+        self.holders
+            .get(&addr)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Addresses named by more than one live pod.
+    pub fn duplicates(&self) -> Vec<Ipv4Addr> {
+        self.holders
+            .iter()
+            .filter(|(_, s)| s.len() > 1)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    pub fn secondary_ips(&self) -> Vec<Ipv4Addr> {
+        self.ips.iter().copied().collect()
+    }
+
+    pub fn prefixes(&self) -> Vec<Ipv4Net> {
+        self.prefixes.iter().copied().collect()
+    }
+
+    /// Cool-down records still running, for the NodeAddressPool status.
+    pub fn cooldowns(&self, now: Timestamp) -> Vec<(Ipv4Addr, Timestamp)> {
+        self.cooling
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(a, u)| (*a, *u))
+            .collect()
+    }
+
+    /// The address is on the ENI as we know it (a secondary IP or inside a /28).
+    pub fn on_eni(&self, addr: Ipv4Addr) -> bool {
+        self.ips.contains(&addr) || self.prefix_of(addr).is_some()
+    }
+
+    pub(crate) fn prefix_of(&self, addr: Ipv4Addr) -> Option<Ipv4Net> {
+        let net = Ipv4Net::new(addr, 28).ok()?.trunc();
+        self.prefixes.contains(&net).then_some(net)
+    }
+
+    pub(crate) fn kind_of(&self, addr: Ipv4Addr) -> AddressKind {
+        if self.prefix_of(addr).is_some() {
+            AddressKind::Prefix
+        } else {
+            AddressKind::Secondary
+        }
+    }
+
+    pub(crate) fn addr_state(&self, addr: Ipv4Addr, now: Timestamp) -> AddrState {
+        if self.holders.contains_key(&addr) {
+            AddrState::Used
+        } else if self.cooling.get(&addr).is_some_and(|until| *until > now) {
+            AddrState::Cooling
+        } else if self.releasing(addr) {
+            AddrState::Releasing
+        } else {
+            AddrState::Free
+        }
+    }
+
+    fn releasing(&self, addr: Ipv4Addr) -> bool {
+        match &self.in_flight {
+            Some((Action::ReleaseIps(ips), _)) => ips.contains(&addr),
+            Some((Action::ReleasePrefixes(nets), _)) => nets.iter().any(|n| n.contains(&addr)),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn tally_ips(&self, now: Timestamp) -> Tally {
+        let mut t = Tally::default();
+        for &ip in &self.ips {
+            t.add(self.addr_state(ip, now));
+        }
+        t
+    }
+
+    pub(crate) fn tally_prefix(&self, net: Ipv4Net, now: Timestamp) -> Tally {
+        let mut t = Tally::default();
+        for a in prefix_addrs(net) {
+            t.add(self.addr_state(a, now));
+        }
+        t
+    }
+
+    /// Addresses the call in flight is adding.
+    pub(crate) fn pending(&self) -> u32 {
+        match &self.in_flight {
+            Some((Action::AssignIps(n), _)) => *n,
+            Some((Action::AssignPrefixes(k), _)) => k.saturating_mul(ADDRESSES_PER_PREFIX),
+            _ => 0,
+        }
+    }
+
+    pub fn counts(&self, now: Timestamp) -> PoolCounts {
+        let ips = self.tally_ips(now);
+        let mut pfx = Tally::default();
+        for &net in &self.prefixes {
+            let t = self.tally_prefix(net, now);
+            pfx.used += t.used;
+            pfx.cooling += t.cooling;
+            pfx.free += t.free;
+        }
+        let free = match self.mode() {
+            Mode::Secondary => ips.free,
+            Mode::Prefix if self.fallback_active(now) => pfx.free + ips.free,
+            Mode::Prefix => pfx.free,
+        };
+        PoolCounts {
+            used: ips.used + pfx.used,
+            free,
+            cooling: ips.cooling + pfx.cooling,
+            pending: self.pending(),
+        }
+    }
+
+    /// Pod capacity now (SPEC 4), mode-switch aware: slots still held by the other mode's used
+    /// or cooling addresses are not available.
+    pub fn capacity(&self, now: Timestamp) -> u32 {
+        let mode = self.mode();
+        let other_held = match mode {
+            Mode::Secondary => self
+                .prefixes
+                .iter()
+                .filter(|&&n| self.tally_prefix(n, now).busy())
+                .count(),
+            Mode::Prefix => self
+                .ips
+                .iter()
+                .filter(|&&ip| {
+                    matches!(
+                        self.addr_state(ip, now),
+                        AddrState::Used | AddrState::Cooling
+                    )
+                })
+                .count(),
+        };
+        capacity::switch_capacity(
+            capacity::pod_slots(&self.limits),
+            mode,
+            u32::try_from(other_held).unwrap_or(u32::MAX),
+        )
+    }
+
+    /// ENI slots not taken by any secondary IP or /28 (as we know the ENI).
+    pub(crate) fn free_slots(&self) -> u32 {
+        let taken = self.ips.len() + self.prefixes.len();
+        capacity::pod_slots(&self.limits).saturating_sub(u32::try_from(taken).unwrap_or(u32::MAX))
+    }
+}
+
+/// All 16 addresses of a /28 (network and broadcast included: EC2 routes all of them).
+pub(crate) fn prefix_addrs(net: Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
+    let first = u32::from(net.network());
+    (0..ADDRESSES_PER_PREFIX).map(move |i| Ipv4Addr::from(first.wrapping_add(i)))
+}
+
+/// A /28 as EC2 gives it, or `None` for anything that is not one.
+pub(crate) fn as_prefix(net: Ipv4Net) -> Option<Ipv4Net> {
+    (net.prefix_len() == 28).then(|| net.trunc())
+}

@@ -1,0 +1,409 @@
+//! Unit tests of the pool's pod operations and of how it applies EC2 answers.
+
+use std::time::Duration;
+
+use super::config::{KEY_COOLDOWN, KEY_FALLBACK, KEY_PREFIX_DELEGATION};
+use super::plan::Action;
+use super::pool::{AddressKind, AdoptOutcome, AssignOutcome, Assignment, NodePool};
+use super::pool_ec2::{Ec2Addresses, FailureEffect, LostAddress, backoff_delay};
+use super::test_support::*;
+use super::types::{Ec2ErrorClass, EniSnapshot, Timestamp};
+
+fn pool_with_ips(ips: &[u8]) -> NodePool {
+    let snap = EniSnapshot {
+        eni_id: "eni-1".into(),
+        subnet_id: "subnet-1".into(),
+        primary_ip: PRIMARY,
+        secondary_ips: ips.iter().map(|&i| ip(i)).collect(),
+        prefixes: vec![],
+    };
+    NodePool::new(limits(10, true), config(&[]), &snap)
+}
+
+fn assigned(outcome: AssignOutcome) -> Assignment {
+    match outcome {
+        AssignOutcome::Assigned(a) => a,
+        other => panic!("expected a new assignment, got {other:?}"),
+    }
+}
+
+#[test]
+fn assign_is_idempotent_per_uid_and_never_shares() {
+    let mut pool = pool_with_ips(&[10, 11]);
+    let now = secs(0);
+    let a = assigned(pool.assign(&uid(1), now));
+    assert_eq!(
+        a,
+        Assignment {
+            addr: ip(10),
+            kind: AddressKind::Secondary
+        }
+    );
+    assert_eq!(pool.assign(&uid(1), now), AssignOutcome::Existing(a));
+    assert_eq!(assigned(pool.assign(&uid(2), now)).addr, ip(11));
+    assert_eq!(pool.assign(&uid(3), now), AssignOutcome::Exhausted);
+}
+
+#[test]
+fn the_primary_address_is_never_a_pod_address() {
+    let mut pool = pool_with_ips(&[4]);
+    assert!(pool.secondary_ips().is_empty());
+    assert_eq!(pool.assign(&uid(1), secs(0)), AssignOutcome::Exhausted);
+    let new = pool.apply_assign_ok(&Ec2Addresses::Ips(vec![PRIMARY, ip(9)]), secs(0));
+    assert_eq!(new, 1);
+}
+
+#[test]
+fn released_addresses_cool_down() {
+    let mut pool = pool_with_ips(&[10]);
+    let now = secs(0);
+    assigned(pool.assign(&uid(1), now));
+    assert_eq!(pool.release(&uid(1), now), Some(ip(10)));
+    assert_eq!(
+        pool.release(&uid(1), now),
+        None,
+        "second release is a no-op"
+    );
+    assert_eq!(
+        pool.assign(&uid(2), now.plus(Duration::from_secs(29))),
+        AssignOutcome::Exhausted
+    );
+    let until = now.plus(Duration::from_secs(30));
+    assert_eq!(pool.cooldowns(now), vec![(ip(10), until)]);
+    assert_eq!(assigned(pool.assign(&uid(2), until)).addr, ip(10));
+}
+
+#[test]
+fn configured_cooldown_is_used() {
+    let mut pool = pool_with_ips(&[10]);
+    pool.set_config(config(&[(KEY_COOLDOWN, "5")]));
+    assigned(pool.assign(&uid(1), secs(0)));
+    pool.release(&uid(1), secs(0));
+    assert_eq!(pool.cooldowns(secs(0)), vec![(ip(10), secs(5))]);
+}
+
+#[test]
+fn restored_cooldowns_are_never_shortened() {
+    let mut pool = pool_with_ips(&[10, 11]);
+    pool.restore_cooldown(ip(10), secs(100));
+    pool.restore_cooldown(ip(10), secs(50));
+    assert_eq!(pool.cooldowns(secs(0)), vec![(ip(10), secs(100))]);
+    // A release during a restored cool-down keeps the later end.
+    assigned(pool.assign(&uid(1), secs(0)));
+    assert_eq!(pool.address_of(&uid(1)), Some(ip(11)));
+    pool.restore_cooldown(ip(11), secs(200));
+    pool.release(&uid(1), secs(0));
+    assert_eq!(pool.cooldowns(secs(0))[1], (ip(11), secs(200)));
+    pool.advance(secs(150));
+    assert_eq!(pool.cooldowns(secs(150)), vec![(ip(11), secs(200))]);
+}
+
+#[test]
+fn cancel_frees_at_once() {
+    let mut pool = pool_with_ips(&[10]);
+    assigned(pool.assign(&uid(1), secs(0)));
+    assert_eq!(pool.cancel(&uid(1)), Some(ip(10)));
+    assert_eq!(assigned(pool.assign(&uid(2), secs(0))).addr, ip(10));
+}
+
+#[test]
+fn adopt_outcomes() {
+    let mut pool = pool_with_ips(&[10, 11, 12]);
+    let now = secs(0);
+    assert_eq!(pool.adopt(&uid(1), ip(10), now), AdoptOutcome::Ok);
+    assert_eq!(
+        pool.adopt(&uid(1), ip(10), now),
+        AdoptOutcome::Ok,
+        "idempotent"
+    );
+    assert_eq!(pool.adopt(&uid(2), ip(99), now), AdoptOutcome::NotOnEni);
+    assert_eq!(pool.adopt(&uid(3), ip(11), now), AdoptOutcome::Ok);
+    assert_eq!(
+        pool.adopt(&uid(4), ip(11), now),
+        AdoptOutcome::Duplicate(vec![uid(3)])
+    );
+    assert_eq!(pool.duplicates(), vec![ip(11)]);
+    // Only 12 is free.
+    assert_eq!(assigned(pool.assign(&uid(5), now)).addr, ip(12));
+    assert_eq!(pool.assign(&uid(6), now), AssignOutcome::Exhausted);
+    // A duplicate stays blocked until both pods are gone.
+    pool.release(&uid(3), now);
+    assert_eq!(pool.holders_of(ip(11)), vec![uid(4)]);
+    pool.release(&uid(4), now);
+    assert_eq!(
+        pool.assign(&uid(6), now),
+        AssignOutcome::Exhausted,
+        "cooling"
+    );
+    assert_eq!(assigned(pool.assign(&uid(6), secs(30))).addr, ip(11));
+    // A not-on-ENI address that later appears is still never handed out.
+    let snap = EniSnapshot {
+        eni_id: "eni-1".into(),
+        subnet_id: "subnet-1".into(),
+        primary_ip: PRIMARY,
+        secondary_ips: vec![ip(10), ip(11), ip(12), ip(99)],
+        prefixes: vec![],
+    };
+    pool.apply_describe(&snap, secs(30));
+    assert_eq!(pool.assign(&uid(7), secs(30)), AssignOutcome::Exhausted);
+    assert_eq!(pool.counts(secs(30)).used, 4);
+}
+
+#[test]
+fn adopting_a_cooling_address_makes_it_used() {
+    let mut pool = pool_with_ips(&[10]);
+    pool.restore_cooldown(ip(10), secs(100));
+    assert_eq!(pool.adopt(&uid(1), ip(10), secs(0)), AdoptOutcome::Ok);
+    let c = pool.counts(secs(0));
+    assert_eq!((c.used, c.cooling), (1, 0));
+}
+
+#[test]
+fn prefix_addresses_are_prefix_kind() {
+    let cfg = config(&[(KEY_PREFIX_DELEGATION, "true")]);
+    let (mut pool, mut eni) = empty_pool(limits(10, true), cfg);
+    eni.settle(&mut pool, secs(0));
+    let a = assigned(pool.assign(&uid(1), secs(0)));
+    assert_eq!(a.kind, AddressKind::Prefix);
+    assert_eq!(a.addr.to_string(), "10.1.0.0");
+    assert_eq!(a.kind.annotation(a.addr, 19), "10.1.0.0/32");
+    assert_eq!(
+        AddressKind::Secondary.annotation(ip(15), 19),
+        "10.0.0.15/19"
+    );
+}
+
+#[test]
+fn assign_results_count_only_new_addresses() {
+    let mut pool = pool_with_ips(&[10]);
+    pool.begin(&Action::AssignIps(2), secs(0));
+    let whole_list = Ec2Addresses::Ips(vec![PRIMARY, ip(10), ip(11), ip(12)]);
+    assert_eq!(pool.apply_assign_ok(&whole_list, secs(0)), 2);
+    assert_eq!(pool.in_flight(), None);
+    assert_eq!(pool.secondary_ips(), vec![ip(10), ip(11), ip(12)]);
+    // Not a /28: ignored.
+    let bad = Ec2Addresses::Prefixes(vec![net("10.1.0.0/27")]);
+    assert_eq!(pool.apply_assign_ok(&bad, secs(0)), 0);
+}
+
+#[test]
+fn describe_is_the_truth_outside_the_grace() {
+    let mut pool = pool_with_ips(&[10, 11, 12]);
+    let t0 = secs(0);
+    assigned(pool.assign(&uid(1), t0));
+    // We just assigned 13 ourselves.
+    pool.begin(&Action::AssignIps(1), t0);
+    pool.apply_assign_ok(&Ec2Addresses::Ips(vec![ip(13)]), t0);
+    // A human removed 10 (held) and 11; a describe shows 20 new; 13 not yet visible.
+    let snap = EniSnapshot {
+        eni_id: "eni-1".into(),
+        subnet_id: "subnet-1".into(),
+        primary_ip: PRIMARY,
+        secondary_ips: vec![ip(12), ip(20)],
+        prefixes: vec![],
+    };
+    let out = pool.apply_describe(&snap, secs(5));
+    assert_eq!(
+        out.lost,
+        vec![LostAddress {
+            addr: ip(10),
+            uids: vec![uid(1)]
+        }]
+    );
+    assert_eq!((out.added, out.removed), (1, 2));
+    assert_eq!(pool.secondary_ips(), vec![ip(12), ip(13), ip(20)]);
+    // The pod keeps its (now foreign) address; it is not counted as on the ENI.
+    assert_eq!(pool.address_of(&uid(1)), Some(ip(10)));
+    assert_eq!(pool.counts(secs(5)).used, 0);
+    // After the grace, the describe wins for 13 too.
+    let out = pool.apply_describe(&snap, secs(61));
+    assert_eq!((out.added, out.removed), (0, 1));
+    assert_eq!(pool.secondary_ips(), vec![ip(12), ip(20)]);
+}
+
+#[test]
+fn stale_describe_does_not_resurrect_released_addresses() {
+    let mut pool = pool_with_ips(&[10, 11, 12, 13, 14, 15, 16]);
+    let t0 = secs(0);
+    let action = pool.plan(t0);
+    let Action::ReleaseIps(released) = action.clone() else {
+        panic!("{action:?}")
+    };
+    pool.begin(&action, t0);
+    // Releasing addresses are not handed out.
+    let got = assigned(pool.assign(&uid(1), t0)).addr;
+    assert!(!released.contains(&got));
+    pool.apply_release_ok(t0);
+    let stale = EniSnapshot {
+        eni_id: "eni-1".into(),
+        subnet_id: "subnet-1".into(),
+        primary_ip: PRIMARY,
+        secondary_ips: [10, 11, 12, 13, 14, 15, 16].map(ip).to_vec(),
+        prefixes: vec![],
+    };
+    pool.apply_describe(&stale, secs(10));
+    for a in &released {
+        assert!(!pool.on_eni(*a), "{a} came back");
+    }
+    // After the grace a describe that still shows them is believed.
+    pool.apply_describe(&stale, secs(61));
+    assert!(released.iter().all(|a| pool.on_eni(*a)));
+}
+
+#[test]
+fn failure_reactions() {
+    let now = secs(0);
+    let mut pool = pool_with_ips(&[]);
+    // Throttled: exponential, deterministic backoff; plan waits, next_wakeup says until when.
+    for (n, expected) in [(1, 1), (2, 2), (3, 4)] {
+        pool.begin(&Action::AssignIps(3), now);
+        let effect = pool.apply_failure(&Ec2ErrorClass::Throttled, now);
+        let until = now.plus(Duration::from_secs(expected));
+        assert_eq!(effect, FailureEffect::Backoff { until }, "failure {n}");
+        assert_eq!(pool.plan(now), Action::None);
+        assert_eq!(pool.next_wakeup(now), Some(until));
+        assert_eq!(pool.plan(until), Action::AssignIps(3));
+    }
+    assert_eq!(backoff_delay(30), Duration::from_secs(60));
+    // Success resets the backoff sequence.
+    pool.begin(&Action::AssignIps(3), now);
+    pool.apply_assign_ok(&Ec2Addresses::Ips(vec![ip(10)]), now);
+    pool.begin(&Action::AssignIps(2), now);
+    let effect = pool.apply_failure(
+        &Ec2ErrorClass::Other {
+            code: "X".into(),
+            message: "y".into(),
+        },
+        now,
+    );
+    assert_eq!(
+        effect,
+        FailureEffect::Backoff {
+            until: now.plus(Duration::from_secs(1))
+        }
+    );
+
+    // EniLimit and UnknownOutcome: describe next, never a blind retry.
+    let mut pool = pool_with_ips(&[]);
+    pool.begin(&Action::AssignIps(3), now);
+    assert_eq!(
+        pool.apply_failure(&Ec2ErrorClass::UnknownOutcome, now),
+        FailureEffect::Redescribe
+    );
+    assert_eq!(pool.plan(now), Action::Describe);
+    pool.begin(&Action::Describe, now);
+    assert_eq!(pool.plan(now), Action::None);
+    // A describe that times out is retried after a backoff.
+    let effect = pool.apply_failure(&Ec2ErrorClass::UnknownOutcome, now);
+    assert!(matches!(effect, FailureEffect::Backoff { .. }));
+    assert_eq!(
+        pool.plan(now.plus(Duration::from_secs(1))),
+        Action::Describe
+    );
+    pool.begin(&Action::AssignIps(3), now);
+    assert_eq!(
+        pool.apply_failure(&Ec2ErrorClass::EniLimit, now),
+        FailureEffect::Redescribe
+    );
+    assert!(pool.needs_describe());
+
+    // SubnetFull: no assign for 2 minutes.
+    let mut pool = pool_with_ips(&[]);
+    pool.begin(&Action::AssignIps(3), now);
+    let until = now.plus(Duration::from_secs(120));
+    assert_eq!(
+        pool.apply_failure(&Ec2ErrorClass::SubnetFull, now),
+        FailureEffect::NoAssignUntil { until }
+    );
+    assert_eq!(pool.plan(now.plus(Duration::from_secs(119))), Action::None);
+    assert_eq!(pool.plan(until), Action::AssignIps(3));
+
+    // NotFound: the node is gone, nothing more.
+    pool.begin(&Action::AssignIps(3), until);
+    assert_eq!(
+        pool.apply_failure(&Ec2ErrorClass::NotFound, until),
+        FailureEffect::NodeGone
+    );
+    assert!(pool.node_gone());
+    assert_eq!(
+        pool.plan(until.plus(Duration::from_secs(3600))),
+        Action::None
+    );
+}
+
+#[test]
+fn unknown_outcome_of_a_release_stops_using_those_addresses() {
+    let mut pool = pool_with_ips(&[10, 11, 12, 13, 14, 15]);
+    let action = pool.plan(secs(0));
+    let Action::ReleaseIps(ref released) = action else {
+        panic!("{action:?}")
+    };
+    let released = released.clone();
+    pool.begin(&action, secs(0));
+    pool.apply_failure(&Ec2ErrorClass::UnknownOutcome, secs(0));
+    assert!(released.iter().all(|a| !pool.on_eni(*a)));
+    assert_eq!(pool.plan(secs(0)), Action::Describe);
+}
+
+#[test]
+fn no_cidr_block_holds_prefixes_or_falls_back() {
+    let now = secs(0);
+    let cfg = config(&[(KEY_PREFIX_DELEGATION, "true")]);
+    let (mut pool, _eni) = empty_pool(limits(10, true), cfg);
+    pool.set_waiting(2);
+    pool.begin(&Action::AssignPrefixes(1), now);
+    let until = now.plus(Duration::from_secs(120));
+    assert_eq!(
+        pool.apply_failure(&Ec2ErrorClass::NoCidrBlock, now),
+        FailureEffect::NoPrefixUntil { until }
+    );
+    assert_eq!(pool.plan(now), Action::None);
+    assert_eq!(pool.next_wakeup(now), Some(until));
+    assert_eq!(pool.plan(until), Action::AssignPrefixes(1));
+
+    let cfg = config(&[(KEY_PREFIX_DELEGATION, "true"), (KEY_FALLBACK, "true")]);
+    let (mut pool, mut eni) = empty_pool(limits(10, true), cfg);
+    pool.set_waiting(2);
+    pool.begin(&Action::AssignPrefixes(1), now);
+    assert_eq!(
+        pool.apply_failure(&Ec2ErrorClass::NoCidrBlock, now),
+        FailureEffect::FallbackToSecondaryUntil { until }
+    );
+    assert!(pool.fallback_active(now));
+    // waiting 2 + warm-ip 1 = 3 secondary IPs.
+    assert_eq!(pool.plan(now), Action::AssignIps(3));
+    eni.settle(&mut pool, now);
+    let a = assigned(pool.assign(&uid(1), now));
+    assert_eq!(a.kind, AddressKind::Secondary);
+    // After the hold: prefixes again, and the free secondaries are released.
+    pool.set_waiting(0);
+    let calls = eni.settle(&mut pool, until);
+    assert!(calls.contains(&Action::AssignPrefixes(1)), "{calls:?}");
+    assert_eq!(pool.secondary_ips(), vec![a.addr]);
+}
+
+#[test]
+fn hold_assigns_from_a_sibling_never_shortens() {
+    let mut pool = pool_with_ips(&[]);
+    pool.hold_assigns_until(secs(100));
+    pool.hold_assigns_until(secs(50));
+    assert_eq!(pool.plan(secs(99)), Action::None);
+    assert_eq!(pool.plan(secs(100)), Action::AssignIps(3));
+}
+
+#[test]
+fn describe_in_flight_is_cleared_by_its_answer_only() {
+    let mut pool = pool_with_ips(&[10]);
+    pool.begin(&Action::AssignIps(2), secs(0));
+    let snap = EniSnapshot {
+        eni_id: "eni-1".into(),
+        subnet_id: "subnet-1".into(),
+        primary_ip: PRIMARY,
+        secondary_ips: vec![ip(10)],
+        prefixes: vec![],
+    };
+    // A periodic describe while an assign is in flight leaves the assign in flight.
+    pool.apply_describe(&snap, secs(1));
+    assert!(matches!(pool.in_flight(), Some((Action::AssignIps(2), t)) if t == secs(0)));
+    let _: Timestamp = secs(0);
+}
