@@ -9,6 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The spec is empty: everything about a node's pool is decided from the cluster and EC2.
+// clippy reads the repeated `type_ = "integer"` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[kube(
     group = "winipam.dev",
@@ -24,13 +26,21 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Capacity", type_ = "integer", json_path = ".status.capacity"),
     printcolumn(name = "Used", type_ = "integer", json_path = ".status.counts.used"),
     printcolumn(name = "Free", type_ = "integer", json_path = ".status.counts.free"),
-    printcolumn(name = "Cooling", type_ = "integer", json_path = ".status.counts.cooling"),
+    printcolumn(
+        name = "Cooling",
+        type_ = "integer",
+        json_path = ".status.counts.cooling"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 pub struct NodeAddressPoolSpec {}
 
@@ -136,13 +146,24 @@ mod tests {
         assert_eq!(crd.spec.scope, "Cluster");
         assert_eq!(crd.spec.names.short_names, Some(vec!["nap".to_string()]));
         let version = &crd.spec.versions[0];
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
         let columns: Vec<_> = version
             .additional_printer_columns
             .iter()
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(columns, ["Mode", "Capacity", "Used", "Free", "Cooling", "Ready", "Age"]);
+        assert_eq!(
+            columns,
+            [
+                "Mode", "Capacity", "Used", "Free", "Cooling", "Ready", "Age"
+            ]
+        );
     }
 }
