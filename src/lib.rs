@@ -4,4 +4,6 @@
 //! - [`clock`]: where "now" comes from (system clock, or tokio's virtual clock in simulation).
 
 pub mod clock;
+pub mod ec2;
 pub mod ipam;
+pub mod sim;
