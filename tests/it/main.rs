@@ -2,4 +2,8 @@
 //! `support` starts the real parts the tests run against (etcd + kube-apiserver, moto) on
 //! 127.0.0.1; `scripts/test.sh` builds or installs them and exports their paths.
 
+mod ec2_batching;
+mod ec2_contract;
+mod ec2_recorded;
+mod ec2_throttling;
 mod support;
