@@ -30,7 +30,6 @@ install() {
   mkdir -p "$cache"
   "$python" -m venv "$venv"
   # pip honours PIP_FIND_LINKS (a local wheel directory) if the environment sets one.
-  "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
   "$venv/bin/python" -m pip install --quiet "moto[ec2,server]==$MOTO_VERSION" >&2
   "$bin" --help >/dev/null 2>&1 || { log "moto_server does not start"; exit 1; }
   touch "$stamp"
