@@ -11,6 +11,7 @@
 //!    then `apply_assign_ok` / `apply_release_ok` / `apply_describe` / `apply_failure`;
 //!    requeue at [`NodePool::next_wakeup`].
 
+pub mod annotation;
 pub mod capacity;
 pub mod config;
 pub mod plan;
@@ -27,6 +28,7 @@ mod pool_tests;
 #[cfg(test)]
 mod test_support;
 
+pub use annotation::parse_annotation;
 pub use capacity::{LimitsSource, PodCapacity, ResolvedLimits};
 pub use config::{Config, ConfigError, ParsedConfig, Targets};
 pub use plan::Action;

@@ -1,0 +1,449 @@
+//! The dispatcher: consumes the watches (on every replica, so a new leader starts from warm
+//! caches), keeps the index of Windows nodes and bound pods, applies configuration and the
+//! foreign-IPAM safety check, and, while leading, runs one worker per node and the periodic
+//! resync.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use super::context::Ctx;
+use super::reasons;
+use super::status::parse_rfc3339;
+use super::worker::{NodeMsg, NodeWorker, WorkerHandle};
+use crate::ec2::Ec2Backend;
+use crate::ipam::{Config, InstanceInfo, Timestamp};
+use crate::k8s::{Cluster, ConfigMapView, EventSeverity, NodeView, ObjectRef, PodView, WatchEvent};
+
+/// The controller process's IPAM loop.
+pub struct Controller<C, B: Ec2Backend> {
+    ctx: Arc<Ctx<C, B>>,
+    config_namespace: String,
+    config_name: String,
+}
+
+/// Everything the watches told us, whether or not we lead.
+#[derive(Default)]
+struct Index {
+    nodes: BTreeMap<String, NodeView>,
+    /// Bound pods by node name (all nodes: a node may turn out to be Windows later).
+    pods: HashMap<String, HashMap<String, PodView>>,
+    nodes_synced: bool,
+    pods_synced: bool,
+    config_seen: bool,
+    foreign_seen: bool,
+}
+
+impl Index {
+    fn synced(&self) -> bool {
+        self.nodes_synced && self.pods_synced && self.config_seen && self.foreign_seen
+    }
+
+    fn pods_of(&self, node: &str) -> Vec<PodView> {
+        self.pods
+            .get(node)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+enum Input {
+    Nodes(WatchEvent<NodeView>),
+    Pods(WatchEvent<PodView>),
+    Config(Option<ConfigMapView>),
+    Foreign(bool),
+    Leader(bool),
+    Resync,
+    Described(Vec<InstanceInfo>),
+    Shutdown,
+}
+
+impl<C: Cluster, B: Ec2Backend> Controller<C, B> {
+    pub fn new(ctx: Arc<Ctx<C, B>>, config_namespace: &str, config_name: &str) -> Self {
+        Controller {
+            ctx,
+            config_namespace: config_namespace.to_string(),
+            config_name: config_name.to_string(),
+        }
+    }
+
+    /// Runs until `shutdown` resolves. `leader` says whether this replica may write; workers
+    /// exist only while it is true, and are rebuilt from the cluster and EC2 each time it
+    /// becomes true (SPEC 6.3).
+    pub async fn run(
+        self,
+        mut leader: watch::Receiver<bool>,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) {
+        let cluster = self.ctx.cluster.clone();
+        let mut nodes = cluster.watch_nodes().boxed();
+        let mut pods = cluster.watch_pods().boxed();
+        let mut config = cluster
+            .watch_config(&self.config_namespace, &self.config_name)
+            .boxed();
+        let mut foreign = cluster.watch_foreign_ipam().boxed();
+        let (described_tx, mut described_rx) = mpsc::unbounded_channel::<Vec<InstanceInfo>>();
+        let mut state = State {
+            ctx: self.ctx.clone(),
+            index: Index::default(),
+            workers: HashMap::new(),
+            config: Arc::new(Config::default()),
+            config_object: None,
+            foreign: false,
+            leading: *leader.borrow(),
+            started: false,
+            described_tx,
+        };
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut next_resync = tokio::time::Instant::now() + state.resync_delay();
+        loop {
+            let input = tokio::select! {
+                Some(ev) = nodes.next() => Input::Nodes(ev),
+                Some(ev) = pods.next() => Input::Pods(ev),
+                Some(cm) = config.next() => Input::Config(cm),
+                Some(f) = foreign.next() => Input::Foreign(f),
+                changed = leader.changed() => match changed {
+                    Ok(()) => Input::Leader(*leader.borrow()),
+                    // The elector is gone: we cannot know that we lead.
+                    Err(_) => Input::Leader(false),
+                },
+                Some(infos) = described_rx.recv() => Input::Described(infos),
+                _ = tokio::time::sleep_until(next_resync) => Input::Resync,
+                _ = &mut shutdown => Input::Shutdown,
+            };
+            match input {
+                Input::Nodes(ev) => state.on_nodes(ev),
+                Input::Pods(ev) => state.on_pods(ev),
+                Input::Config(cm) => state.on_config(cm).await,
+                Input::Foreign(f) => state.on_foreign(f).await,
+                Input::Leader(l) => {
+                    state.leading = l;
+                    self.ctx.metrics.set_leader(l);
+                    self.ctx.readiness.set_leader(l);
+                    if !l {
+                        tracing::warn!("leadership lost: stopping all node workers");
+                        state.stop_all().await;
+                    }
+                }
+                Input::Resync => {
+                    next_resync = tokio::time::Instant::now() + state.resync_delay();
+                    state.resync();
+                }
+                Input::Described(infos) => state.route_resync(infos),
+                Input::Shutdown => {
+                    tracing::info!("shutting down: letting node workers finish their EC2 calls");
+                    state.stop_all().await;
+                    return;
+                }
+            }
+            state.maybe_start().await;
+        }
+    }
+}
+
+struct State<C, B: Ec2Backend> {
+    ctx: Arc<Ctx<C, B>>,
+    index: Index,
+    workers: HashMap<String, WorkerHandle>,
+    config: Arc<Config>,
+    config_object: Option<ObjectRef>,
+    foreign: bool,
+    leading: bool,
+    /// Workers were started for this term of leadership.
+    started: bool,
+    described_tx: mpsc::UnboundedSender<Vec<InstanceInfo>>,
+}
+
+impl<C: Cluster, B: Ec2Backend> State<C, B> {
+    fn blocked(&self) -> bool {
+        self.foreign && !self.ctx.settings.ignore_foreign_ipam
+    }
+
+    /// Resync period with ±10% jitter, so replicas and restarts do not line up.
+    fn resync_delay(&self) -> Duration {
+        let period = self.ctx.settings.resync_period;
+        let jitter = (self.ctx.now().as_millis() % 200) as f64 / 1000.0 - 0.1;
+        period.mul_f64(1.0 + jitter)
+    }
+
+    fn send(&self, node: &str, msg: NodeMsg) {
+        if let Some(w) = self.workers.get(node) {
+            // A closed channel means the worker is ending; nothing to deliver.
+            let _ = w.tx.send(msg);
+        }
+    }
+
+    fn on_nodes(&mut self, ev: WatchEvent<NodeView>) {
+        match ev {
+            WatchEvent::Applied(view) if view.windows => self.node_applied(view),
+            WatchEvent::Applied(view) | WatchEvent::Deleted(view) => self.node_gone(&view.name),
+            WatchEvent::Resynced(views) => {
+                let windows: BTreeMap<String, NodeView> = views
+                    .into_iter()
+                    .filter(|v| v.windows)
+                    .map(|v| (v.name.clone(), v))
+                    .collect();
+                let gone: Vec<String> = self
+                    .index
+                    .nodes
+                    .keys()
+                    .filter(|n| !windows.contains_key(*n))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    self.node_gone(&name);
+                }
+                for (_, view) in windows {
+                    self.node_applied(view);
+                }
+                self.index.nodes_synced = true;
+            }
+        }
+    }
+
+    fn node_applied(&mut self, view: NodeView) {
+        let name = view.name.clone();
+        // Same name, new object (deleted and re-created, maybe on a new instance): start over.
+        if self.workers.get(&name).is_some_and(|w| w.node_uid != view.uid) {
+            self.stop_worker(&name);
+        }
+        self.index.nodes.insert(name.clone(), view.clone());
+        if self.workers.contains_key(&name) {
+            self.send(&name, NodeMsg::Node(view));
+        } else if self.running() {
+            self.start_worker(view, Vec::new());
+        }
+    }
+
+    fn node_gone(&mut self, name: &str) {
+        if self.index.nodes.remove(name).is_some() {
+            tracing::info!(node = name, "node no longer managed");
+        }
+        self.stop_worker(name);
+    }
+
+    fn on_pods(&mut self, ev: WatchEvent<PodView>) {
+        match ev {
+            WatchEvent::Applied(view) => {
+                let node = view.node_name.clone();
+                self.index
+                    .pods
+                    .entry(node.clone())
+                    .or_default()
+                    .insert(view.uid.clone(), view.clone());
+                self.send(&node, NodeMsg::PodApplied(view));
+            }
+            WatchEvent::Deleted(view) => {
+                if let Some(m) = self.index.pods.get_mut(&view.node_name) {
+                    m.remove(&view.uid);
+                    if m.is_empty() {
+                        self.index.pods.remove(&view.node_name);
+                    }
+                }
+                self.send(&view.node_name, NodeMsg::PodDeleted(view.uid));
+            }
+            WatchEvent::Resynced(views) => {
+                let mut pods: HashMap<String, HashMap<String, PodView>> = HashMap::new();
+                for view in views {
+                    pods.entry(view.node_name.clone())
+                        .or_default()
+                        .insert(view.uid.clone(), view);
+                }
+                self.index.pods = pods;
+                self.index.pods_synced = true;
+                let nodes: Vec<String> = self.workers.keys().cloned().collect();
+                for node in nodes {
+                    let list = self.index.pods_of(&node);
+                    self.send(&node, NodeMsg::PodsResynced(list));
+                }
+            }
+        }
+    }
+
+    async fn on_config(&mut self, cm: Option<ConfigMapView>) {
+        self.index.config_seen = true;
+        let Some(cm) = cm else {
+            self.config_object = None;
+            self.set_config(Config::default());
+            return;
+        };
+        let object = ObjectRef::config_map(&cm);
+        self.config_object = Some(object.clone());
+        match Config::parse(&cm.data) {
+            Ok(parsed) => {
+                if !parsed.unknown_keys.is_empty() {
+                    tracing::warn!(keys = ?parsed.unknown_keys, "ConfigMap has keys winipam does not know (typos?); they are ignored");
+                }
+                self.set_config(parsed.config);
+            }
+            Err(err) => {
+                self.ctx.metrics.config_errors_total.inc();
+                let note = format!(
+                    "configuration rejected, the previous one stays in force: {err}. Fix the \
+                     value in ConfigMap {}/{}",
+                    cm.namespace, cm.name
+                );
+                self.ctx
+                    .event(&object, EventSeverity::Warning, reasons::CONFIG_REJECTED, &note)
+                    .await;
+            }
+        }
+    }
+
+    fn set_config(&mut self, config: Config) {
+        if *self.config == config {
+            return;
+        }
+        tracing::info!(?config, "configuration in force");
+        self.config = Arc::new(config);
+        for w in self.workers.values() {
+            let _ = w.tx.send(NodeMsg::Config(self.config.clone()));
+        }
+    }
+
+    async fn on_foreign(&mut self, foreign: bool) {
+        self.index.foreign_seen = true;
+        let was = self.blocked();
+        self.foreign = foreign;
+        let blocked = self.blocked();
+        self.ctx.metrics.set_blocked(blocked);
+        if foreign && self.ctx.settings.ignore_foreign_ipam {
+            tracing::warn!("kube-system/amazon-vpc-cni enables the VPC Resource Controller's Windows IPAM; ignored because of --ignore-foreign-ipam");
+        }
+        if blocked == was {
+            return;
+        }
+        if blocked {
+            let note = "kube-system/amazon-vpc-cni has enable-windows-ipam: \"true\": the VPC \
+                        Resource Controller hands out Windows pod IPs, so winipam assigns and \
+                        releases nothing. Set it to \"false\" (or remove it) to let winipam \
+                        manage them, or start winipam with --ignore-foreign-ipam if it is stale";
+            tracing::warn!("{note}");
+            if let Some(object) = self.config_object.clone() {
+                self.ctx
+                    .event(&object, EventSeverity::Warning, reasons::FOREIGN_IPAM_ENABLED, note)
+                    .await;
+            }
+        } else {
+            tracing::info!("Windows IPAM of the VPC Resource Controller is off: winipam resumes");
+        }
+        for w in self.workers.values() {
+            let _ = w.tx.send(NodeMsg::Blocked(blocked));
+        }
+    }
+
+    /// Workers run only while leading, and only once every watch has listed everything, so a
+    /// pool is never built without the annotations that name its addresses.
+    fn running(&self) -> bool {
+        self.leading && self.started
+    }
+
+    async fn maybe_start(&mut self) {
+        self.ctx.readiness.set_caches_synced(self.index.synced());
+        if !self.leading || self.started || !self.index.synced() {
+            return;
+        }
+        // Cool-down records of the previous leader (or of our previous life).
+        let mut cooldowns: HashMap<String, Vec<(Ipv4Addr, Timestamp)>> = HashMap::new();
+        match self.ctx.cluster.read_pool_statuses().await {
+            Ok(statuses) => {
+                for (node, status) in statuses {
+                    let records = status
+                        .cooldowns
+                        .iter()
+                        .filter_map(|r| Some((r.address.parse().ok()?, parse_rfc3339(&r.until)?)))
+                        .collect();
+                    cooldowns.insert(node, records);
+                }
+            }
+            Err(err) => {
+                // Without them a restart could shorten cool-downs: try again on the next event.
+                tracing::warn!(error = %err, "reading NodeAddressPool statuses failed; pools wait");
+                return;
+            }
+        }
+        let nodes: Vec<NodeView> = self.index.nodes.values().cloned().collect();
+        tracing::info!(nodes = nodes.len(), "leading: rebuilding node pools");
+        self.started = true;
+        if nodes.is_empty() {
+            self.ctx.readiness.set_pools_rebuilt(true);
+        }
+        for view in nodes {
+            let records = cooldowns.remove(&view.name).unwrap_or_default();
+            self.start_worker(view, records);
+        }
+    }
+
+    fn start_worker(&mut self, view: NodeView, cooldowns: Vec<(Ipv4Addr, Timestamp)>) {
+        let name = view.name.clone();
+        let pods = self.index.pods_of(&name);
+        let handle = NodeWorker::spawn(
+            self.ctx.clone(),
+            view,
+            pods,
+            self.config.clone(),
+            self.blocked(),
+            cooldowns,
+        );
+        self.workers.insert(name, handle);
+    }
+
+    /// Dropping the sender ends the worker after its EC2 call in flight.
+    fn stop_worker(&mut self, name: &str) {
+        self.workers.remove(name);
+    }
+
+    async fn stop_all(&mut self) {
+        self.started = false;
+        let handles: Vec<WorkerHandle> = self.workers.drain().map(|(_, h)| h).collect();
+        for h in handles {
+            drop(h.tx);
+            if let Err(err) = h.task.await {
+                tracing::error!(error = %err, "node worker ended abnormally");
+            }
+        }
+    }
+
+    /// SPEC 6.4: every ENI re-described in batches of 1,000; subnets refreshed (free-IP metric).
+    fn resync(&self) {
+        if !self.leading || self.workers.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = self
+            .workers
+            .keys()
+            .filter_map(|n| self.index.nodes.get(n)?.instance_id.clone())
+            .collect();
+        let ec2 = self.ctx.ec2.clone();
+        let tx = self.described_tx.clone();
+        tokio::spawn(async move {
+            match ec2.describe_instances(&ids).await {
+                Ok(infos) => {
+                    let _ = tx.send(infos);
+                }
+                Err(err) => tracing::warn!(error = %err, "resync describe failed"),
+            }
+            if let Err(err) = ec2.refresh_subnets().await {
+                tracing::warn!(error = %err, "subnet refresh failed");
+            }
+        });
+    }
+
+    fn route_resync(&self, infos: Vec<InstanceInfo>) {
+        let by_instance: HashMap<&str, &str> = self
+            .index
+            .nodes
+            .values()
+            .filter_map(|n| Some((n.instance_id.as_deref()?, n.name.as_str())))
+            .collect();
+        for info in infos {
+            if let Some(node) = by_instance.get(info.instance_id.as_str()) {
+                self.send(node, NodeMsg::Resync(info.clone()));
+            }
+        }
+    }
+}

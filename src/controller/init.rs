@@ -1,0 +1,166 @@
+//! Bringing a node under management (SPEC 6.1, 6.3): describe its instance (batched with every
+//! other node starting at the same time), learn its type's limits and its subnet, rebuild the
+//! pool from the ENI, the cool-down records and the pods' existing annotations, all before the
+//! first write.
+
+use std::time::Duration;
+
+use super::reasons;
+use super::worker::{NodeWorker, Phase, ReadyNode};
+use crate::ec2::Ec2Backend;
+use crate::ipam::{capacity, Ec2ErrorClass, NodePool};
+use crate::k8s::{Cluster, EventSeverity, ObjectRef};
+
+/// Longest wait between two tries of a node whose describe keeps failing.
+const INIT_RETRY_MAX: Duration = Duration::from_secs(300);
+
+impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
+    pub(crate) async fn init(&mut self) {
+        let node_ref = ObjectRef::node(&self.node);
+        let Some(instance_id) = self.node.instance_id.clone() else {
+            self.ctx
+                .event(
+                    &node_ref,
+                    EventSeverity::Warning,
+                    reasons::MISSING_PROVIDER_ID,
+                    "spec.providerID has no EC2 instance id (expected aws:///<zone>/i-...): \
+                     winipam does not manage this node's pod IPs; check how the node registered",
+                )
+                .await;
+            self.phase = Phase::Parked {
+                state: "unsupported",
+            };
+            return;
+        };
+
+        let instance = match self.ctx.ec2.describe_instance(&instance_id).await {
+            Ok(instance) => instance,
+            Err(err) if err.class == Ec2ErrorClass::NotFound => {
+                self.ctx
+                    .event(
+                        &node_ref,
+                        EventSeverity::Warning,
+                        reasons::INSTANCE_NOT_FOUND,
+                        &format!(
+                            "EC2 does not know instance {instance_id}: if the instance was \
+                             terminated the node will be deleted; otherwise check winipam's region \
+                             and account"
+                        ),
+                    )
+                    .await;
+                self.retry_init();
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(node = %self.node.name, error = %err, "describing the instance failed; will retry");
+                self.retry_init();
+                return;
+            }
+        };
+
+        let ec2_limits = match self.ctx.ec2.instance_type_limits(&instance.instance_type).await {
+            Ok(limits) => limits,
+            Err(err) => {
+                tracing::warn!(instance_type = %instance.instance_type, error = %err,
+                    "DescribeInstanceTypes failed; using the embedded table");
+                None
+            }
+        };
+        let Some(resolved) = capacity::resolve(ec2_limits, &instance.instance_type) else {
+            let note = format!(
+                "instance type {} is unknown to EC2's DescribeInstanceTypes and to winipam's \
+                 table: no pod IP capacity is advertised and no pod on this node gets an address; \
+                 upgrade winipam or check its IAM permissions for ec2:DescribeInstanceTypes",
+                instance.instance_type
+            );
+            self.ctx
+                .event(&node_ref, EventSeverity::Warning, reasons::UNSUPPORTED_INSTANCE_TYPE, &note)
+                .await;
+            if self.node.advertised_capacity.is_some() {
+                if let Err(err) = self.ctx.cluster.set_node_capacity(&self.node.name, None).await {
+                    tracing::warn!(node = %self.node.name, error = %err, "could not remove capacity");
+                }
+            }
+            self.phase = Phase::Parked {
+                state: "unsupported",
+            };
+            return;
+        };
+
+        let subnet = match self.ctx.ec2.subnet(&instance.primary_eni.subnet_id).await {
+            Ok(subnet) => subnet,
+            Err(err) => {
+                tracing::warn!(node = %self.node.name, error = %err, "describing the subnet failed; will retry");
+                self.retry_init();
+                return;
+            }
+        };
+
+        let now = self.ctx.now();
+        let mut pool = NodePool::new(
+            resolved.limits,
+            (*self.config).clone(),
+            &instance.primary_eni,
+        );
+        for (addr, until) in std::mem::take(&mut self.restored_cooldowns) {
+            pool.restore_cooldown(addr, until);
+        }
+        if pool.mode_downgraded() {
+            let note = format!(
+                "prefix delegation is enabled but {} is not a Nitro instance: this node uses \
+                 secondary IPs (capacity {}); use a Nitro type to get /28 prefixes",
+                instance.instance_type,
+                pool.capacity(now)
+            );
+            self.ctx
+                .event(
+                    &node_ref,
+                    EventSeverity::Warning,
+                    reasons::PREFIX_DELEGATION_UNSUPPORTED,
+                    &note,
+                )
+                .await;
+        }
+        if let Err(err) = self
+            .ctx
+            .cluster
+            .ensure_pool_object(&self.node.name, &self.node.uid)
+            .await
+        {
+            tracing::warn!(node = %self.node.name, error = %err, "could not create the NodeAddressPool; will retry with the status");
+            self.status.object_missing = true;
+        }
+        tracing::info!(
+            node = %self.node.name,
+            instance = %instance.instance_id,
+            instance_type = %instance.instance_type,
+            eni = %instance.primary_eni.eni_id,
+            mode = %pool.mode(),
+            capacity = pool.capacity(now),
+            limits_from = ?resolved.source,
+            "node managed"
+        );
+        self.phase = Phase::Ready(Box::new(ReadyNode {
+            pool,
+            instance,
+            subnet,
+        }));
+        // Existing annotations are recorded before anything is handed out.
+        self.adopt_annotated(now).await;
+    }
+
+    fn retry_init(&mut self) {
+        let failures = match self.phase {
+            Phase::Init { failures, .. } => failures + 1,
+            _ => 1,
+        };
+        let base = self.ctx.settings.init_retry;
+        let delay = base
+            .saturating_mul(1 << failures.min(5))
+            .min(INIT_RETRY_MAX.max(base));
+        self.phase = Phase::Init {
+            retry_at: self.ctx.now().plus(delay),
+            failures,
+        };
+    }
+}

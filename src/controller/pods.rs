@@ -1,0 +1,338 @@
+//! The pod side of a node worker (SPEC 6.2): which pods need an address, adopting addresses that
+//! annotations already name, handing out addresses and writing them with the UID precondition,
+//! and giving addresses back when pods go.
+
+use std::net::Ipv4Addr;
+
+use futures::StreamExt;
+
+use super::reasons;
+use super::worker::{NodeWorker, Phase, PodEntry};
+use crate::ec2::Ec2Backend;
+use crate::ipam::{parse_annotation, AdoptOutcome, AssignOutcome, PodUid, Timestamp};
+use crate::k8s::{AnnotateOutcome, Cluster, EventSeverity, ObjectRef, PodView};
+
+/// What a pod needs from the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Need {
+    /// Nothing: host network, or finished (and terminal pods release), or being deleted unannotated.
+    Nothing,
+    /// Its annotation names this address: record it as used.
+    Holds(Ipv4Addr),
+    /// Its annotation is not an address: never touched, reported once.
+    BadAnnotation,
+    /// An address, then the annotation.
+    Address,
+}
+
+/// Pure: what `pod` needs, given whether terminal pods give their address back.
+pub(crate) fn need(pod: &PodView, release_terminal: bool) -> Need {
+    if pod.host_network || (release_terminal && pod.phase.is_terminal()) {
+        return Need::Nothing;
+    }
+    match pod.ip_annotation.as_deref() {
+        Some(value) => match parse_annotation(value) {
+            Some(addr) => Need::Holds(addr),
+            None => Need::BadAnnotation,
+        },
+        None if pod.deleting || pod.phase.is_terminal() => Need::Nothing,
+        None => Need::Address,
+    }
+}
+
+/// An annotation to write.
+struct Write {
+    uid: String,
+    namespace: String,
+    name: String,
+    value: String,
+}
+
+impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
+    pub(crate) fn pod_applied(&mut self, mut view: PodView, now: Timestamp) {
+        if let Some(entry) = self.pods.get_mut(&view.uid) {
+            // A watch view older than our own write must not make us write again.
+            if view.ip_annotation.is_none() {
+                view.ip_annotation = entry.written.clone();
+            }
+            entry.view = view;
+        } else {
+            self.pods.insert(
+                view.uid.clone(),
+                PodEntry {
+                    view,
+                    seen: now,
+                    written: None,
+                    pending_reported: false,
+                    annotation_reported: false,
+                    adopted: None,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn pod_deleted(&mut self, uid: &str, now: Timestamp) {
+        self.pods.remove(uid);
+        if let Phase::Ready(ready) = &mut self.phase {
+            if !self.blocked {
+                ready.pool.release(&PodUid(uid.to_string()), now);
+            }
+        }
+    }
+
+    /// Records every address that annotations name (restart, new node, pods annotated by an
+    /// earlier leader). Called before any address is handed out.
+    pub(crate) async fn adopt_annotated(&mut self, now: Timestamp) {
+        let Phase::Ready(ready) = &mut self.phase else {
+            return;
+        };
+        let release_terminal = self.config.release_terminal_pods;
+        let mut reports: Vec<(ObjectRef, &'static str, String)> = Vec::new();
+        for entry in self.pods.values_mut() {
+            let uid = PodUid(entry.view.uid.clone());
+            match need(&entry.view, release_terminal) {
+                Need::Holds(addr) if entry.adopted != Some(addr) => {
+                    entry.adopted = Some(addr);
+                    match ready.pool.adopt(&uid, addr, now) {
+                        AdoptOutcome::Ok => {}
+                        AdoptOutcome::NotOnEni => reports.push((
+                            ObjectRef::pod(&entry.view),
+                            reasons::IP_NOT_ON_ENI,
+                            format!(
+                                "annotation names {addr}, which is not on node {}'s ENI {}: the \
+                                 pod's network will not work; delete the pod so it gets a new \
+                                 address (winipam never hands {addr} out)",
+                                entry.view.node_name, ready.instance.primary_eni.eni_id
+                            ),
+                        )),
+                        AdoptOutcome::Duplicate(others) => reports.push((
+                            ObjectRef::pod(&entry.view),
+                            reasons::DUPLICATE_IP_ANNOTATION,
+                            format!(
+                                "address {addr} is also named by pod UID(s) {}: delete all but one \
+                                 of these pods; winipam does not hand {addr} out again until they \
+                                 are all gone",
+                                others.iter().map(|u| u.0.as_str()).collect::<Vec<_>>().join(", ")
+                            ),
+                        )),
+                    }
+                }
+                Need::BadAnnotation if !entry.annotation_reported => {
+                    entry.annotation_reported = true;
+                    reports.push((
+                        ObjectRef::pod(&entry.view),
+                        reasons::INVALID_IP_ANNOTATION,
+                        format!(
+                            "annotation vpc.amazonaws.com/PrivateIPv4Address is {:?}, not an IPv4 \
+                             CIDR: the Windows CNI cannot wire this pod; delete the pod",
+                            entry.view.ip_annotation.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                }
+                Need::Nothing if release_terminal && entry.view.phase.is_terminal() => {
+                    if !self.blocked && ready.pool.address_of(&uid).is_some() {
+                        ready.pool.release(&uid, now);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (object, reason, note) in reports {
+            self.ctx.event(&object, EventSeverity::Warning, reason, &note).await;
+        }
+    }
+
+    /// Hands out addresses to pods that need one and writes them. Returns the number of pods
+    /// still waiting (the surge term of the plan).
+    pub(crate) async fn assign_and_annotate(&mut self, now: Timestamp) -> u32 {
+        let Phase::Ready(ready) = &mut self.phase else {
+            return 0;
+        };
+        let subnet_len = ready.subnet.cidr.prefix_len();
+        let mut writes = Vec::new();
+        let mut waiting = 0;
+        // Oldest first: pods are served in the order they were bound.
+        let mut order: Vec<(&String, Timestamp)> =
+            self.pods.iter().map(|(uid, e)| (uid, e.seen)).collect();
+        order.sort_by_key(|(uid, seen)| (*seen, (*uid).clone()));
+        let order: Vec<String> = order.into_iter().map(|(uid, _)| uid.clone()).collect();
+        for uid in order {
+            let Some(entry) = self.pods.get(&uid) else { continue };
+            if need(&entry.view, self.config.release_terminal_pods) != Need::Address {
+                continue;
+            }
+            match ready.pool.assign(&PodUid(uid.clone()), now) {
+                AssignOutcome::Assigned(a) | AssignOutcome::Existing(a) => writes.push(Write {
+                    uid: uid.clone(),
+                    namespace: entry.view.namespace.clone(),
+                    name: entry.view.name.clone(),
+                    value: a.kind.annotation(a.addr, subnet_len),
+                }),
+                AssignOutcome::Exhausted => waiting += 1,
+            }
+        }
+        if writes.is_empty() {
+            return waiting;
+        }
+
+        let cluster = self.ctx.cluster.clone();
+        let results: Vec<(Write, _)> = futures::stream::iter(writes)
+            .map(|w| {
+                let cluster = cluster.clone();
+                async move {
+                    let outcome = cluster
+                        .annotate_pod(&w.namespace, &w.name, &w.uid, &w.value)
+                        .await;
+                    (w, outcome)
+                }
+            })
+            .buffer_unordered(self.ctx.settings.annotate_concurrency.max(1))
+            .collect()
+            .await;
+
+        let now = self.ctx.now();
+        let Phase::Ready(ready) = &mut self.phase else {
+            return waiting;
+        };
+        for (w, outcome) in results {
+            let uid = PodUid(w.uid.clone());
+            match outcome {
+                Ok(AnnotateOutcome::Written) => {
+                    if let Some(entry) = self.pods.get_mut(&w.uid) {
+                        let seconds = now.since(entry.seen).as_secs_f64();
+                        self.ctx.metrics.pod_ip_assign_seconds.observe(seconds);
+                        entry.written = Some(w.value.clone());
+                        entry.view.ip_annotation = Some(w.value.clone());
+                        entry.adopted = parse_annotation(&w.value);
+                    }
+                }
+                Ok(AnnotateOutcome::AlreadyAnnotated(existing)) => {
+                    // Someone (an earlier leader, or our own write whose answer was lost) was
+                    // first: the annotation wins, whatever it says.
+                    let ours = existing == w.value;
+                    if !ours {
+                        ready.pool.cancel(&uid);
+                    }
+                    if let Some(entry) = self.pods.get_mut(&w.uid) {
+                        entry.adopted = if ours { parse_annotation(&existing) } else { None };
+                        entry.view.ip_annotation = Some(existing);
+                    }
+                }
+                Ok(AnnotateOutcome::PodGone) => {
+                    // Certainly not written: nobody can have seen the address.
+                    ready.pool.cancel(&uid);
+                }
+                Err(err) => {
+                    // The write may have happened: the address cools down before reuse, and the
+                    // pod gets a fresh one on the next pass (or adopts what was written).
+                    tracing::warn!(pod = %w.name, namespace = %w.namespace, error = %err,
+                        "annotation write failed");
+                    ready.pool.release(&uid, now);
+                }
+            }
+        }
+        // Adopt what others wrote before the next assignment round.
+        self.adopt_annotated(now).await;
+        waiting
+    }
+
+    /// `IPAllocationPending` for pods waiting longer than the threshold; returns when the next
+    /// one is due.
+    pub(crate) async fn report_pending(&mut self, now: Timestamp) -> Option<Timestamp> {
+        let after = self.ctx.settings.pending_event_after;
+        let release_terminal = self.config.release_terminal_pods;
+        let mut due = Vec::new();
+        let mut next: Option<Timestamp> = None;
+        for entry in self.pods.values_mut() {
+            if entry.pending_reported || need(&entry.view, release_terminal) != Need::Address {
+                continue;
+            }
+            let at = entry.seen.plus(after);
+            if at <= now {
+                entry.pending_reported = true;
+                due.push(ObjectRef::pod(&entry.view));
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        if due.is_empty() {
+            return next;
+        }
+        let note = self.pending_note(now);
+        for object in due {
+            self.ctx
+                .event(&object, EventSeverity::Warning, reasons::IP_ALLOCATION_PENDING, &note)
+                .await;
+        }
+        next
+    }
+
+    fn pending_note(&self, now: Timestamp) -> String {
+        if self.blocked {
+            return "waiting for an IPv4 address: winipam is paused because \
+                    kube-system/amazon-vpc-cni has enable-windows-ipam: \"true\" (another controller \
+                    manages Windows IPs); set it to false or remove it"
+                .to_string();
+        }
+        match &self.phase {
+            Phase::Ready(ready) => {
+                let c = ready.pool.counts(now);
+                format!(
+                    "waiting for an IPv4 address on node {}: {} free, {} being assigned, {} \
+                     cooling, {} used of capacity {}; winipam is growing the pool (see the \
+                     node's Events and NodeAddressPool for EC2 errors)",
+                    self.node.name,
+                    c.free,
+                    c.pending,
+                    c.cooling,
+                    c.used,
+                    ready.pool.capacity(now)
+                )
+            }
+            _ => format!(
+                "waiting for an IPv4 address: node {} is not ready for winipam yet (see its Events)",
+                self.node.name
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::PodPhase;
+
+    fn pod(phase: PodPhase, annotation: Option<&str>) -> PodView {
+        PodView {
+            uid: "u".into(),
+            namespace: "ns".into(),
+            name: "p".into(),
+            node_name: "n".into(),
+            phase,
+            host_network: false,
+            deleting: false,
+            ip_annotation: annotation.map(String::from),
+        }
+    }
+
+    #[test]
+    fn need_follows_spec_6_2() {
+        let ip = Ipv4Addr::new(10, 0, 0, 5);
+        assert_eq!(need(&pod(PodPhase::Pending, None), true), Need::Address);
+        assert_eq!(need(&pod(PodPhase::Running, Some("10.0.0.5/19")), true), Need::Holds(ip));
+        assert_eq!(need(&pod(PodPhase::Running, Some("bogus")), true), Need::BadAnnotation);
+        // Terminal pods give their address back when configured to...
+        assert_eq!(need(&pod(PodPhase::Succeeded, Some("10.0.0.5/19")), true), Need::Nothing);
+        // ...and keep it otherwise, but never get a new one.
+        assert_eq!(need(&pod(PodPhase::Failed, Some("10.0.0.5/19")), false), Need::Holds(ip));
+        assert_eq!(need(&pod(PodPhase::Failed, None), false), Need::Nothing);
+        let mut host = pod(PodPhase::Pending, None);
+        host.host_network = true;
+        assert_eq!(need(&host, true), Need::Nothing);
+        let mut deleting = pod(PodPhase::Running, None);
+        deleting.deleting = true;
+        assert_eq!(need(&deleting, true), Need::Nothing);
+        deleting.ip_annotation = Some("10.0.0.5/32".into());
+        assert_eq!(need(&deleting, true), Need::Holds(ip));
+    }
+}

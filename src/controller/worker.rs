@@ -1,0 +1,268 @@
+//! One task per managed node: it owns the node's pool and pods, so a node is reconciled by one
+//! thing at a time and needs no locks; nodes run in parallel, bounded only by the EC2 client's
+//! rate limiters. The loop: apply queued messages, reconcile, wait for a message, the EC2 call
+//! in flight, or the pool's next wake-up.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::context::Ctx;
+use super::ec2_ops::Ec2Done;
+use crate::ec2::Ec2Backend;
+use crate::ipam::{Config, InstanceInfo, NodePool, SubnetInfo, Timestamp};
+use crate::k8s::{Cluster, NodeView, PodView};
+
+enum Woke {
+    Message(Option<NodeMsg>),
+    Ec2(Result<Ec2Done, tokio::task::JoinError>),
+    Timer,
+}
+
+/// Waits for the EC2 call in flight; never resolves when there is none.
+async fn wait_for(
+    task: &mut Option<JoinHandle<Ec2Done>>,
+) -> Result<Ec2Done, tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the dispatcher tells a worker.
+#[derive(Debug)]
+pub(crate) enum NodeMsg {
+    Node(NodeView),
+    PodApplied(PodView),
+    PodDeleted(String),
+    /// The complete set of the node's bound pods (after a relist).
+    PodsResynced(Vec<PodView>),
+    Config(Arc<Config>),
+    Blocked(bool),
+    /// The periodic re-describe of the instance (SPEC 6.4).
+    Resync(InstanceInfo),
+}
+
+/// The dispatcher's handle on a worker.
+pub(crate) struct WorkerHandle {
+    pub(crate) node_uid: String,
+    pub(crate) tx: mpsc::UnboundedSender<NodeMsg>,
+    pub(crate) task: JoinHandle<()>,
+}
+
+/// Where a node stands.
+pub(crate) enum Phase {
+    /// Not yet described (or the last try failed): retry at the given time.
+    Init { retry_at: Timestamp, failures: u32 },
+    Ready(Box<ReadyNode>),
+    /// Not manageable until the Node object changes (no instance id, unknown type, instance gone).
+    Parked { state: &'static str },
+}
+
+/// A node whose pool is built.
+pub(crate) struct ReadyNode {
+    pub(crate) pool: NodePool,
+    pub(crate) instance: InstanceInfo,
+    pub(crate) subnet: SubnetInfo,
+}
+
+/// What the worker remembers of a pod beyond its view.
+pub(crate) struct PodEntry {
+    pub(crate) view: PodView,
+    /// When the worker first saw it bound (start of time-to-IP).
+    pub(crate) seen: Timestamp,
+    /// The annotation value we wrote, kept across stale watch views.
+    pub(crate) written: Option<String>,
+    pub(crate) pending_reported: bool,
+    pub(crate) annotation_reported: bool,
+    /// An address we adopted from its annotation (so a changed view is noticed).
+    pub(crate) adopted: Option<Ipv4Addr>,
+}
+
+pub(crate) struct NodeWorker<C, B: Ec2Backend> {
+    pub(crate) ctx: Arc<Ctx<C, B>>,
+    pub(crate) node: NodeView,
+    pub(crate) pods: BTreeMap<String, PodEntry>,
+    pub(crate) phase: Phase,
+    pub(crate) config: Arc<Config>,
+    pub(crate) blocked: bool,
+    /// Cool-down records read from the NodeAddressPool status at leadership start.
+    pub(crate) restored_cooldowns: Vec<(Ipv4Addr, Timestamp)>,
+    pub(crate) ec2_task: Option<JoinHandle<Ec2Done>>,
+    pub(crate) status: super::status::StatusState,
+    /// Gauge contributions of this node, to keep global gauges right as they change.
+    pub(crate) gauges: super::status::NodeGauges,
+    pub(crate) init_reported: bool,
+    /// Addresses a resync found gone while pods held them, to report on the next pass.
+    pub(crate) pending_lost: Vec<crate::ipam::LostAddress>,
+}
+
+impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
+    pub(crate) fn spawn(
+        ctx: Arc<Ctx<C, B>>,
+        node: NodeView,
+        pods: Vec<PodView>,
+        config: Arc<Config>,
+        blocked: bool,
+        restored_cooldowns: Vec<(Ipv4Addr, Timestamp)>,
+    ) -> WorkerHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let now = ctx.now();
+        ctx.init_started();
+        let node_uid = node.uid.clone();
+        let mut worker = NodeWorker {
+            ctx,
+            node,
+            pods: BTreeMap::new(),
+            phase: Phase::Init {
+                retry_at: now,
+                failures: 0,
+            },
+            config,
+            blocked,
+            restored_cooldowns,
+            ec2_task: None,
+            status: Default::default(),
+            gauges: Default::default(),
+            init_reported: false,
+            pending_lost: Vec::new(),
+        };
+        for pod in pods {
+            worker.pod_applied(pod, now);
+        }
+        let task = tokio::spawn(worker.run(rx));
+        WorkerHandle { node_uid, tx, task }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<NodeMsg>) {
+        loop {
+            let wake = self.step().await;
+            let sleep = self.sleep_for(wake);
+            // The task is moved out for the wait so the handlers below may borrow `self`.
+            let mut task = self.ec2_task.take();
+            let woke = tokio::select! {
+                msg = rx.recv() => Woke::Message(msg),
+                done = wait_for(&mut task) => Woke::Ec2(done),
+                _ = tokio::time::sleep(sleep) => Woke::Timer,
+            };
+            match woke {
+                Woke::Ec2(done) => match done {
+                    Ok(done) => self.apply_ec2(done).await,
+                    Err(err) => {
+                        tracing::error!(node = %self.node.name, error = %err, "EC2 call task failed")
+                    }
+                },
+                Woke::Message(msg) => {
+                    self.ec2_task = task;
+                    // The dispatcher dropped us: node deleted, leadership lost or shutdown.
+                    let Some(msg) = msg else { break };
+                    self.handle(msg);
+                    while let Ok(msg) = rx.try_recv() {
+                        self.handle(msg);
+                    }
+                }
+                Woke::Timer => self.ec2_task = task,
+            }
+        }
+        self.finish().await;
+    }
+
+    /// On the way out: an EC2 call in flight is allowed to finish so its outcome is not lost
+    /// from the status (the next leader re-describes anyway).
+    async fn finish(mut self) {
+        if let Some(task) = self.ec2_task.take() {
+            if let Ok(Ok(done)) = tokio::time::timeout(Duration::from_secs(15), task).await {
+                self.apply_ec2(done).await;
+            }
+        }
+        if !self.init_reported {
+            self.ctx.init_finished();
+        }
+        self.gauges.clear(&self.ctx.metrics);
+        if self.gauges.had_series() {
+            self.ctx.metrics.remove_node(&self.node.name);
+        }
+    }
+
+    fn sleep_for(&self, wake: Option<Timestamp>) -> Duration {
+        let now = self.ctx.now();
+        match wake {
+            Some(at) => at.since(now).max(Duration::from_millis(10)),
+            // Nothing scheduled: sleep long, a message wakes us.
+            None => Duration::from_secs(3600),
+        }
+    }
+
+    fn handle(&mut self, msg: NodeMsg) {
+        let now = self.ctx.now();
+        match msg {
+            NodeMsg::Node(view) => {
+                let retry = matches!(self.phase, Phase::Parked { .. })
+                    && (view.instance_id != self.node.instance_id
+                        || view.instance_type != self.node.instance_type);
+                self.node = view;
+                if retry {
+                    self.phase = Phase::Init {
+                        retry_at: now,
+                        failures: 0,
+                    };
+                }
+            }
+            NodeMsg::PodApplied(view) => self.pod_applied(view, now),
+            NodeMsg::PodDeleted(uid) => self.pod_deleted(&uid, now),
+            NodeMsg::PodsResynced(views) => {
+                let keep: std::collections::BTreeSet<String> =
+                    views.iter().map(|v| v.uid.clone()).collect();
+                let gone: Vec<String> = self
+                    .pods
+                    .keys()
+                    .filter(|uid| !keep.contains(*uid))
+                    .cloned()
+                    .collect();
+                for uid in gone {
+                    self.pod_deleted(&uid, now);
+                }
+                for view in views {
+                    self.pod_applied(view, now);
+                }
+            }
+            NodeMsg::Config(config) => {
+                if let Phase::Ready(ready) = &mut self.phase {
+                    ready.pool.set_config((*config).clone());
+                }
+                self.config = config;
+            }
+            NodeMsg::Blocked(blocked) => self.blocked = blocked,
+            NodeMsg::Resync(info) => self.apply_resync(info, now),
+        }
+    }
+
+    /// One pass: initialise if needed, then reconcile. Returns when to run again by itself.
+    async fn step(&mut self) -> Option<Timestamp> {
+        let now = self.ctx.now();
+        let wake = match &self.phase {
+            Phase::Init { retry_at, .. } if *retry_at > now => Some(*retry_at),
+            Phase::Init { .. } => {
+                self.init().await;
+                if let Phase::Init { retry_at, .. } = &self.phase {
+                    Some(*retry_at)
+                } else {
+                    self.reconcile().await
+                }
+            }
+            Phase::Ready(_) => self.reconcile().await,
+            Phase::Parked { .. } => None,
+        };
+        if !self.init_reported && !matches!(self.phase, Phase::Init { failures: 0, .. }) {
+            // Ready, parked, or failed once: this node no longer holds readiness back.
+            self.init_reported = true;
+            self.ctx.init_finished();
+        }
+        self.update_gauges();
+        wake
+    }
+}
