@@ -5,4 +5,11 @@
 
 pub mod clock;
 pub mod crd;
+pub mod error;
 pub mod ipam;
+pub mod k8s;
+pub mod leader;
+pub mod metrics;
+pub mod run;
+pub mod server;
+pub mod telemetry;
