@@ -2,4 +2,5 @@
 //! `support` starts the real parts the tests run against (etcd + kube-apiserver, moto) on
 //! 127.0.0.1; `scripts/test.sh` builds or installs them and exports their paths.
 
+mod controlplane;
 mod support;

@@ -1,3 +1,4 @@
 //! Test harness: real processes started on free 127.0.0.1 ports and stopped on drop.
 // Each test module uses a different part of the harness.
 #![allow(dead_code)]
+pub mod controlplane;
