@@ -24,8 +24,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the controller (in the cluster, or against KUBECONFIG).
+    Run(Box<winipam::run::RunArgs>),
     /// Print how many pod IPs an instance type gives (offline, from the embedded EC2 table).
     Capacity(CapacityArgs),
+    /// Print the NodeAddressPool CustomResourceDefinition (YAML).
+    Crd,
 }
 
 #[derive(Debug, Args)]
@@ -49,9 +53,41 @@ pub const EXIT_UNKNOWN_TYPE: u8 = 2;
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Run(args) => run_controller(*args),
+        Command::Crd => match winipam::crd::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: cannot render the CRD: {err}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Capacity(args) => {
             let code = capacity_command(&args, &mut io::stdout().lock(), &mut io::stderr().lock());
             ExitCode::from(code)
+        }
+    }
+}
+
+/// `winipam run`: the controller until SIGTERM.
+fn run_controller(args: winipam::run::RunArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(winipam::run::process::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -166,7 +202,9 @@ mod tests {
     fn run_args(argv: &[&str]) -> (u8, String, String) {
         let cli = Cli::try_parse_from(std::iter::once("winipam").chain(argv.iter().copied()))
             .expect("valid command line");
-        let Command::Capacity(args) = cli.command;
+        let Command::Capacity(args) = cli.command else {
+            panic!("not a capacity command line: {argv:?}");
+        };
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = capacity_command(&args, &mut out, &mut err);
         (

@@ -84,13 +84,23 @@ impl<C: Cluster, B: Ec2Backend> Ctx<C, B> {
     }
 
     /// Records an Event; a failure to record one is logged, never fatal.
-    pub async fn event(&self, object: &ObjectRef, severity: EventSeverity, reason: &str, note: &str) {
+    pub async fn event(
+        &self,
+        object: &ObjectRef,
+        severity: EventSeverity,
+        reason: &str,
+        note: &str,
+    ) {
         if severity == EventSeverity::Warning {
             tracing::warn!(object = %object.name, reason, "{note}");
         } else {
             tracing::info!(object = %object.name, reason, "{note}");
         }
-        if let Err(err) = self.cluster.publish_event(object, severity, reason, note).await {
+        if let Err(err) = self
+            .cluster
+            .publish_event(object, severity, reason, note)
+            .await
+        {
             tracing::warn!(object = %object.name, reason, error = %err, "could not record Event");
         }
     }

@@ -208,7 +208,11 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
     fn node_applied(&mut self, view: NodeView) {
         let name = view.name.clone();
         // Same name, new object (deleted and re-created, maybe on a new instance): start over.
-        if self.workers.get(&name).is_some_and(|w| w.node_uid != view.uid) {
+        if self
+            .workers
+            .get(&name)
+            .is_some_and(|w| w.node_uid != view.uid)
+        {
             self.stop_worker(&name);
         }
         self.index.nodes.insert(name.clone(), view.clone());
@@ -288,7 +292,12 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
                     cm.namespace, cm.name
                 );
                 self.ctx
-                    .event(&object, EventSeverity::Warning, reasons::CONFIG_REJECTED, &note)
+                    .event(
+                        &object,
+                        EventSeverity::Warning,
+                        reasons::CONFIG_REJECTED,
+                        &note,
+                    )
                     .await;
             }
         }
@@ -312,7 +321,9 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         let blocked = self.blocked();
         self.ctx.metrics.set_blocked(blocked);
         if foreign && self.ctx.settings.ignore_foreign_ipam {
-            tracing::warn!("kube-system/amazon-vpc-cni enables the VPC Resource Controller's Windows IPAM; ignored because of --ignore-foreign-ipam");
+            tracing::warn!(
+                "kube-system/amazon-vpc-cni enables the VPC Resource Controller's Windows IPAM; ignored because of --ignore-foreign-ipam"
+            );
         }
         if blocked == was {
             return;
@@ -325,7 +336,12 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
             tracing::warn!("{note}");
             if let Some(object) = self.config_object.clone() {
                 self.ctx
-                    .event(&object, EventSeverity::Warning, reasons::FOREIGN_IPAM_ENABLED, note)
+                    .event(
+                        &object,
+                        EventSeverity::Warning,
+                        reasons::FOREIGN_IPAM_ENABLED,
+                        note,
+                    )
                     .await;
             }
         } else {

@@ -49,7 +49,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         self.ec2_task = Some(tokio::spawn(async move {
             match action {
                 Action::AssignIps(n) => Ec2Done::Assigned(
-                    ec2.assign_ips(&eni, &known_ips, n).await.map(Ec2Addresses::Ips),
+                    ec2.assign_ips(&eni, &known_ips, n)
+                        .await
+                        .map(Ec2Addresses::Ips),
                 ),
                 Action::AssignPrefixes(n) => Ec2Done::Assigned(
                     ec2.assign_prefixes(&eni, &known_prefixes, n)
@@ -149,9 +151,16 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 let note = "EC2 no longer knows this node's instance or ENI: waiting for the \
                             node to be deleted";
                 self.ctx
-                    .event(&node_ref, EventSeverity::Warning, reasons::INSTANCE_NOT_FOUND, note)
+                    .event(
+                        &node_ref,
+                        EventSeverity::Warning,
+                        reasons::INSTANCE_NOT_FOUND,
+                        note,
+                    )
                     .await;
-                self.phase = Phase::Parked { state: "unsupported" };
+                self.phase = Phase::Parked {
+                    state: "unsupported",
+                };
                 return;
             }
             (Ec2ErrorClass::Other { code, message }, _) => (
@@ -162,7 +171,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 ),
             ),
         };
-        self.ctx.event(&node_ref, EventSeverity::Warning, reason, &note).await;
+        self.ctx
+            .event(&node_ref, EventSeverity::Warning, reason, &note)
+            .await;
         if assigning {
             let waiting: Vec<ObjectRef> = self
                 .pods
@@ -175,7 +186,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 .collect();
             for pod in waiting {
                 self.ctx
-                    .event(&pod, EventSeverity::Warning, reasons::IP_ALLOCATION_FAILED, &note)
+                    .event(
+                        &pod,
+                        EventSeverity::Warning,
+                        reasons::IP_ALLOCATION_FAILED,
+                        &note,
+                    )
                     .await;
             }
         }
@@ -203,7 +219,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     async fn report_lost(&mut self, lost: Vec<crate::ipam::LostAddress>) {
         for l in lost {
             for uid in l.uids {
-                let Some(entry) = self.pods.get(&uid.0) else { continue };
+                let Some(entry) = self.pods.get(&uid.0) else {
+                    continue;
+                };
                 let note = format!(
                     "address {} was removed from the node's ENI outside winipam: this pod's \
                      network no longer works; delete the pod so it gets a new address",
@@ -211,7 +229,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 );
                 let object = ObjectRef::pod(&entry.view);
                 self.ctx
-                    .event(&object, EventSeverity::Warning, reasons::IP_REMOVED_FROM_ENI, &note)
+                    .event(
+                        &object,
+                        EventSeverity::Warning,
+                        reasons::IP_REMOVED_FROM_ENI,
+                        &note,
+                    )
                     .await;
             }
         }

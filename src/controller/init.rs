@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::reasons;
 use super::worker::{NodeWorker, Phase, ReadyNode};
 use crate::ec2::Ec2Backend;
-use crate::ipam::{capacity, Ec2ErrorClass, NodePool};
+use crate::ipam::{Ec2ErrorClass, NodePool, capacity};
 use crate::k8s::{Cluster, EventSeverity, ObjectRef};
 
 /// Longest wait between two tries of a node whose describe keeps failing.
@@ -58,7 +58,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             }
         };
 
-        let ec2_limits = match self.ctx.ec2.instance_type_limits(&instance.instance_type).await {
+        let ec2_limits = match self
+            .ctx
+            .ec2
+            .instance_type_limits(&instance.instance_type)
+            .await
+        {
             Ok(limits) => limits,
             Err(err) => {
                 tracing::warn!(instance_type = %instance.instance_type, error = %err,
@@ -74,12 +79,21 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 instance.instance_type
             );
             self.ctx
-                .event(&node_ref, EventSeverity::Warning, reasons::UNSUPPORTED_INSTANCE_TYPE, &note)
+                .event(
+                    &node_ref,
+                    EventSeverity::Warning,
+                    reasons::UNSUPPORTED_INSTANCE_TYPE,
+                    &note,
+                )
                 .await;
-            if self.node.advertised_capacity.is_some() {
-                if let Err(err) = self.ctx.cluster.set_node_capacity(&self.node.name, None).await {
-                    tracing::warn!(node = %self.node.name, error = %err, "could not remove capacity");
-                }
+            if self.node.advertised_capacity.is_some()
+                && let Err(err) = self
+                    .ctx
+                    .cluster
+                    .set_node_capacity(&self.node.name, None)
+                    .await
+            {
+                tracing::warn!(node = %self.node.name, error = %err, "could not remove capacity");
             }
             self.phase = Phase::Parked {
                 state: "unsupported",

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use super::reasons;
 use super::worker::{NodeWorker, Phase, PodEntry};
 use crate::ec2::Ec2Backend;
-use crate::ipam::{parse_annotation, AdoptOutcome, AssignOutcome, PodUid, Timestamp};
+use crate::ipam::{AdoptOutcome, AssignOutcome, PodUid, Timestamp, parse_annotation};
 use crate::k8s::{AnnotateOutcome, Cluster, EventSeverity, ObjectRef, PodView};
 
 /// What a pod needs from the pool.
@@ -73,10 +73,10 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
 
     pub(crate) fn pod_deleted(&mut self, uid: &str, now: Timestamp) {
         self.pods.remove(uid);
-        if let Phase::Ready(ready) = &mut self.phase {
-            if !self.blocked {
-                ready.pool.release(&PodUid(uid.to_string()), now);
-            }
+        if let Phase::Ready(ready) = &mut self.phase
+            && !self.blocked
+        {
+            ready.pool.release(&PodUid(uid.to_string()), now);
         }
     }
 
@@ -112,7 +112,11 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                                 "address {addr} is also named by pod UID(s) {}: delete all but one \
                                  of these pods; winipam does not hand {addr} out again until they \
                                  are all gone",
-                                others.iter().map(|u| u.0.as_str()).collect::<Vec<_>>().join(", ")
+                                others
+                                    .iter()
+                                    .map(|u| u.0.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                         )),
                     }
@@ -129,16 +133,21 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                         ),
                     ));
                 }
-                Need::Nothing if release_terminal && entry.view.phase.is_terminal() => {
-                    if !self.blocked && ready.pool.address_of(&uid).is_some() {
-                        ready.pool.release(&uid, now);
-                    }
+                Need::Nothing
+                    if release_terminal
+                        && entry.view.phase.is_terminal()
+                        && !self.blocked
+                        && ready.pool.address_of(&uid).is_some() =>
+                {
+                    ready.pool.release(&uid, now);
                 }
                 _ => {}
             }
         }
         for (object, reason, note) in reports {
-            self.ctx.event(&object, EventSeverity::Warning, reason, &note).await;
+            self.ctx
+                .event(&object, EventSeverity::Warning, reason, &note)
+                .await;
         }
     }
 
@@ -157,7 +166,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         order.sort_by_key(|(uid, seen)| (*seen, (*uid).clone()));
         let order: Vec<String> = order.into_iter().map(|(uid, _)| uid.clone()).collect();
         for uid in order {
-            let Some(entry) = self.pods.get(&uid) else { continue };
+            let Some(entry) = self.pods.get(&uid) else {
+                continue;
+            };
             if need(&entry.view, self.config.release_terminal_pods) != Need::Address {
                 continue;
             }
@@ -214,7 +225,11 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                         ready.pool.cancel(&uid);
                     }
                     if let Some(entry) = self.pods.get_mut(&w.uid) {
-                        entry.adopted = if ours { parse_annotation(&existing) } else { None };
+                        entry.adopted = if ours {
+                            parse_annotation(&existing)
+                        } else {
+                            None
+                        };
                         entry.view.ip_annotation = Some(existing);
                     }
                 }
@@ -261,7 +276,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         let note = self.pending_note(now);
         for object in due {
             self.ctx
-                .event(&object, EventSeverity::Warning, reasons::IP_ALLOCATION_PENDING, &note)
+                .event(
+                    &object,
+                    EventSeverity::Warning,
+                    reasons::IP_ALLOCATION_PENDING,
+                    &note,
+                )
                 .await;
         }
         next
@@ -319,12 +339,24 @@ mod tests {
     fn need_follows_spec_6_2() {
         let ip = Ipv4Addr::new(10, 0, 0, 5);
         assert_eq!(need(&pod(PodPhase::Pending, None), true), Need::Address);
-        assert_eq!(need(&pod(PodPhase::Running, Some("10.0.0.5/19")), true), Need::Holds(ip));
-        assert_eq!(need(&pod(PodPhase::Running, Some("bogus")), true), Need::BadAnnotation);
+        assert_eq!(
+            need(&pod(PodPhase::Running, Some("10.0.0.5/19")), true),
+            Need::Holds(ip)
+        );
+        assert_eq!(
+            need(&pod(PodPhase::Running, Some("bogus")), true),
+            Need::BadAnnotation
+        );
         // Terminal pods give their address back when configured to...
-        assert_eq!(need(&pod(PodPhase::Succeeded, Some("10.0.0.5/19")), true), Need::Nothing);
+        assert_eq!(
+            need(&pod(PodPhase::Succeeded, Some("10.0.0.5/19")), true),
+            Need::Nothing
+        );
         // ...and keep it otherwise, but never get a new one.
-        assert_eq!(need(&pod(PodPhase::Failed, Some("10.0.0.5/19")), false), Need::Holds(ip));
+        assert_eq!(
+            need(&pod(PodPhase::Failed, Some("10.0.0.5/19")), false),
+            Need::Holds(ip)
+        );
         assert_eq!(need(&pod(PodPhase::Failed, None), false), Need::Nothing);
         let mut host = pod(PodPhase::Pending, None);
         host.host_network = true;

@@ -57,7 +57,9 @@ impl NodeGauges {
         }
         metrics.pods_waiting_for_ip.add(waiting - self.waiting);
         self.waiting = waiting;
-        metrics.duplicate_ip_annotations.add(duplicates - self.duplicates);
+        metrics
+            .duplicate_ip_annotations
+            .add(duplicates - self.duplicates);
         self.duplicates = duplicates;
     }
 
@@ -113,7 +115,10 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             Phase::Ready(ready) => ready.pool.next_wakeup(now),
             _ => None,
         };
-        [status_due, pending_due, pool_due].into_iter().flatten().min()
+        [status_due, pending_due, pool_due]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn count_needing_address(&self) -> u32 {
@@ -187,32 +192,56 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 conditions.push(condition(
                     "Ready",
                     !self.blocked && !subnet_held,
-                    if self.blocked { "Blocked" } else if subnet_held { "SubnetExhausted" } else { "PoolReady" },
+                    if self.blocked {
+                        "Blocked"
+                    } else if subnet_held {
+                        "SubnetExhausted"
+                    } else {
+                        "PoolReady"
+                    },
                     format!("{} mode, capacity {}", pool.mode(), pool.capacity(now)),
                     now,
                 ));
                 conditions.push(condition(
                     "SubnetExhausted",
                     subnet_held,
-                    if subnet_held { "InsufficientFreeAddressesInSubnet" } else { "AddressesAvailable" },
+                    if subnet_held {
+                        "InsufficientFreeAddressesInSubnet"
+                    } else {
+                        "AddressesAvailable"
+                    },
                     format!("subnet {}", ready.subnet.subnet_id),
                     now,
                 ));
-                conditions.push(condition("Unsupported", false, "Supported", String::new(), now));
+                conditions.push(condition(
+                    "Unsupported",
+                    false,
+                    "Supported",
+                    String::new(),
+                    now,
+                ));
             }
             Phase::Parked { .. } | Phase::Init { .. } => {
                 let parked = matches!(self.phase, Phase::Parked { .. });
                 conditions.push(condition(
                     "Ready",
                     false,
-                    if parked { "Unsupported" } else { "Initializing" },
+                    if parked {
+                        "Unsupported"
+                    } else {
+                        "Initializing"
+                    },
                     "see the node's Events".to_string(),
                     now,
                 ));
                 conditions.push(condition(
                     "Unsupported",
                     parked,
-                    if parked { "NotManageable" } else { "Initializing" },
+                    if parked {
+                        "NotManageable"
+                    } else {
+                        "Initializing"
+                    },
                     "see the node's Events".to_string(),
                     now,
                 ));
@@ -221,7 +250,11 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         conditions.push(condition(
             "Blocked",
             self.blocked,
-            if self.blocked { "ForeignIPAMEnabled" } else { "NotBlocked" },
+            if self.blocked {
+                "ForeignIPAMEnabled"
+            } else {
+                "NotBlocked"
+            },
             if self.blocked {
                 "kube-system/amazon-vpc-cni has enable-windows-ipam: \"true\"".to_string()
             } else {
@@ -231,19 +264,26 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         ));
         // A condition keeps its transition time while its status does not change.
         for c in &mut conditions {
-            if let Some(old) = previous.get(&c.type_) {
-                if old.status == c.status {
-                    c.last_transition_time = old.last_transition_time.clone();
-                }
+            if let Some(old) = previous.get(&c.type_)
+                && old.status == c.status
+            {
+                c.last_transition_time = old.last_transition_time.clone();
             }
         }
         status.conditions = conditions;
-        status.last_ec2_error = self.status.last_error.as_ref().map(|(e, at)| Ec2ErrorRecord {
-            operation: e.class.label().to_string(),
-            code: e.code.clone().unwrap_or_else(|| e.class.label().to_string()),
-            message: e.message.clone(),
-            time: rfc3339(*at),
-        });
+        status.last_ec2_error = self
+            .status
+            .last_error
+            .as_ref()
+            .map(|(e, at)| Ec2ErrorRecord {
+                operation: e.class.label().to_string(),
+                code: e
+                    .code
+                    .clone()
+                    .unwrap_or_else(|| e.class.label().to_string()),
+                message: e.message.clone(),
+                time: rfc3339(*at),
+            });
         status
     }
 
@@ -267,7 +307,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             return Some(due);
         }
         if self.status.object_missing {
-            match self.ctx.cluster.ensure_pool_object(&self.node.name, &self.node.uid).await {
+            match self
+                .ctx
+                .cluster
+                .ensure_pool_object(&self.node.name, &self.node.uid)
+                .await
+            {
                 Ok(_) => self.status.object_missing = false,
                 Err(err) => {
                     tracing::warn!(node = %self.node.name, error = %err, "could not create the NodeAddressPool");
@@ -275,7 +320,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 }
             }
         }
-        match self.ctx.cluster.write_pool_status(&self.node.name, &status).await {
+        match self
+            .ctx
+            .cluster
+            .write_pool_status(&self.node.name, &status)
+            .await
+        {
             Ok(()) => {
                 self.status.written = Some(status);
                 self.status.written_at = Some(now);
@@ -310,11 +360,19 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                         pending: c.pending,
                     },
                 );
-                let prefixes = if pool.mode() == Mode::Prefix { pool.prefixes().len() } else { 0 };
+                let prefixes = if pool.mode() == Mode::Prefix {
+                    pool.prefixes().len()
+                } else {
+                    0
+                };
                 metrics.set_node_prefixes(&name, prefixes as u32);
                 self.gauges.has_series = true;
                 let state = if self.blocked { "blocked" } else { "managed" };
-                (state, self.count_needing_address() as i64, pool.duplicates().len() as i64)
+                (
+                    state,
+                    self.count_needing_address() as i64,
+                    pool.duplicates().len() as i64,
+                )
             }
             Phase::Parked { state } => (*state, self.count_needing_address() as i64, 0),
             Phase::Init { .. } => ("managed", self.count_needing_address() as i64, 0),

@@ -57,10 +57,15 @@ pub(crate) struct WorkerHandle {
 /// Where a node stands.
 pub(crate) enum Phase {
     /// Not yet described (or the last try failed): retry at the given time.
-    Init { retry_at: Timestamp, failures: u32 },
+    Init {
+        retry_at: Timestamp,
+        failures: u32,
+    },
     Ready(Box<ReadyNode>),
     /// Not manageable until the Node object changes (no instance id, unknown type, instance gone).
-    Parked { state: &'static str },
+    Parked {
+        state: &'static str,
+    },
 }
 
 /// A node whose pool is built.
@@ -174,10 +179,10 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     /// On the way out: an EC2 call in flight is allowed to finish so its outcome is not lost
     /// from the status (the next leader re-describes anyway).
     async fn finish(mut self) {
-        if let Some(task) = self.ec2_task.take() {
-            if let Ok(Ok(done)) = tokio::time::timeout(Duration::from_secs(15), task).await {
-                self.apply_ec2(done).await;
-            }
+        if let Some(task) = self.ec2_task.take()
+            && let Ok(Ok(done)) = tokio::time::timeout(Duration::from_secs(15), task).await
+        {
+            self.apply_ec2(done).await;
         }
         if !self.init_reported {
             self.ctx.init_finished();

@@ -17,14 +17,31 @@ mod tests {
 
     #[test]
     fn accepts_cidr_forms_the_cni_writes_and_reads() {
-        assert_eq!(parse_annotation("10.0.37.15/19"), Some(Ipv4Addr::new(10, 0, 37, 15)));
-        assert_eq!(parse_annotation("10.0.37.15/32"), Some(Ipv4Addr::new(10, 0, 37, 15)));
-        assert_eq!(parse_annotation(" 10.0.0.1/24 "), Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(
+            parse_annotation("10.0.37.15/19"),
+            Some(Ipv4Addr::new(10, 0, 37, 15))
+        );
+        assert_eq!(
+            parse_annotation("10.0.37.15/32"),
+            Some(Ipv4Addr::new(10, 0, 37, 15))
+        );
+        assert_eq!(
+            parse_annotation(" 10.0.0.1/24 "),
+            Some(Ipv4Addr::new(10, 0, 0, 1))
+        );
     }
 
     #[test]
     fn rejects_anything_else() {
-        for bad in ["", "10.0.0.1", "10.0.0.1/33", "10.0.0/24", "abc", "::1/128", "10.0.0.1/-1"] {
+        for bad in [
+            "",
+            "10.0.0.1",
+            "10.0.0.1/33",
+            "10.0.0/24",
+            "abc",
+            "::1/128",
+            "10.0.0.1/-1",
+        ] {
             assert_eq!(parse_annotation(bad), None, "{bad:?}");
         }
     }

@@ -1,6 +1,7 @@
 //! `winipam run`: the controller process. Its flags, and the shutdown signal its tasks share.
 
 pub mod flags;
+pub mod process;
 pub mod shutdown;
 
 pub use flags::RunArgs;

@@ -1,0 +1,146 @@
+//! `winipam run`: builds the process from its flags (logging, clients, metrics, HTTP server,
+//! leader election, the controller) and runs it until SIGTERM, then shuts down in order: stop
+//! taking work, let EC2 calls in flight finish, give up the lease, stop serving.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::RunArgs;
+use super::shutdown::{shutdown_channel, termination_signal};
+use crate::clock::SystemClock;
+use crate::controller::{Controller, Ctx, Settings};
+use crate::ec2::aws::{AwsEc2, AwsEc2Options};
+use crate::ec2::ratelimit::BucketConfig;
+use crate::ec2::{Ec2Client, Ec2ClientConfig};
+use crate::k8s::KubeCluster;
+use crate::leader::{LeaderElector, LeaseElector, LeaseTimings, unique_identity};
+use crate::metrics::Metrics;
+use crate::server::{Readiness, ServerState};
+
+/// Why the process could not start (or stopped badly). Each says what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid flags: {0}")]
+    Flags(String),
+    #[error("logging: {0}")]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
+    #[error("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {0}")]
+    Kube(#[from] kube::Error),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let log_level = crate::telemetry::init(args.log_format, args.log_level.as_deref())?;
+    args.validate().map_err(RunError::Flags)?;
+    let namespace = args.namespace();
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), %namespace, "winipam starting");
+
+    let client = kube::Client::try_default().await?;
+    let metrics = Metrics::new()?;
+    let readiness = Readiness::default();
+    let (trigger, shutdown) = shutdown_channel();
+
+    let backend = AwsEc2::from_env(&AwsEc2Options {
+        region: args.region.clone(),
+        endpoint: args.ec2_endpoint(),
+        ..AwsEc2Options::default()
+    })
+    .await;
+    let ec2 = Ec2Client::new(
+        backend,
+        Ec2ClientConfig {
+            mutating: BucketConfig {
+                rate: args.ec2_mutating_rate,
+                burst: args.ec2_mutating_burst,
+            },
+            describe: BucketConfig {
+                rate: args.ec2_describe_rate,
+                burst: args.ec2_describe_burst,
+            },
+            ..Ec2ClientConfig::default()
+        },
+        metrics.registry(),
+    )?;
+
+    let listener = TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: args.metrics_addr,
+            source,
+        })?;
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        ServerState {
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+            log_level: Some(log_level),
+        },
+        shutdown.clone(),
+    ));
+
+    let identity = unique_identity(args.pod_name().as_deref());
+    let elector = LeaseElector::new(
+        client.clone(),
+        args.lease_namespace(),
+        args.lease_name.clone(),
+        identity.clone(),
+        LeaseTimings {
+            lease_duration: args.lease_duration,
+            renew_deadline: args.renew_deadline,
+            retry_period: args.retry_period,
+        },
+    )
+    .map_err(RunError::Flags)?;
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let election = tokio::spawn(elector.run(leader_tx, shutdown.clone()));
+    tracing::info!(%identity, lease = %args.lease_name, "campaigning for leadership");
+
+    let signal_trigger = trigger.clone();
+    let signals = tokio::spawn(async move {
+        let result = termination_signal().await;
+        tracing::info!("termination signal: shutting down");
+        signal_trigger.trigger();
+        result
+    });
+
+    let cluster = Arc::new(KubeCluster::new(client, args.pod_name()));
+    let settings = Settings {
+        resync_period: args.resync_period,
+        ignore_foreign_ipam: args.ignore_foreign_ipam,
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Ctx::new(
+        cluster,
+        ec2,
+        Arc::new(SystemClock),
+        Arc::new(metrics),
+        readiness,
+        settings,
+    ));
+    let stop = shutdown.clone();
+    Controller::new(ctx, &namespace, &args.config_map)
+        .run(leader_rx, async move { stop.cancelled().await })
+        .await;
+
+    // The controller has stopped writing: now the lease may go, then the server.
+    trigger.trigger();
+    if let Err(err) = election.await {
+        tracing::error!(error = %err, "leader election task failed");
+    }
+    if let Ok(Err(err)) = server.await {
+        tracing::error!(error = %err, "metrics server failed");
+    }
+    signals.abort();
+    tracing::info!("winipam stopped");
+    Ok(())
+}
