@@ -3,6 +3,10 @@
 //! 127.0.0.1; `scripts/test.sh` builds or installs them and exports their paths.
 
 mod controlplane;
+mod deploy_chart;
+mod deploy_manifests;
+mod deploy_metrics;
+mod deploy_rbac;
 mod ec2_batching;
 mod ec2_contract;
 mod ec2_recorded;

@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 
 pub mod controlplane;
+pub mod deploy;
 pub mod moto;
