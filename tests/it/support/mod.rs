@@ -3,4 +3,6 @@
 #![allow(dead_code)]
 
 pub mod controlplane;
+pub mod e2e;
 pub mod moto;
+pub mod winipam;
