@@ -46,6 +46,7 @@ struct Write {
     namespace: String,
     name: String,
     value: String,
+    has_annotations: bool,
 }
 
 impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
@@ -178,6 +179,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     namespace: entry.view.namespace.clone(),
                     name: entry.view.name.clone(),
                     value: a.kind.annotation(a.addr, subnet_len),
+                    has_annotations: entry.view.has_annotations,
                 }),
                 AssignOutcome::Exhausted => waiting += 1,
             }
@@ -192,7 +194,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 let cluster = cluster.clone();
                 async move {
                     let outcome = cluster
-                        .annotate_pod(&w.namespace, &w.name, &w.uid, &w.value)
+                        .annotate_pod(&w.namespace, &w.name, &w.uid, &w.value, w.has_annotations)
                         .await;
                     (w, outcome)
                 }
@@ -332,6 +334,7 @@ mod tests {
             host_network: false,
             deleting: false,
             ip_annotation: annotation.map(String::from),
+            has_annotations: annotation.is_some(),
         }
     }
 

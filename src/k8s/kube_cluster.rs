@@ -149,9 +149,15 @@ impl Cluster for KubeCluster {
         name: &str,
         uid: &str,
         value: &str,
+        has_annotations: bool,
     ) -> Result<AnnotateOutcome, ClusterError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let mut step = NextStep::PatchIntoExistingMap;
+        // Most new pods have no annotations at all: adding the whole map then lands at once.
+        let mut step = if has_annotations {
+            NextStep::PatchIntoExistingMap
+        } else {
+            NextStep::PatchWithNewMap
+        };
         for _ in 0..ANNOTATE_ATTEMPTS {
             let patch = match &step {
                 NextStep::Done(outcome) => return Ok(outcome.clone()),

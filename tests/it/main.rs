@@ -7,6 +7,7 @@ mod deploy_chart;
 mod deploy_manifests;
 mod deploy_metrics;
 mod deploy_rbac;
+mod e2e_assign;
 mod ec2_batching;
 mod ec2_contract;
 mod ec2_recorded;

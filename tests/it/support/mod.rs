@@ -4,4 +4,6 @@
 
 pub mod controlplane;
 pub mod deploy;
+pub mod e2e;
 pub mod moto;
+pub mod winipam;
