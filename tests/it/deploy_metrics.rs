@@ -8,17 +8,16 @@
 mod fault_proxy;
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::process::Stdio;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::PostParams;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::deploy::{self, NAMESPACE, SERVICE_ACCOUNT, chart_dir};
 use crate::support::moto::{self, Moto};
+use crate::support::winipam::{Winipam, WinipamOptions};
 use fault_proxy::FaultProxy;
 
 /// Every `winipam_*` name in the expressions of the alerts and the dashboard.
@@ -73,22 +72,6 @@ fn series_names(text: &str) -> BTreeSet<String> {
         .filter_map(|l| l.split(['{', ' ']).next())
         .map(str::to_owned)
         .collect()
-}
-
-async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?;
-    (status == "200").then(|| body.to_owned())
-}
-
-fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
-    listener.local_addr().expect("local addr")
 }
 
 #[tokio::test]
@@ -147,57 +130,37 @@ async fn every_metric_the_alerts_and_dashboard_use_is_exported() {
     ];
     let proxy = FaultProxy::start(upstream, "AssignPrivateIpAddresses", faults).await;
 
-    let metrics_addr = free_addr();
-    let webhook_addr = free_addr();
-    let log = tempfile::NamedTempFile::new().expect("a log file");
-    let mut winipam = tokio::process::Command::new(env!("CARGO_BIN_EXE_winipam"))
-        .arg("run")
-        .args(["--metrics-addr", &metrics_addr.to_string()])
-        .args(["--webhook-addr", &webhook_addr.to_string()])
-        .args(["--ec2-endpoint", &proxy.endpoint()])
-        .args(["--region", moto::REGION])
-        .args(["--log-format", "text"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAMESPACE", NAMESPACE)
-        .env("POD_NAME", "winipam-deploy-test")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log.reopen().expect("the log file"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start winipam");
+    let mut winipam = Winipam::start(&WinipamOptions {
+        namespace: NAMESPACE.to_owned(),
+        kubeconfig,
+        ec2_endpoint: proxy.endpoint(),
+        region: moto::REGION.to_owned(),
+        pod_name: "winipam-deploy-metrics".to_owned(),
+        resync_period: "60s".to_owned(),
+        lease_duration: "15s".to_owned(),
+        renew_deadline: "10s".to_owned(),
+        retry_period: "2s".to_owned(),
+        log_level: "info".to_owned(),
+        extra_args: Vec::new(),
+        extra_env: Vec::new(),
+    });
+    winipam.wait_ready(Duration::from_secs(60)).await;
 
     let deadline = Instant::now() + Duration::from_secs(120);
-    let missing = loop {
-        let exported = http_get(metrics_addr, "/metrics")
-            .await
-            .map(|text| series_names(&text))
-            .unwrap_or_default();
-        let missing: Vec<&String> = referenced.difference(&exported).collect();
-        if missing.is_empty() || Instant::now() > deadline {
-            break missing.into_iter().cloned().collect::<Vec<_>>();
-        }
-        if let Ok(Some(status)) = winipam.try_wait() {
-            panic!(
-                "winipam exited ({status}):\n{}",
-                std::fs::read_to_string(log.path()).unwrap_or_default()
-            );
+    let text = loop {
+        let text = winipam.metrics().await;
+        let exported = series_names(&text);
+        if referenced.is_subset(&exported) || Instant::now() > deadline {
+            break text;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let text = http_get(metrics_addr, "/metrics").await.unwrap_or_default();
-    let _ = winipam.start_kill();
-    let _ = winipam.wait().await;
+    let exported = series_names(&text);
+    let missing: Vec<&String> = referenced.difference(&exported).collect();
     assert!(
         missing.is_empty(),
         "metrics the monitoring files name but winipam does not export: {missing:?}\n\
-         /metrics:\n{text}\nwinipam's log:\n{}",
-        std::fs::read_to_string(log.path()).unwrap_or_default()
+         /metrics:\n{text}"
     );
     // Both faults were served.
     assert!(proxy.seen() >= 2, "{} Assign requests", proxy.seen());
@@ -207,4 +170,5 @@ async fn every_metric_the_alerts_and_dashboard_use_is_exported() {
         "{text}"
     );
     assert!(text.contains(&format!("subnet=\"{subnet}\"")), "{text}");
+    winipam.stop().await;
 }

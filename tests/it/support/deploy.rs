@@ -19,10 +19,10 @@ pub const NAMESPACE: &str = "winipam-system";
 /// The ServiceAccount the chart creates.
 pub const SERVICE_ACCOUNT: &str = "winipam";
 
-/// The files of the rendered base that make winipam's identity and permissions: apply them to
-/// run winipam (or a test standing in for it) with exactly the RBAC of an installation.
-pub const BASE_RBAC_FILES: [&str; 6] = [
-    "namespace.yaml",
+/// The files of the rendered base that make winipam's identity and permissions (in namespace
+/// `winipam-system`): apply them to run winipam, or a test standing in for it, with exactly the
+/// RBAC of an installation.
+pub const BASE_RBAC_FILES: [&str; 5] = [
     "serviceaccount.yaml",
     "clusterrole.yaml",
     "clusterrolebinding.yaml",
@@ -120,9 +120,10 @@ pub async fn control_plane() -> &'static ControlPlane {
     .await
 }
 
-/// Applies the RBAC of the rendered base ([`BASE_RBAC_FILES`]): winipam's ServiceAccount in
-/// `winipam-system` and everything bound to it.
+/// Applies the RBAC of the rendered base ([`BASE_RBAC_FILES`]) and its namespace: winipam's
+/// ServiceAccount in `winipam-system` and everything bound to it.
 pub async fn apply_base_rbac(cp: &ControlPlane) {
+    cp.apply_yaml_file(&base_dir().join("namespace.yaml")).await;
     for file in BASE_RBAC_FILES {
         cp.apply_yaml_file(&base_dir().join(file)).await;
     }
