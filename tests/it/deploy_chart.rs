@@ -4,7 +4,9 @@
 
 use serde_json::{Value, json};
 
-use crate::support::deploy::{documents, helm_template, kind, name, repo_root};
+use crate::support::deploy::{
+    chart_dir, documents, helm_bin, helm_template, kind, name, repo_root,
+};
 
 fn find<'a>(objects: &'a [Value], kind_: &str, name_: &str) -> &'a Value {
     objects
@@ -171,9 +173,9 @@ fn values_reach_the_container_and_the_config_map() {
         "logFormat=xml",
         "ec2.mutatingBurst=0",
     ] {
-        let output = std::process::Command::new(crate::support::deploy::helm_bin())
+        let output = std::process::Command::new(helm_bin())
             .args(["template", "winipam"])
-            .arg(crate::support::deploy::chart_dir())
+            .arg(chart_dir())
             .args(["--set", bad])
             .output()
             .expect("run helm");
@@ -330,4 +332,35 @@ fn the_dockerfile_builds_a_release_and_runs_it_as_nonroot_on_distroless() {
         !runtime.iter().any(|(op, _)| op == "RUN"),
         "no shell in distroless"
     );
+}
+
+#[test]
+fn helm_lint_passes_strictly() {
+    for args in [
+        &[][..],
+        &[
+            "--set",
+            "webhook.certMode=certManager",
+            "--set",
+            "monitoring.serviceMonitor.enabled=true",
+            "--set",
+            "monitoring.prometheusRule.enabled=true",
+            "--set",
+            "monitoring.dashboard.enabled=true",
+        ][..],
+    ] {
+        let output = std::process::Command::new(helm_bin())
+            .args(["lint", "--strict"])
+            .arg(chart_dir())
+            .args(args)
+            .output()
+            .expect("run helm");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("0 chart(s) failed"),
+            "helm lint --strict {}: {stdout}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
