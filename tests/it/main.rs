@@ -4,6 +4,12 @@
 
 mod controlplane;
 mod e2e_assign;
+mod e2e_config;
+mod e2e_cooldown;
+mod e2e_nodes;
+mod e2e_race;
+mod e2e_restart;
+mod e2e_targets;
 mod ec2_batching;
 mod ec2_contract;
 mod ec2_recorded;
