@@ -4,7 +4,6 @@
 //! resync.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +13,9 @@ use tokio::sync::{mpsc, watch};
 use super::context::Ctx;
 use super::reasons;
 use super::status::parse_rfc3339;
-use super::worker::{NodeMsg, NodeWorker, WorkerHandle};
+use super::worker::{NodeMsg, NodeWorker, Restored, WorkerHandle};
 use crate::ec2::Ec2Backend;
-use crate::ipam::{Config, InstanceInfo, Timestamp};
+use crate::ipam::{Config, InstanceInfo};
 use crate::k8s::{Cluster, ConfigMapView, EventSeverity, NodeView, ObjectRef, PodView, WatchEvent};
 
 /// The controller process's IPAM loop.
@@ -219,7 +218,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         if self.workers.contains_key(&name) {
             self.send(&name, NodeMsg::Node(view));
         } else if self.running() {
-            self.start_worker(view, Vec::new());
+            self.start_worker(view, Restored::default());
         }
     }
 
@@ -363,17 +362,23 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         if !self.leading || self.started || !self.index.synced() {
             return;
         }
-        // Cool-down records of the previous leader (or of our previous life).
-        let mut cooldowns: HashMap<String, Vec<(Ipv4Addr, Timestamp)>> = HashMap::new();
+        // Cool-down records and addresses in use of the previous leader (or of our previous
+        // life).
+        let mut restored: HashMap<String, Restored> = HashMap::new();
         match self.ctx.cluster.read_pool_statuses().await {
             Ok(statuses) => {
                 for (node, status) in statuses {
-                    let records = status
+                    let cooldowns = status
                         .cooldowns
                         .iter()
                         .filter_map(|r| Some((r.address.parse().ok()?, parse_rfc3339(&r.until)?)))
                         .collect();
-                    cooldowns.insert(node, records);
+                    let used = status
+                        .used_addresses
+                        .iter()
+                        .filter_map(|a| a.parse().ok())
+                        .collect();
+                    restored.insert(node, Restored { cooldowns, used });
                 }
             }
             Err(err) => {
@@ -389,12 +394,12 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
             self.ctx.readiness.set_pools_rebuilt(true);
         }
         for view in nodes {
-            let records = cooldowns.remove(&view.name).unwrap_or_default();
+            let records = restored.remove(&view.name).unwrap_or_default();
             self.start_worker(view, records);
         }
     }
 
-    fn start_worker(&mut self, view: NodeView, cooldowns: Vec<(Ipv4Addr, Timestamp)>) {
+    fn start_worker(&mut self, view: NodeView, restored: Restored) {
         let name = view.name.clone();
         let pods = self.index.pods_of(&name);
         let handle = NodeWorker::spawn(
@@ -403,7 +408,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
             pods,
             self.config.clone(),
             self.blocked(),
-            cooldowns,
+            restored,
         );
         self.workers.insert(name, handle);
     }

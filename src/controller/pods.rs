@@ -174,19 +174,28 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 continue;
             }
             match ready.pool.assign(&PodUid(uid.clone()), now) {
-                AssignOutcome::Assigned(a) | AssignOutcome::Existing(a) => writes.push(Write {
-                    uid: uid.clone(),
-                    namespace: entry.view.namespace.clone(),
-                    name: entry.view.name.clone(),
-                    value: a.kind.annotation(a.addr, subnet_len),
-                    has_annotations: entry.view.has_annotations,
-                }),
+                AssignOutcome::Assigned(a) | AssignOutcome::Existing(a) => {
+                    tracing::debug!(pod = %entry.view.name, namespace = %entry.view.namespace,
+                        %uid, address = %a.addr, "address chosen; writing the annotation");
+                    writes.push(Write {
+                        uid: uid.clone(),
+                        namespace: entry.view.namespace.clone(),
+                        name: entry.view.name.clone(),
+                        value: a.kind.annotation(a.addr, subnet_len),
+                        has_annotations: entry.view.has_annotations,
+                    })
+                }
                 AssignOutcome::Exhausted => waiting += 1,
             }
         }
         if writes.is_empty() {
             return waiting;
         }
+        // The status names the addresses in use before any annotation does: if this process
+        // dies now and a pod goes before the next leader starts, the next leader still knows
+        // the address was in use and cools it down (a failed write is logged; the pods are not
+        // held back for it).
+        self.write_status(now).await;
 
         let cluster = self.ctx.cluster.clone();
         let results: Vec<(Write, _)> = futures::stream::iter(writes)
@@ -237,6 +246,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 }
                 Ok(AnnotateOutcome::PodGone) => {
                     // Certainly not written: nobody can have seen the address.
+                    tracing::info!(pod = %w.name, namespace = %w.namespace, uid = %w.uid,
+                        address = %w.value, "pod gone (or re-created) before its annotation was written; address taken back");
                     ready.pool.cancel(&uid);
                 }
                 Err(err) => {

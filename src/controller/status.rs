@@ -32,7 +32,8 @@ pub(crate) struct StatusState {
     /// What was last written (conditions' transition times are kept from it).
     written: Option<NodeAddressPoolStatus>,
     written_at: Option<Timestamp>,
-    /// The NodeAddressPool could not be created: try again before the next status write.
+    /// The NodeAddressPool is not known to exist (never created by this worker, or a write
+    /// found it gone): create it before the next status write.
     pub(crate) object_missing: bool,
     pub(crate) last_error: Option<(Ec2Error, Timestamp)>,
 }
@@ -180,6 +181,11 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     pending: counts.pending,
                 };
                 status.prefixes = pool.prefixes().iter().map(|p| p.to_string()).collect();
+                status.used_addresses = pool
+                    .used_addresses()
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect();
                 status.cooldowns = pool
                     .cooldowns(now)
                     .into_iter()
@@ -287,13 +293,22 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         status
     }
 
-    /// Writes the status when it changed: at once if the cool-down records changed, else at
-    /// most every `status_min_interval`. Returns when a deferred write is due.
-    async fn write_status(&mut self, now: Timestamp) -> Option<Timestamp> {
+    /// Writes the status when it changed: at once if the cool-down records changed or an address
+    /// came into use (a restart relies on both), else at most every `status_min_interval`. Returns when a deferred write is due. The first write
+    /// of a worker creates the NodeAddressPool if needed (nodes that cannot be managed get one
+    /// too, saying why).
+    pub(crate) async fn write_status(&mut self, now: Timestamp) -> Option<Timestamp> {
         let status = self.build_status(now);
         let (changed, urgent) = match &self.status.written {
             None => (true, true),
-            Some(old) => (old != &status, old.cooldowns != status.cooldowns),
+            Some(old) => (
+                old != &status,
+                old.cooldowns != status.cooldowns
+                    || status
+                        .used_addresses
+                        .iter()
+                        .any(|a| !old.used_addresses.contains(a)),
+            ),
         };
         if !changed {
             return None;
@@ -306,7 +321,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         if !urgent && due > now {
             return Some(due);
         }
-        if self.status.object_missing {
+        if self.status.object_missing || self.status.written.is_none() {
             match self
                 .ctx
                 .cluster

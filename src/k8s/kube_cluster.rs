@@ -43,6 +43,8 @@ const REASON_MAX_BYTES: usize = 128;
 pub struct KubeCluster {
     client: Client,
     recorder: Recorder,
+    /// Test hook (`--test-annotate-delay`): a pause before each annotation write.
+    annotate_delay: Option<std::time::Duration>,
 }
 
 impl KubeCluster {
@@ -56,7 +58,18 @@ impl KubeCluster {
             None => Reporter::from(CONTROLLER_NAME),
         };
         let recorder = Recorder::new(client.clone(), reporter);
-        KubeCluster { client, recorder }
+        KubeCluster {
+            client,
+            recorder,
+            annotate_delay: None,
+        }
+    }
+
+    /// For end-to-end tests only: every annotation write waits `delay` first, which opens the
+    /// window in which a test deletes and re-creates the pod.
+    pub fn with_annotate_delay(mut self, delay: Option<std::time::Duration>) -> Self {
+        self.annotate_delay = delay;
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -151,6 +164,9 @@ impl Cluster for KubeCluster {
         value: &str,
         has_annotations: bool,
     ) -> Result<AnnotateOutcome, ClusterError> {
+        if let Some(delay) = self.annotate_delay {
+            tokio::time::sleep(delay).await;
+        }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         // Most new pods have no annotations at all: adding the whole map then lands at once.
         let mut step = if has_annotations {

@@ -289,6 +289,44 @@ impl Env {
         ips
     }
 
+    /// Waits until the ENI holds exactly `count` secondary addresses.
+    pub async fn wait_eni_len(&self, node: &TestNode, count: usize, timeout: Duration) {
+        eventually(
+            &format!("{} addresses on {}'s ENI", count, node.name),
+            timeout,
+            || async {
+                let ips = self.eni_ips(&node.eni_id).await;
+                if ips.len() == count {
+                    Ok(())
+                } else {
+                    Err(format!("{} addresses: {ips:?}", ips.len()))
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until every pod named is annotated; returns all pods of the namespace.
+    pub async fn wait_annotated(
+        &self,
+        names: &[String],
+        timeout: Duration,
+    ) -> BTreeMap<String, PodState> {
+        eventually("pods annotated", timeout, || async {
+            let pods = self.pods().await;
+            let missing: Vec<&String> = names
+                .iter()
+                .filter(|n| pods.get(*n).is_none_or(|p| p.annotation.is_none()))
+                .collect();
+            if missing.is_empty() {
+                Ok(pods)
+            } else {
+                Err(format!("not annotated: {missing:?}"))
+            }
+        })
+        .await
+    }
+
     /// The node's `status.capacity["vpc.amazonaws.com/PrivateIPv4Address"]`.
     pub async fn node_capacity(&self, node: &str) -> Option<String> {
         let node = Api::<Node>::all(self.client.clone())
@@ -499,13 +537,48 @@ pub fn assert_distinct(pods: &[&PodState]) {
 }
 
 /// What a watch of the test's pods saw of their annotations: when each UID was first seen
-/// annotated, and any change of an annotation once written (which must never happen).
+/// annotated, any change of an annotation once written (which must never happen), and any
+/// address seen on two live pods at once.
 #[derive(Debug, Default)]
 pub struct AnnotationLog {
     /// By pod UID: when the annotation was first seen, and its value.
     pub first: BTreeMap<String, (Instant, String)>,
     /// "name (uid): old -> new" for every annotation that changed or vanished on a live pod.
     pub changed: Vec<String>,
+    /// "addr: name (uid) and uid" for every address seen on two live pods.
+    pub shared: Vec<String>,
+    /// Live pods' addresses by UID.
+    live: BTreeMap<String, Ipv4Addr>,
+}
+
+impl AnnotationLog {
+    fn on_apply(&mut self, state: &PodState) {
+        match (self.first.get(&state.uid).cloned(), &state.annotation) {
+            (None, Some(value)) => {
+                self.first
+                    .insert(state.uid.clone(), (Instant::now(), value.clone()));
+            }
+            (Some((_, old)), new) if new.as_ref() != Some(&old) => {
+                let change = format!("{} ({}): {old} -> {new:?}", state.name, state.uid);
+                self.changed.push(change);
+            }
+            _ => {}
+        }
+        if let Some(addr) = state.address()
+            && self.live.insert(state.uid.clone(), addr).is_none()
+            && let Some((other, _)) = self
+                .live
+                .iter()
+                .find(|(uid, a)| **a == addr && **uid != state.uid)
+        {
+            let shared = format!("{addr}: {} ({}) and {other}", state.name, state.uid);
+            self.shared.push(shared);
+        }
+    }
+
+    fn on_delete(&mut self, state: &PodState) {
+        self.live.remove(&state.uid);
+    }
 }
 
 /// Watches the test's pods for the life of the value.
@@ -526,30 +599,25 @@ impl AnnotationWatch {
             let mut ready = Some(ready_tx);
             let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
             while let Some(event) = stream.next().await {
-                let pod = match event {
+                let (pod, deleted) = match event {
                     Ok(watcher::Event::InitDone) => {
                         if let Some(tx) = ready.take() {
                             let _ = tx.send(());
                         }
                         continue;
                     }
-                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
+                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => (pod, false),
+                    Ok(watcher::Event::Delete(pod)) => (pod, true),
                     _ => continue,
                 };
                 let Some(state) = pod_state(&pod) else {
                     continue;
                 };
                 let mut log = shared.lock().expect("annotation log");
-                match (log.first.get(&state.uid).cloned(), &state.annotation) {
-                    (None, Some(value)) => {
-                        log.first
-                            .insert(state.uid.clone(), (Instant::now(), value.clone()));
-                    }
-                    (Some((_, old)), new) if new.as_ref() != Some(&old) => {
-                        let change = format!("{} ({}): {old} -> {new:?}", state.name, state.uid);
-                        log.changed.push(change);
-                    }
-                    _ => {}
+                // A deleted pod's last state may carry an annotation the watch had not seen.
+                log.on_apply(&state);
+                if deleted {
+                    log.on_delete(&state);
                 }
             }
         });

@@ -102,7 +102,7 @@ impl Winipam {
             )
             .arg("winipam-watchdog")
             .arg(&log_path)
-            .arg(env!("CARGO_BIN_EXE_winipam"))
+            .arg(binary())
             .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -276,6 +276,33 @@ impl Drop for Winipam {
             let _ = self.watchdog.wait();
         }
     }
+}
+
+/// The controller binary this test binary was built with, pinned at first use: a hard link (or
+/// a copy) in a private directory, so a later build that replaces `target/debug/winipam` (from
+/// another checkout sharing the target directory) cannot swap it under a running test.
+fn binary() -> &'static PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let source = PathBuf::from(env!("CARGO_BIN_EXE_winipam"));
+        let dir = std::env::temp_dir().join(format!("winipam-e2e-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the binary directory");
+        let pinned = dir.join("winipam");
+        let _ = std::fs::remove_file(&pinned);
+        if std::fs::hard_link(&source, &pinned).is_err() {
+            std::fs::copy(&source, &pinned).expect("copy the winipam binary");
+        }
+        let help = Command::new(&pinned)
+            .args(["run", "--help"])
+            .output()
+            .expect("run winipam --help");
+        assert!(
+            String::from_utf8_lossy(&help.stdout).contains("--resync-period"),
+            "{} is not this checkout's winipam (another build replaced it?): rebuild and rerun",
+            source.display()
+        );
+        pinned
+    })
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -1,0 +1,81 @@
+//! End to end, nodes winipam cannot manage (SPEC 2, 4): an instance type neither EC2 nor the
+//! embedded table knows gets a Warning Event and no capacity, and the other nodes carry on.
+//!
+//! moto runs instances of any type name it is given (its type validation is off by default) and
+//! answers `DescribeInstanceTypes` for an unknown one with `InvalidInstanceType`, as EC2 does:
+//! so this is the real path, EC2 lookup then table, both missing.
+
+use std::time::Duration;
+
+use crate::support::e2e::{Env, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_instance_type_is_reported_and_other_nodes_work() {
+    let env = Env::new("e2e-nodes").await;
+    let good = env.add_node("good", "m5.large").await;
+    let odd = env.add_node("odd", "x9.imaginary").await;
+    let winipam = env.start("winipam-0").await;
+    env.create_pod("on-good", &good.name).await;
+    env.create_pod("on-odd", &odd.name).await;
+
+    let event = eventually(
+        "UnsupportedInstanceType Event",
+        Duration::from_secs(15),
+        || async {
+            env.events_about("default", &odd.name)
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("UnsupportedInstanceType"))
+                .ok_or_else(|| "none yet".to_string())
+        },
+    )
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(
+        event.note.unwrap_or_default().contains("x9.imaginary"),
+        "the note names the type"
+    );
+
+    env.wait_annotated(&["on-good".into()], Duration::from_secs(15))
+        .await;
+    assert_eq!(env.node_capacity(&good.name).await.as_deref(), Some("9"));
+    eventually(
+        "unsupported node counted",
+        Duration::from_secs(10),
+        || async {
+            match winipam
+                .metric("winipam_nodes", &[("state", "unsupported")])
+                .await
+            {
+                Some(1.0) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        winipam
+            .metric("winipam_nodes", &[("state", "managed")])
+            .await,
+        Some(1.0)
+    );
+    eventually("Unsupported condition", Duration::from_secs(15), || async {
+        let status = env.pool(&odd.name).await.and_then(|p| p.status);
+        let unsupported = status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Unsupported" && c.status == "True")
+        });
+        if unsupported {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await;
+
+    // Nothing for the odd node: no capacity, no address, nothing asked of EC2 for its ENI.
+    assert_eq!(env.node_capacity(&odd.name).await, None);
+    assert_eq!(env.pods().await["on-odd"].annotation, None);
+    assert!(env.eni_ips(&odd.eni_id).await.is_empty());
+}
