@@ -5,6 +5,7 @@
 //!   client: rate limits, batching, caches, metrics.
 //! - [`sim`]: the simulated parts (EC2 on tokio's virtual clock) for benchmarks and fault tests.
 //! - [`crd`]: the NodeAddressPool custom resource.
+//! - [`webhook`]: the admission webhooks (IP resource injection, annotation guard) over TLS.
 //! - [`clock`]: where "now" comes from (system clock, or tokio's virtual clock in simulation).
 
 pub mod clock;
@@ -12,3 +13,4 @@ pub mod crd;
 pub mod ec2;
 pub mod ipam;
 pub mod sim;
+pub mod webhook;
