@@ -19,7 +19,6 @@ use super::WebhookError;
 use super::tls::{PemPair, certified_key, provider};
 use super::x509_time::not_after;
 
-const DAY: Duration = Duration::from_secs(24 * 3600);
 /// The CA outlives many serving certificates: renewing those never touches the caBundle.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub const SERVING_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -208,15 +207,30 @@ pub fn renewal_horizon(now: SystemTime) -> SystemTime {
     now + RENEW_BEFORE
 }
 
-/// What to store, given what a Secret holds: `None` when the stored CA and serving certificate
-/// are good past the renewal horizon; else the CA to keep (when it can still sign for long
-/// enough) or a new one, with a fresh serving certificate.
+/// A CA with the serving certificate it issued: what the Secret holds once settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Material {
+    pub ca: Ca,
+    pub serving: PemPair,
+}
+
+/// What to do with what a Secret holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Good past the renewal horizon: serve it as it is.
+    Keep(Material),
+    /// Store (then serve) this: a fresh serving certificate from the stored CA, or, when that
+    /// CA cannot sign for long enough (or is missing or unreadable), from a new CA.
+    Write { material: Material, new_ca: bool },
+}
+
+/// Decides from the CA and serving pair a Secret holds (each `None` when absent).
 pub fn plan(
-    stored_ca: Option<&Ca>,
-    stored_serving: Option<&PemPair>,
+    stored_ca: Option<Ca>,
+    stored_serving: Option<PemPair>,
     names: &ServingNames,
     now: SystemTime,
-) -> Result<Option<(Ca, PemPair)>, WebhookError> {
+) -> Result<Plan, WebhookError> {
     let horizon = renewal_horizon(now);
     // The verifier does not look at the CA's own expiry: check it here.
     let stored_ca = stored_ca.filter(|ca| {
@@ -226,15 +240,21 @@ pub fn plan(
         }
         lasts
     });
-    if let (Some(ca), Some(serving)) = (stored_ca, stored_serving)
-        && check_serving(&ca.cert, serving, names, horizon).is_ok()
-    {
-        return Ok(None);
-    }
     if let Some(ca) = stored_ca {
-        match issue_serving(ca, names, now) {
+        if let Some(serving) = stored_serving
+            && check_serving(&ca.cert, &serving, names, horizon).is_ok()
+        {
+            return Ok(Plan::Keep(Material { ca, serving }));
+        }
+        match issue_serving(&ca, names, now) {
             Ok(serving) => match check_serving(&ca.cert, &serving, names, horizon) {
-                Ok(()) => return Ok(Some((ca.clone(), serving))),
+                Ok(()) => {
+                    let material = Material { ca, serving };
+                    return Ok(Plan::Write {
+                        material,
+                        new_ca: false,
+                    });
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "a certificate from the stored webhook CA does not verify; creating a new CA")
                 }
@@ -246,12 +266,18 @@ pub fn plan(
     }
     let ca = new_ca(now)?;
     let serving = issue_serving(&ca, names, now)?;
-    Ok(Some((ca, serving)))
+    let material = Material { ca, serving };
+    Ok(Plan::Write {
+        material,
+        new_ca: true,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
 
     fn names() -> ServingNames {
         ServingNames::for_service(
@@ -305,11 +331,21 @@ mod tests {
         );
     }
 
+    /// The material a plan stores, and whether it made a new CA (`None`: kept as stored).
+    fn written(plan: Plan) -> Option<(Material, bool)> {
+        match plan {
+            Plan::Keep(_) => None,
+            Plan::Write { material, new_ca } => Some((material, new_ca)),
+        }
+    }
+
     #[test]
     fn plan_keeps_renews_or_replaces() {
         let now = SystemTime::now();
-        let fresh = plan(None, None, &names(), now).unwrap().expect("a new CA");
-        let (ca, serving) = fresh;
+        let (fresh, new) = written(plan(None, None, &names(), now).unwrap()).expect("written");
+        assert!(new);
+        let Material { ca, serving } = fresh.clone();
+        assert_eq!(check_serving(&ca.cert, &serving, &names(), now), Ok(()));
         let end = ca_not_after(&ca).expect("the CA's notAfter");
         let expected = now + CA_VALIDITY;
         let off = end
@@ -320,22 +356,20 @@ mod tests {
             off < Duration::from_secs(2),
             "notAfter {end:?} vs {expected:?}"
         );
-        assert_eq!(check_serving(&ca.cert, &serving, &names(), now), Ok(()));
-        // Good for long enough: nothing to do.
-        assert_eq!(
-            plan(Some(&ca), Some(&serving), &names(), now).unwrap(),
-            None
-        );
-        // Due for renewal, or a certificate lost: same CA, new serving certificate.
+
+        // Good for long enough: kept.
+        let kept = plan(Some(ca.clone()), Some(serving.clone()), &names(), now).unwrap();
+        assert_eq!(kept, Plan::Keep(fresh));
+        // Due for renewal, or lost: same CA, new serving certificate.
         let late = now + SERVING_VALIDITY - DAY;
-        for (name, stored) in [("due", Some(&serving)), ("lost", None)] {
-            let (kept, renewed) = plan(Some(&ca), stored, &names(), late)
-                .unwrap()
-                .expect(name);
-            assert_eq!(kept, ca, "{name}");
-            assert_ne!(renewed, serving, "{name}");
+        for (name, stored) in [("due", Some(serving.clone())), ("lost", None)] {
+            let (renewed, new) =
+                written(plan(Some(ca.clone()), stored, &names(), late).unwrap()).expect(name);
+            assert!(!new, "{name}");
+            assert_eq!(renewed.ca, ca, "{name}");
+            assert_ne!(renewed.serving, serving, "{name}");
             assert_eq!(
-                check_serving(&ca.cert, &renewed, &names(), late),
+                check_serving(&ca.cert, &renewed.serving, &names(), late),
                 Ok(()),
                 "{name}"
             );
@@ -343,24 +377,26 @@ mod tests {
         // A new name to serve: re-issued from the same CA.
         let mut more = names();
         more.ips.push("10.1.2.3".parse().unwrap());
-        let (kept, _) = plan(Some(&ca), Some(&serving), &more, now)
-            .unwrap()
-            .expect("re-issued");
-        assert_eq!(kept, ca);
+        let (reissued, new) =
+            written(plan(Some(ca.clone()), Some(serving.clone()), &more, now).unwrap())
+                .expect("re-issued");
+        assert!(!new);
+        assert_eq!(reissued.ca, ca);
         // A CA near its end, or an unreadable one: replaced.
         let ca_end = now + CA_VALIDITY - DAY;
-        let (replaced, _) = plan(Some(&ca), Some(&serving), &names(), ca_end)
-            .unwrap()
-            .expect("new CA");
-        assert_ne!(replaced, ca);
+        let (replaced, new) =
+            written(plan(Some(ca.clone()), Some(serving.clone()), &names(), ca_end).unwrap())
+                .expect("new CA");
+        assert!(new);
+        assert_ne!(replaced.ca, ca);
         let broken = Ca {
             cert: ca.cert.clone(),
             key: b"junk".to_vec(),
         };
-        let (replaced, _) = plan(Some(&broken), None, &names(), now)
-            .unwrap()
-            .expect("new CA");
-        assert_ne!(replaced.cert, ca.cert);
+        let (replaced, new) =
+            written(plan(Some(broken), None, &names(), now).unwrap()).expect("new CA");
+        assert!(new);
+        assert_ne!(replaced.ca.cert, ca.cert);
     }
 
     #[test]

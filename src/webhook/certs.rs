@@ -22,7 +22,7 @@ use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::ca::{self, Ca, ServingNames};
+use super::ca::{self, Ca, Material, Plan, ServingNames};
 use super::tls::{CertResolver, PemPair, certified_key};
 use super::{SelfManagedCerts, WebhookError};
 
@@ -34,13 +34,6 @@ pub const TLS_KEY_KEY: &str = "tls.key";
 const MAX_CONFLICTS: usize = 5;
 /// First retry delay after a failed pass; doubles up to the check interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
-
-/// What the Secret holds once settled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    pub ca: Ca,
-    pub serving: PemPair,
-}
 
 /// The Secret and the two webhook configurations, through the API.
 pub struct SelfManaged {
@@ -81,7 +74,7 @@ impl SelfManaged {
     }
 
     /// Reads the Secret and settles it: created when absent, renewed when due.
-    pub async fn ensure_secret(&self, now: SystemTime) -> Result<Stored, WebhookError> {
+    pub async fn ensure_secret(&self, now: SystemTime) -> Result<Material, WebhookError> {
         for _ in 0..MAX_CONFLICTS {
             let existing = self
                 .secrets
@@ -92,21 +85,10 @@ impl SelfManaged {
                 Some(secret) => read_secret(secret),
                 None => (None, None),
             };
-            let Some((ca, serving)) = ca::plan(
-                stored_ca.as_ref(),
-                stored_serving.as_ref(),
-                &self.names,
-                now,
-            )?
-            else {
-                if let (Some(ca), Some(serving)) = (stored_ca, stored_serving) {
-                    return Ok(Stored { ca, serving });
-                }
-                // plan() keeps only a complete pair; not reached.
-                continue;
+            let (stored, new_ca) = match ca::plan(stored_ca, stored_serving, &self.names, now)? {
+                Plan::Keep(material) => return Ok(material),
+                Plan::Write { material, new_ca } => (material, new_ca),
             };
-            let new_ca = stored_ca.as_ref() != Some(&ca);
-            let stored = Stored { ca, serving };
             let result = match existing {
                 None => {
                     let secret = self.secret(ObjectMeta::default(), &stored);
@@ -137,7 +119,9 @@ impl SelfManaged {
         )))
     }
 
-    fn secret(&self, mut metadata: ObjectMeta, stored: &Stored) -> Secret {
+    fn secret(&self, mut metadata: ObjectMeta, stored: &Material) -> Secret {
+        // The apiserver keeps its own record of field managers when none is sent.
+        metadata.managed_fields = None;
         metadata.name = Some(self.cfg.secret_name.clone());
         metadata.namespace = Some(self.cfg.namespace.clone());
         metadata.labels.get_or_insert_with(BTreeMap::new).insert(
@@ -195,7 +179,7 @@ impl SelfManaged {
 
     /// Every `interval`: settle the Secret, serve a renewed certificate, fix the caBundles. A
     /// failed pass is retried sooner (1 s, doubling up to `interval`). Runs until dropped.
-    pub async fn maintain(self, resolver: Arc<CertResolver>, mut current: Stored) {
+    pub async fn maintain(self, resolver: Arc<CertResolver>, mut current: Material) {
         let interval = self.cfg.check_interval;
         let mut retry = FIRST_RETRY;
         let mut delay = Duration::ZERO;
@@ -221,7 +205,7 @@ impl SelfManaged {
     async fn pass(
         &self,
         resolver: &CertResolver,
-        current: &mut Stored,
+        current: &mut Material,
     ) -> Result<usize, WebhookError> {
         let stored = self.ensure_secret(SystemTime::now()).await?;
         if stored.serving != current.serving {
@@ -348,7 +332,7 @@ mod tests {
 
     #[test]
     fn secret_round_trip() {
-        let stored = Stored {
+        let stored = Material {
             ca: Ca {
                 cert: b"ca-cert".to_vec(),
                 key: b"ca-key".to_vec(),

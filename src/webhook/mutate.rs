@@ -58,7 +58,7 @@ pub async fn review(
     let patch = resource_patch(first);
     match response.clone().with_patch(patch) {
         Ok(patched) => {
-            tracing::info!(pod = %who, ?by, "Windows pod: IP resource added to its first container");
+            tracing::debug!(pod = %who, ?by, "Windows pod: IP resource added to its first container");
             Ok(patched.into_review())
         }
         Err(e) => {

@@ -7,23 +7,21 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::webhook::placement::OS_LABEL;
+use crate::webhook::runtimeclass::{Lookup, NodeSelector};
 
 /// RuntimeClasses from a table; a name mapped to `Err` fails its lookup.
-struct FakeClasses(BTreeMap<&'static str, Result<Option<BTreeMap<String, String>>, String>>);
+struct FakeClasses(BTreeMap<&'static str, Lookup>);
 
 impl RuntimeClassLookup for FakeClasses {
-    fn node_selector<'a>(
-        &'a self,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, String>> {
+    fn node_selector<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Lookup> {
         let answer = self.0.get(name).cloned().unwrap_or(Ok(None));
         Box::pin(async move { answer })
     }
 }
 
 fn classes() -> FakeClasses {
-    let windows: BTreeMap<String, String> = [(OS_LABEL.to_owned(), "windows".to_owned())].into();
-    let linux: BTreeMap<String, String> = [(OS_LABEL.to_owned(), "linux".to_owned())].into();
+    let windows: NodeSelector = [(OS_LABEL.to_owned(), "windows".to_owned())].into();
+    let linux: NodeSelector = [(OS_LABEL.to_owned(), "linux".to_owned())].into();
     FakeClasses(
         [
             ("windows-2022", Ok(Some(windows))),

@@ -13,14 +13,16 @@ use kube::{Api, Client};
 
 use super::AbortOnDrop;
 
+/// A node selector: label key to value.
+pub type NodeSelector = BTreeMap<String, String>;
+/// A RuntimeClass's node selector, or why it is unknown.
+pub type Lookup = Result<Option<NodeSelector>, String>;
+
 /// A RuntimeClass's `scheduling.nodeSelector`, by RuntimeClass name.
 pub trait RuntimeClassLookup: Send + Sync {
     /// `Ok(None)`: no such RuntimeClass, or it has no scheduling node selector. `Err`: the
     /// answer is unknown (the webhook then lets the pod through unchanged).
-    fn node_selector<'a>(
-        &'a self,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, String>>;
+    fn node_selector<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Lookup>;
 }
 
 /// How long a direct read may take: well inside the webhook's 5 s timeout.
@@ -60,15 +62,12 @@ impl KubeRuntimeClasses {
     }
 }
 
-fn scheduling_selector(class: &RuntimeClass) -> Option<BTreeMap<String, String>> {
+fn scheduling_selector(class: &RuntimeClass) -> Option<NodeSelector> {
     class.scheduling.as_ref()?.node_selector.clone()
 }
 
 impl RuntimeClassLookup for KubeRuntimeClasses {
-    fn node_selector<'a>(
-        &'a self,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, String>> {
+    fn node_selector<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Lookup> {
         Box::pin(async move {
             if let Some(class) = self.store.get(&ObjectRef::new(name)) {
                 return Ok(scheduling_selector(&class));

@@ -8,3 +8,7 @@ mod ec2_contract;
 mod ec2_recorded;
 mod ec2_throttling;
 mod support;
+mod webhook_admission;
+mod webhook_certs;
+mod webhook_support;
+mod webhook_tls;
