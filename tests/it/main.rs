@@ -2,6 +2,7 @@
 //! `support` starts the real parts the tests run against (etcd + kube-apiserver, moto) on
 //! 127.0.0.1; `scripts/test.sh` builds or installs them and exports their paths.
 
+mod controlplane;
 mod ec2_batching;
 mod ec2_contract;
 mod ec2_recorded;

@@ -2,4 +2,5 @@
 // Each test module uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod controlplane;
 pub mod moto;
