@@ -324,7 +324,9 @@ async fn install_crds_installs_the_crds_of_the_repository() {
     let installed = cp.install_crds(&dir).await;
     assert_eq!(installed.len(), declared, "installed {installed:?}");
     assert!(
-        installed.iter().any(|n| n.contains("nodeaddresspools.winipam.dev")),
+        installed
+            .iter()
+            .any(|n| n.contains("nodeaddresspools.winipam.dev")),
         "installed {installed:?}"
     );
     let client: Client = cp.admin_client().await;
