@@ -3,4 +3,8 @@
 //! 127.0.0.1; `scripts/test.sh` builds or installs them and exports their paths.
 
 mod controlplane;
+mod k8s_cluster;
+mod k8s_leader;
+mod k8s_support;
+mod k8s_watch;
 mod support;
