@@ -7,4 +7,8 @@ mod ec2_batching;
 mod ec2_contract;
 mod ec2_recorded;
 mod ec2_throttling;
+mod k8s_cluster;
+mod k8s_leader;
+mod k8s_support;
+mod k8s_watch;
 mod support;
