@@ -1,16 +1,25 @@
 //! winipam: pod IPv4 address management for Windows nodes on AWS.
 //!
 //! - [`ipam`]: the pure decisions (capacity, configuration, the per-node pool and its plan).
+//! - [`k8s`]: the controller's view of Kubernetes as one trait, and its kube-rs adapter.
 //! - [`ec2`]: EC2 behind a backend trait (aws-sdk-ec2, or the simulator), with the process-wide
 //!   client: rate limits, batching, caches, metrics.
 //! - [`sim`]: the simulated parts (EC2 on tokio's virtual clock) for benchmarks and fault tests.
 //! - [`crd`]: the NodeAddressPool custom resource.
 //! - [`webhook`]: the admission webhooks (IP resource injection, annotation guard) over TLS.
+//! - [`leader`], [`server`], [`metrics`], [`telemetry`], [`run`]: the process around them.
 //! - [`clock`]: where "now" comes from (system clock, or tokio's virtual clock in simulation).
 
 pub mod clock;
 pub mod crd;
 pub mod ec2;
+pub mod error;
 pub mod ipam;
+pub mod k8s;
+pub mod leader;
+pub mod metrics;
+pub mod run;
+pub mod server;
 pub mod sim;
+pub mod telemetry;
 pub mod webhook;

@@ -1,0 +1,22 @@
+//! The Kubernetes side of the controller, behind the [`Cluster`] trait.
+//!
+//! - [`views`]: trimmed, Kubernetes-free views of Nodes, Pods and ConfigMaps, and the pure rules
+//!   of SPEC section 2 (Windows labels, instance id from the providerID).
+//! - [`cluster`]: the trait the controller is written against, and its domain types.
+//! - [`KubeCluster`]: the trait on a real apiserver.
+
+mod annotate;
+pub mod cluster;
+pub mod error;
+mod kube_cluster;
+pub mod views;
+mod watch;
+
+pub use cluster::{
+    AnnotateOutcome, Cluster, EnsureOutcome, EventSeverity, ObjectKind, ObjectRef, WatchEvent,
+};
+pub use error::ClusterError;
+pub use kube_cluster::{
+    CONTROLLER_NAME, FOREIGN_IPAM_CONFIG_MAP, FOREIGN_IPAM_NAMESPACE, KubeCluster,
+};
+pub use views::{ConfigMapView, NodeView, PodPhase, PodView};

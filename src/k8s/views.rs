@@ -1,0 +1,381 @@
+//! Trimmed, Kubernetes-free views of the objects the controller watches.
+//!
+//! A full `Pod` is several kilobytes; 150k of them would not fit comfortably in memory. Watch
+//! events are mapped to these views as soon as they are decoded and the full objects are dropped.
+//! The conversions are pure functions so the compatibility rules of SPEC section 2 are unit-tested.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+
+/// Pod annotation and node extended resource (SPEC section 2).
+pub const PRIVATE_IPV4_ADDRESS: &str = "vpc.amazonaws.com/PrivateIPv4Address";
+pub const OS_LABEL: &str = "kubernetes.io/os";
+pub const BETA_OS_LABEL: &str = "beta.kubernetes.io/os";
+pub const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
+pub const BETA_INSTANCE_TYPE_LABEL: &str = "beta.kubernetes.io/instance-type";
+
+/// What the controller needs of a Node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub name: String,
+    pub uid: String,
+    /// The EC2 instance id from `spec.providerID`; `None` when absent or not an `i-<hex>` id.
+    pub instance_id: Option<String>,
+    pub instance_type: Option<String>,
+    pub windows: bool,
+    /// The current value of the extended resource in `status.capacity`, as written there.
+    pub advertised_capacity: Option<String>,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+}
+
+/// Pod phase, as far as IP management cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PodPhase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Unknown,
+}
+
+impl PodPhase {
+    fn parse(phase: Option<&str>) -> Self {
+        match phase {
+            Some("Pending") | None => PodPhase::Pending,
+            Some("Running") => PodPhase::Running,
+            Some("Succeeded") => PodPhase::Succeeded,
+            Some("Failed") => PodPhase::Failed,
+            Some(_) => PodPhase::Unknown,
+        }
+    }
+
+    /// Succeeded or Failed: the pod's containers will not run again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, PodPhase::Succeeded | PodPhase::Failed)
+    }
+}
+
+/// What the controller needs of a bound Pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodView {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub node_name: String,
+    pub phase: PodPhase,
+    pub host_network: bool,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// The value of the `vpc.amazonaws.com/PrivateIPv4Address` annotation, if any.
+    pub ip_annotation: Option<String>,
+}
+
+/// A ConfigMap's identity (for Events about it) and data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigMapView {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub data: BTreeMap<String, String>,
+}
+
+/// The instance id is the last `/`-separated segment of the providerID
+/// (`aws:///us-west-2a/i-0abc...`); anything but `i-` followed by hex digits is rejected, so a
+/// Fargate or non-AWS node is never sent to EC2.
+pub fn instance_id_from_provider_id(provider_id: &str) -> Option<String> {
+    let last = provider_id.rsplit('/').next()?;
+    let hex = last.strip_prefix("i-")?;
+    let valid = !hex.is_empty() && hex.len() <= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    valid.then(|| last.to_string())
+}
+
+/// `kubernetes.io/os=windows`; the beta label counts only when the GA label is absent.
+pub fn is_windows(labels: &BTreeMap<String, String>) -> bool {
+    match labels.get(OS_LABEL) {
+        Some(os) => os == "windows",
+        None => labels.get(BETA_OS_LABEL).is_some_and(|os| os == "windows"),
+    }
+}
+
+pub fn node_view(node: &Node) -> NodeView {
+    let meta = &node.metadata;
+    let empty = BTreeMap::new();
+    let labels = meta.labels.as_ref().unwrap_or(&empty);
+    NodeView {
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        instance_id: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.provider_id.as_deref())
+            .and_then(instance_id_from_provider_id),
+        instance_type: labels
+            .get(INSTANCE_TYPE_LABEL)
+            .or_else(|| labels.get(BETA_INSTANCE_TYPE_LABEL))
+            .cloned(),
+        windows: is_windows(labels),
+        advertised_capacity: node
+            .status
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|c| c.get(PRIVATE_IPV4_ADDRESS))
+            .map(|q| q.0.clone()),
+        deleting: meta.deletion_timestamp.is_some(),
+    }
+}
+
+/// `None` for a pod that is not bound to a node (or has no identity): nothing to manage.
+pub fn pod_view(pod: &Pod) -> Option<PodView> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref()?;
+    let node_name = spec.node_name.clone().filter(|n| !n.is_empty())?;
+    Some(PodView {
+        uid: meta.uid.clone()?,
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone()?,
+        node_name,
+        phase: PodPhase::parse(pod.status.as_ref().and_then(|s| s.phase.as_deref())),
+        host_network: spec.host_network.unwrap_or(false),
+        deleting: meta.deletion_timestamp.is_some(),
+        ip_annotation: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PRIVATE_IPV4_ADDRESS))
+            .cloned(),
+    })
+}
+
+pub fn config_map_view(cm: &ConfigMap) -> ConfigMapView {
+    let meta = &cm.metadata;
+    ConfigMapView {
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        data: cm.data.clone().unwrap_or_default(),
+    }
+}
+
+/// Is the VPC Resource Controller's Windows IPAM switched on in `kube-system/amazon-vpc-cni`?
+/// The VPC RC reads the key with Go's `strconv.ParseBool`, so every spelling it takes as true
+/// counts here too: missing a "True" would let two controllers hand out the same addresses.
+pub fn foreign_ipam_enabled(data: &BTreeMap<String, String>) -> bool {
+    data.get("enable-windows-ipam")
+        .is_some_and(|v| matches!(v.trim(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus, PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use k8s_openapi::jiff::Timestamp;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn provider_id_forms() {
+        assert_eq!(
+            instance_id_from_provider_id("aws:///us-west-2a/i-0abc"),
+            Some("i-0abc".into())
+        );
+        assert_eq!(
+            instance_id_from_provider_id("aws:///us-west-2a/i-0123456789abcdef0"),
+            Some("i-0123456789abcdef0".into())
+        );
+        assert_eq!(
+            instance_id_from_provider_id("i-0abc"),
+            Some("i-0abc".into())
+        );
+        assert_eq!(instance_id_from_provider_id(""), None);
+        assert_eq!(instance_id_from_provider_id("garbage"), None);
+        assert_eq!(instance_id_from_provider_id("aws:///us-west-2a/"), None);
+        assert_eq!(instance_id_from_provider_id("aws:///us-west-2a/i-"), None);
+        assert_eq!(
+            instance_id_from_provider_id("aws:///us-west-2a/i-xyz"),
+            None
+        );
+        assert_eq!(
+            instance_id_from_provider_id("aws:///us-west-2a/fargate-ip-10-0-0-1"),
+            None
+        );
+        assert_eq!(instance_id_from_provider_id("aws:///i-0abc/extra"), None);
+    }
+
+    #[test]
+    fn windows_label_then_beta_label() {
+        assert!(is_windows(&labels(&[(OS_LABEL, "windows")])));
+        assert!(is_windows(&labels(&[(BETA_OS_LABEL, "windows")])));
+        assert!(!is_windows(&labels(&[(OS_LABEL, "linux")])));
+        // The GA label wins when both are present.
+        assert!(!is_windows(&labels(&[
+            (OS_LABEL, "linux"),
+            (BETA_OS_LABEL, "windows")
+        ])));
+        assert!(is_windows(&labels(&[
+            (OS_LABEL, "windows"),
+            (BETA_OS_LABEL, "linux")
+        ])));
+        assert!(!is_windows(&labels(&[])));
+    }
+
+    fn node(labels_: &[(&str, &str)], provider_id: Option<&str>) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some("ip-10-0-0-1".into()),
+                uid: Some("node-uid".into()),
+                labels: Some(labels(labels_)),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                provider_id: provider_id.map(String::from),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn node_view_reads_every_field() {
+        let mut n = node(
+            &[
+                (OS_LABEL, "windows"),
+                (INSTANCE_TYPE_LABEL, "m5.large"),
+                (BETA_INSTANCE_TYPE_LABEL, "m4.large"),
+            ],
+            Some("aws:///us-west-2a/i-0abc"),
+        );
+        n.status = Some(NodeStatus {
+            capacity: Some(BTreeMap::from([(
+                PRIVATE_IPV4_ADDRESS.to_string(),
+                Quantity("9".into()),
+            )])),
+            ..Default::default()
+        });
+        let v = node_view(&n);
+        assert_eq!(
+            v,
+            NodeView {
+                name: "ip-10-0-0-1".into(),
+                uid: "node-uid".into(),
+                instance_id: Some("i-0abc".into()),
+                instance_type: Some("m5.large".into()),
+                windows: true,
+                advertised_capacity: Some("9".into()),
+                deleting: false,
+            }
+        );
+    }
+
+    #[test]
+    fn node_view_beta_instance_type_missing_provider_and_deleting() {
+        let mut n = node(
+            &[
+                (BETA_OS_LABEL, "windows"),
+                (BETA_INSTANCE_TYPE_LABEL, "c5.xlarge"),
+            ],
+            None,
+        );
+        n.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        let v = node_view(&n);
+        assert_eq!(v.instance_id, None);
+        assert_eq!(v.instance_type.as_deref(), Some("c5.xlarge"));
+        assert!(v.windows);
+        assert!(v.deleting);
+        assert_eq!(v.advertised_capacity, None);
+
+        let garbage = node_view(&node(&[], Some("garbage")));
+        assert_eq!(garbage.instance_id, None);
+        assert!(!garbage.windows);
+        assert_eq!(garbage.instance_type, None);
+    }
+
+    fn pod(node_name: Option<&str>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("web-0".into()),
+                namespace: Some("apps".into()),
+                uid: Some("pod-uid".into()),
+                annotations: Some(labels(&[
+                    (PRIVATE_IPV4_ADDRESS, "10.0.37.15/19"),
+                    ("other", "x"),
+                ])),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: node_name.map(String::from),
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn pod_view_of_bound_pod() {
+        let v = pod_view(&pod(Some("ip-10-0-0-1"))).unwrap();
+        assert_eq!(
+            v,
+            PodView {
+                uid: "pod-uid".into(),
+                namespace: "apps".into(),
+                name: "web-0".into(),
+                node_name: "ip-10-0-0-1".into(),
+                phase: PodPhase::Running,
+                host_network: false,
+                deleting: false,
+                ip_annotation: Some("10.0.37.15/19".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn pod_view_unbound_host_network_and_phases() {
+        assert_eq!(pod_view(&pod(None)), None);
+        assert_eq!(pod_view(&pod(Some(""))), None);
+
+        let mut p = pod(Some("n"));
+        if let Some(spec) = p.spec.as_mut() {
+            spec.host_network = Some(true);
+        }
+        p.status = None;
+        p.metadata.annotations = None;
+        p.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        let v = pod_view(&p).unwrap();
+        assert!(v.host_network);
+        assert!(v.deleting);
+        assert_eq!(v.phase, PodPhase::Pending);
+        assert_eq!(v.ip_annotation, None);
+
+        assert_eq!(PodPhase::parse(Some("Failed")), PodPhase::Failed);
+        assert!(PodPhase::parse(Some("Succeeded")).is_terminal());
+        assert!(!PodPhase::parse(Some("Running")).is_terminal());
+        assert_eq!(PodPhase::parse(Some("Weird")), PodPhase::Unknown);
+    }
+
+    #[test]
+    fn foreign_ipam_flag_follows_go_parse_bool() {
+        for yes in ["true", "True", "TRUE", "t", "1", " true "] {
+            assert!(
+                foreign_ipam_enabled(&labels(&[("enable-windows-ipam", yes)])),
+                "{yes}"
+            );
+        }
+        for no in ["false", "0", "", "yes", "enabled"] {
+            assert!(
+                !foreign_ipam_enabled(&labels(&[("enable-windows-ipam", no)])),
+                "{no}"
+            );
+        }
+        assert!(!foreign_ipam_enabled(&labels(&[])));
+    }
+}
