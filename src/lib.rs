@@ -8,6 +8,7 @@
 //!   client: rate limits, batching, caches, metrics.
 //! - [`sim`]: the simulated parts (EC2 on tokio's virtual clock) for benchmarks and fault tests.
 //! - [`crd`]: the NodeAddressPool custom resource.
+//! - [`webhook`]: the admission webhooks (IP resource injection, annotation guard) over TLS.
 //! - [`leader`], [`server`], [`metrics`], [`telemetry`], [`run`]: the process around them.
 //! - [`clock`]: where "now" comes from (system clock, or tokio's virtual clock in simulation).
 
@@ -24,3 +25,4 @@ pub mod run;
 pub mod server;
 pub mod sim;
 pub mod telemetry;
+pub mod webhook;

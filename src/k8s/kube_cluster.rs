@@ -1,5 +1,6 @@
 //! [`Cluster`] on a real apiserver, through kube.
 
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -15,11 +16,10 @@ use super::cluster::{
 use super::error::ClusterError;
 use super::views::{
     BETA_OS_LABEL, ConfigMapView, NodeView, OS_LABEL, PRIVATE_IPV4_ADDRESS, PodView,
-    config_map_view, foreign_ipam_enabled, node_view, pod_view,
+    config_map_view, foreign_ipam_enabled, is_windows, node_view, pod_view,
 };
 use super::watch::{merge_node_streams, single_object, view_stream};
 use crate::crd::{NodeAddressPool, NodeAddressPoolSpec, NodeAddressPoolStatus};
-use futures::{Stream, StreamExt};
 
 /// The name Events are reported under, and the field manager of every write.
 pub const CONTROLLER_NAME: &str = "winipam";
@@ -323,9 +323,26 @@ impl Cluster for KubeCluster {
         let ga = watcher::Config::default().labels(&format!("{OS_LABEL}=windows"));
         let beta =
             watcher::Config::default().labels(&format!("{BETA_OS_LABEL}=windows,!{OS_LABEL}"));
+        let reader = api.clone();
+        // A deletion not yet contradicted by the other watch: is the node still there, and
+        // still a Windows node? Unknown (an error) counts as gone.
+        let still_windows = move |name: String| {
+            let reader = reader.clone();
+            async move {
+                match reader.get_metadata_opt(&name).await {
+                    Ok(Some(node)) => is_windows(&node.metadata.labels.unwrap_or_default()),
+                    Ok(None) => false,
+                    Err(err) => {
+                        tracing::debug!(node = %name, error = %err, "cannot re-read a deleted node");
+                        false
+                    }
+                }
+            }
+        };
         merge_node_streams(
             view_stream(api.clone(), ga, some_node_view, "nodes"),
             view_stream(api, beta, some_node_view, "nodes (beta label)"),
+            still_windows,
         )
     }
 

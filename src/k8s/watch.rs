@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::future::Future;
 
 use futures::{Stream, StreamExt, future};
 use kube::runtime::watcher::{self, Event};
@@ -96,10 +97,13 @@ pub(crate) fn single_object<T>(event: WatchEvent<T>) -> Option<T> {
 
 /// Windows nodes come from two watches with disjoint label selectors: `kubernetes.io/os=windows`,
 /// and `beta.kubernetes.io/os=windows,!kubernetes.io/os` (the beta label counts only without the
-/// GA one, SPEC section 2). This merges them into one stream: nothing is emitted until both have
-/// listed (so the first `Resynced` is complete), a relist of one source yields the union of both,
-/// and a deletion from one source is not passed on while the other still has the node (a node
-/// moving from one selector to the other must not be reported gone).
+/// GA one, SPEC section 2), so no node is listed or watched twice. This merges them into one
+/// stream: nothing is emitted until both have listed (so the first `Resynced` is complete), a
+/// relist of one source yields the union of both, and a deletion is checked before it is passed
+/// on. A node moving from one selector to the other (its GA label added or removed) is deleted
+/// from one watch and added to the other, in either order: a deletion the other source already
+/// contradicts is dropped, and one it may not have caught up with yet is confirmed by reading
+/// the node's labels ([`NodeStep::ConfirmDeleted`]).
 #[derive(Debug, Default)]
 pub(crate) struct NodeMerge {
     sources: [NodeSource; 2],
@@ -111,26 +115,31 @@ struct NodeSource {
     nodes: HashMap<String, NodeView>,
 }
 
+/// What the merged stream does with one event of a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NodeStep {
+    Emit(WatchEvent<NodeView>),
+    /// Pass `Deleted` on unless the node still exists as a Windows node (then the other source
+    /// will report it).
+    ConfirmDeleted(NodeView),
+}
+
 impl NodeMerge {
-    pub(crate) fn on(
-        &mut self,
-        source: usize,
-        event: WatchEvent<NodeView>,
-    ) -> Option<WatchEvent<NodeView>> {
-        let other = 1 - source.min(1);
+    pub(crate) fn on(&mut self, source: usize, event: WatchEvent<NodeView>) -> Option<NodeStep> {
         let source = source.min(1);
+        let other = 1 - source;
         let was_synced = self.all_synced();
         match event {
             WatchEvent::Applied(view) => {
                 self.sources[source]
                     .nodes
                     .insert(view.name.clone(), view.clone());
-                was_synced.then_some(WatchEvent::Applied(view))
+                was_synced.then_some(NodeStep::Emit(WatchEvent::Applied(view)))
             }
             WatchEvent::Deleted(view) => {
                 self.sources[source].nodes.remove(&view.name);
                 let elsewhere = self.sources[other].nodes.contains_key(&view.name);
-                (was_synced && !elsewhere).then_some(WatchEvent::Deleted(view))
+                (was_synced && !elsewhere).then_some(NodeStep::ConfirmDeleted(view))
             }
             WatchEvent::Resynced(views) => {
                 let src = &mut self.sources[source];
@@ -149,7 +158,7 @@ impl NodeMerge {
                 }
                 let mut all: Vec<NodeView> = union.into_values().cloned().collect();
                 all.sort_by(|a, b| a.name.cmp(&b.name));
-                Some(WatchEvent::Resynced(all))
+                Some(NodeStep::Emit(WatchEvent::Resynced(all)))
             }
         }
     }
@@ -159,16 +168,37 @@ impl NodeMerge {
     }
 }
 
-/// Merges the two node watches (see [`NodeMerge`]).
-pub(crate) fn merge_node_streams(
+/// Merges the two node watches (see [`NodeMerge`]). `still_windows(name)` reads the node and
+/// says whether it exists and is a Windows node by the SPEC's labels rule; it should answer
+/// `false` when it cannot tell (a spurious deletion only costs a re-initialisation, a lost one
+/// would keep a gone node).
+pub(crate) fn merge_node_streams<F, Fut>(
     ga: impl Stream<Item = WatchEvent<NodeView>> + Send + 'static,
     beta: impl Stream<Item = WatchEvent<NodeView>> + Send + 'static,
-) -> impl Stream<Item = WatchEvent<NodeView>> + Send + 'static {
-    futures::stream::select(ga.map(|e| (0, e)), beta.map(|e| (1, e)))
-        .scan(NodeMerge::default(), |merge, (source, event)| {
-            future::ready(Some(merge.on(source, event)))
-        })
-        .filter_map(future::ready)
+    still_windows: F,
+) -> impl Stream<Item = WatchEvent<NodeView>> + Send + 'static
+where
+    F: Fn(String) -> Fut + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let input = futures::stream::select(ga.map(|e| (0, e)), beta.map(|e| (1, e)));
+    let state = (Box::pin(input), NodeMerge::default(), still_windows);
+    futures::stream::unfold(state, |(mut input, mut merge, still_windows)| async move {
+        loop {
+            let (source, event) = input.next().await?;
+            match merge.on(source, event) {
+                None => continue,
+                Some(NodeStep::Emit(event)) => return Some((event, (input, merge, still_windows))),
+                Some(NodeStep::ConfirmDeleted(view)) => {
+                    if still_windows(view.name.clone()).await {
+                        tracing::debug!(node = %view.name, "node moved between the label watches");
+                        continue;
+                    }
+                    return Some((WatchEvent::Deleted(view), (input, merge, still_windows)));
+                }
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -240,6 +270,10 @@ mod tests {
         assert_eq!(single_object(WatchEvent::Deleted(8)), None);
     }
 
+    fn emit(e: WatchEvent<NodeView>) -> Option<NodeStep> {
+        Some(NodeStep::Emit(e))
+    }
+
     #[test]
     fn node_merge_waits_for_both_lists() {
         let mut m = NodeMerge::default();
@@ -247,20 +281,20 @@ mod tests {
         assert_eq!(m.on(0, WatchEvent::Applied(nv("b"))), None);
         assert_eq!(
             m.on(1, WatchEvent::Resynced(vec![nv("old")])),
-            Some(WatchEvent::Resynced(vec![nv("a"), nv("b"), nv("old")]))
+            emit(WatchEvent::Resynced(vec![nv("a"), nv("b"), nv("old")]))
         );
         assert_eq!(
             m.on(1, WatchEvent::Applied(nv("c"))),
-            Some(WatchEvent::Applied(nv("c")))
+            emit(WatchEvent::Applied(nv("c")))
         );
         assert_eq!(
             m.on(0, WatchEvent::Deleted(nv("a"))),
-            Some(WatchEvent::Deleted(nv("a")))
+            Some(NodeStep::ConfirmDeleted(nv("a")))
         );
         // A relist of one source is reported as the union of both.
         assert_eq!(
             m.on(0, WatchEvent::Resynced(vec![nv("b")])),
-            Some(WatchEvent::Resynced(vec![nv("b"), nv("c"), nv("old")]))
+            emit(WatchEvent::Resynced(vec![nv("b"), nv("c"), nv("old")]))
         );
     }
 
@@ -269,16 +303,52 @@ mod tests {
         let mut m = NodeMerge::default();
         m.on(0, WatchEvent::Resynced(vec![]));
         m.on(1, WatchEvent::Resynced(vec![nv("n")]));
-        // The node gets the GA label: it appears in source 0 before it leaves source 1.
+        // The node gets the GA label and appears in source 0 before it leaves source 1.
         assert_eq!(
             m.on(0, WatchEvent::Applied(nv("n"))),
-            Some(WatchEvent::Applied(nv("n")))
+            emit(WatchEvent::Applied(nv("n")))
         );
         assert_eq!(m.on(1, WatchEvent::Deleted(nv("n"))), None);
-        // Deleted for real.
+        // Or it leaves source 1 first: the deletion must be confirmed.
+        m.on(1, WatchEvent::Applied(nv("m")));
         assert_eq!(
-            m.on(0, WatchEvent::Deleted(nv("n"))),
-            Some(WatchEvent::Deleted(nv("n")))
+            m.on(1, WatchEvent::Deleted(nv("m"))),
+            Some(NodeStep::ConfirmDeleted(nv("m")))
         );
+    }
+
+    fn merged(
+        ga: Vec<WatchEvent<NodeView>>,
+        beta: Vec<WatchEvent<NodeView>>,
+        windows_now: &'static [&'static str],
+    ) -> Vec<WatchEvent<NodeView>> {
+        let stream = merge_node_streams(
+            futures::stream::iter(ga),
+            futures::stream::iter(beta),
+            move |name: String| future::ready(windows_now.contains(&name.as_str())),
+        );
+        futures::executor::block_on(stream.collect())
+    }
+
+    #[test]
+    fn a_deletion_is_dropped_when_the_node_is_still_windows() {
+        let got = merged(
+            vec![
+                WatchEvent::Resynced(vec![nv("moving"), nv("gone")]),
+                WatchEvent::Deleted(nv("moving")),
+                WatchEvent::Deleted(nv("gone")),
+            ],
+            vec![WatchEvent::Resynced(vec![])],
+            &["moving"],
+        );
+        let resynced = WatchEvent::Resynced(vec![nv("gone"), nv("moving")]);
+        assert_eq!(got, vec![resynced, WatchEvent::Deleted(nv("gone"))]);
+        // Nothing before both sources listed.
+        let early = merged(
+            vec![WatchEvent::Resynced(vec![]), WatchEvent::Applied(nv("x"))],
+            vec![],
+            &[],
+        );
+        assert!(early.is_empty(), "{early:?}");
     }
 }

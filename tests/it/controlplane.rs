@@ -320,8 +320,15 @@ async fn install_crds_installs_the_crds_of_the_repository() {
                 .sum::<usize>()
         })
         .unwrap_or(0);
+    assert!(declared >= 1, "crds/ declares the NodeAddressPool CRD");
     let installed = cp.install_crds(&dir).await;
     assert_eq!(installed.len(), declared, "installed {installed:?}");
+    assert!(
+        installed
+            .iter()
+            .any(|n| n.contains("nodeaddresspools.winipam.dev")),
+        "installed {installed:?}"
+    );
     let client: Client = cp.admin_client().await;
     let crds = Api::<CustomResourceDefinition>::all(client);
     for name in &installed {

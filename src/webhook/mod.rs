@@ -1,0 +1,228 @@
+//! The admission webhooks (SPEC section 9), served over TLS on every replica:
+//!
+//! - [`mutate`] (`/mutate-pods`, pod CREATE): a pod that will land on Windows ([`placement`])
+//!   gets `vpc.amazonaws.com/PrivateIPv4Address: "1"` in the requests and limits of its first
+//!   container;
+//! - [`validate`] (`/validate-pods`, pod CREATE/UPDATE): only the controller's ServiceAccounts
+//!   may set, change or remove the address annotation.
+//!
+//! Certificates come from files (`tls.crt`/`tls.key`, reloaded when they change: [`tls`]) or
+//! are self-managed ([`certs`]: a CA and serving certificate in a Secret, the CA patched into
+//! the configurations' caBundle). `deploy/webhook/` holds the configurations, the Service and
+//! the RBAC this needs.
+//!
+//! `winipam run` calls [`serve`]; tests bind first ([`WebhookServer::bind`]) to learn the port.
+
+pub mod ca;
+pub mod certs;
+pub mod mutate;
+pub mod placement;
+pub mod review;
+pub mod runtimeclass;
+pub mod server;
+pub mod tls;
+pub mod validate;
+mod x509_time;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use server::{MUTATE_PATH, VALIDATE_PATH, WebhookServer};
+
+use crate::run::RunArgs;
+use crate::run::flags::CertMode;
+
+/// Name of both webhook configurations (mutating and validating) in `deploy/webhook/`.
+pub const CONFIGURATION_NAME: &str = "winipam";
+/// The Service in front of the webhook port.
+pub const SERVICE_NAME: &str = "winipam-webhook";
+/// The Secret of self-managed certificates, in the controller's namespace.
+pub const SECRET_NAME: &str = "winipam-webhook-tls";
+pub const DEFAULT_ADDR: &str = "0.0.0.0:9443";
+
+/// Everything [`serve`] needs.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// RuntimeClass lookups; with self-managed certificates also the Secret and the caBundles.
+    pub client: kube::Client,
+    /// Where to listen (`--webhook-addr`, default `0.0.0.0:9443`).
+    pub addr: SocketAddr,
+    pub certs: CertSource,
+    /// Usernames allowed to write the address annotation, e.g.
+    /// `system:serviceaccount:winipam-system:winipam` (`--controller-service-accounts`).
+    pub allowed_users: Vec<String>,
+}
+
+impl WebhookConfig {
+    /// The configuration `winipam run` flags describe: `--webhook-addr`,
+    /// `--webhook-cert-mode` (`files` in `--webhook-cert-dir`, or self-managed in the
+    /// controller's namespace) and `--controller-service-accounts`.
+    pub fn from_run_args(client: kube::Client, args: &RunArgs) -> Self {
+        WebhookConfig {
+            client,
+            addr: args.webhook_addr,
+            certs: CertSource::from_run_args(args),
+            allowed_users: args.controller_service_accounts(),
+        }
+    }
+}
+
+/// Where the serving certificate comes from (`--webhook-cert-mode`).
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    /// `tls.crt` and `tls.key` in `dir` (cert-manager), re-read every `poll_interval`.
+    Files {
+        dir: PathBuf,
+        poll_interval: Duration,
+    },
+    SelfManaged(SelfManagedCerts),
+}
+
+impl CertSource {
+    pub fn from_run_args(args: &RunArgs) -> Self {
+        match args.webhook_cert_mode {
+            CertMode::Files => CertSource::files(&args.webhook_cert_dir),
+            CertMode::SelfManaged => {
+                CertSource::SelfManaged(SelfManagedCerts::new(args.namespace()))
+            }
+        }
+    }
+
+    /// Files in `dir`, polled every 10 s.
+    pub fn files(dir: impl Into<PathBuf>) -> Self {
+        CertSource::Files {
+            dir: dir.into(),
+            poll_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Settings of self-managed certificates; [`SelfManagedCerts::new`] has the defaults.
+#[derive(Debug, Clone)]
+pub struct SelfManagedCerts {
+    /// The controller's namespace: the Secret's and the Service's.
+    pub namespace: String,
+    pub secret_name: String,
+    pub service_name: String,
+    /// Name of the Mutating- and ValidatingWebhookConfiguration whose caBundles are patched.
+    pub configuration_name: String,
+    /// Names the serving certificate holds beyond `SERVICE.NAMESPACE.svc[.cluster.local]`.
+    pub extra_dns_names: Vec<String>,
+    pub extra_ip_addresses: Vec<IpAddr>,
+    /// How often the Secret is re-read (renewal, another replica's renewal) and the caBundles
+    /// checked. Failures are retried sooner.
+    pub check_interval: Duration,
+}
+
+impl SelfManagedCerts {
+    pub fn new(namespace: impl Into<String>) -> Self {
+        SelfManagedCerts {
+            namespace: namespace.into(),
+            secret_name: SECRET_NAME.to_owned(),
+            service_name: SERVICE_NAME.to_owned(),
+            configuration_name: CONFIGURATION_NAME.to_owned(),
+            extra_dns_names: Vec::new(),
+            extra_ip_addresses: Vec::new(),
+            check_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("webhook certificate: {0}")]
+    Certificate(String),
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("webhook server on {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Serves the webhooks until `shutdown` completes. Fails at start when the certificate cannot
+/// be loaded (files) or settled (self-managed), or the address cannot be bound.
+pub async fn serve(
+    cfg: WebhookConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WebhookError> {
+    WebhookServer::bind(cfg).await?.run(shutdown).await
+}
+
+/// Aborts a background task when its owner goes away.
+pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(flags: &[&str]) -> RunArgs {
+        Cli::try_parse_from(["winipam"].iter().chain(flags))
+            .expect("valid flags")
+            .run
+    }
+
+    #[test]
+    fn cert_source_from_flags() {
+        let files = CertSource::from_run_args(&args(&["--webhook-cert-dir", "/certs"]));
+        assert!(
+            matches!(&files, CertSource::Files { dir, poll_interval } if dir == Path::new("/certs") && *poll_interval == Duration::from_secs(10)),
+            "{files:?}"
+        );
+        let own = CertSource::from_run_args(&args(&[
+            "--webhook-cert-mode",
+            "self-managed",
+            "--namespace",
+            "ops",
+        ]));
+        let CertSource::SelfManaged(settings) = own else {
+            panic!("self-managed expected: {own:?}");
+        };
+        assert_eq!(settings.namespace, "ops");
+        assert_eq!(settings.secret_name, "winipam-webhook-tls");
+        assert_eq!(settings.service_name, "winipam-webhook");
+        assert_eq!(settings.configuration_name, "winipam");
+    }
+
+    #[tokio::test]
+    async fn config_from_flags() {
+        let client = kube::Client::try_from(kube::Config::new(
+            "https://127.0.0.1:9".parse().expect("a URL"),
+        ))
+        .expect("a client");
+        let cfg = WebhookConfig::from_run_args(
+            client,
+            &args(&["--namespace", "ops", "--webhook-addr", "127.0.0.1:8443"]),
+        );
+        assert_eq!(
+            cfg.addr,
+            "127.0.0.1:8443".parse::<SocketAddr>().expect("an address")
+        );
+        assert_eq!(cfg.allowed_users, ["system:serviceaccount:ops:winipam"]);
+        assert!(matches!(cfg.certs, CertSource::Files { .. }));
+    }
+}
