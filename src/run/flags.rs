@@ -142,7 +142,7 @@ pub struct RunArgs {
 const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
     "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 const DEFAULT_NAMESPACE: &str = "winipam-system";
-/// The ServiceAccount of deploy/rbac.
+/// The ServiceAccount of the chart (deploy/helm/winipam).
 pub const SERVICE_ACCOUNT: &str = "winipam";
 
 impl RunArgs {

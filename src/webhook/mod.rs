@@ -8,8 +8,8 @@
 //!
 //! Certificates come from files (`tls.crt`/`tls.key`, reloaded when they change: [`tls`]) or
 //! are self-managed ([`certs`]: a CA and serving certificate in a Secret, the CA patched into
-//! the configurations' caBundle). `deploy/webhook/` holds the configurations, the Service and
-//! the RBAC this needs.
+//! the configurations' caBundle). The chart (`deploy/helm/winipam`) holds the configurations,
+//! the Service and the RBAC this needs.
 //!
 //! `winipam run` calls [`serve`]; tests bind first ([`WebhookServer::bind`]) to learn the port.
 
@@ -34,7 +34,7 @@ pub use server::{MUTATE_PATH, VALIDATE_PATH, WebhookServer};
 use crate::run::RunArgs;
 use crate::run::flags::CertMode;
 
-/// Name of both webhook configurations (mutating and validating) in `deploy/webhook/`.
+/// Name of both webhook configurations (mutating and validating) in the chart.
 pub const CONFIGURATION_NAME: &str = "winipam";
 /// The Service in front of the webhook port.
 pub const SERVICE_NAME: &str = "winipam-webhook";

@@ -1,5 +1,5 @@
 //! `KubeCluster`'s writes on a real kube-apiserver, acting as the controller's ServiceAccount
-//! with exactly the RBAC of deploy/rbac.
+//! with exactly the RBAC of the rendered base (deploy/kustomize/base).
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, NodeStatus, Pod, Secret};
 use k8s_openapi::api::events::v1::Event as K8sEvent;

@@ -1,6 +1,6 @@
 //! Shared setup of the Kubernetes adapter tests: a namespace of their own on the shared control
-//! plane, the CRDs of `crds/`, and the RBAC of `deploy/rbac/` bound to a ServiceAccount that the
-//! code under test acts as.
+//! plane, the CRDs of `crds/`, and the RBAC of the rendered base (`deploy/kustomize/base`) bound
+//! to a ServiceAccount that the code under test acts as.
 //!
 //! The RBAC files name namespace `winipam-system` and objects `winipam`; each test environment
 //! applies them with its own namespace and object names substituted, so tests running in
@@ -20,7 +20,7 @@ pub struct K8sEnv {
     /// The controller's namespace for this test.
     pub ns: String,
     pub admin: Client,
-    /// Acts as the ServiceAccount: exactly the RBAC of deploy/rbac.
+    /// Acts as the ServiceAccount: exactly the RBAC of the rendered base.
     pub controller: Client,
 }
 
@@ -28,24 +28,26 @@ fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// deploy/rbac with `winipam-system` replaced by `ns` and every object named `winipam` renamed
-/// `account` (the ServiceAccount, the roles, the bindings and their references).
+/// The base's RBAC with `winipam-system` replaced by `ns` and every object named `winipam` (or
+/// `winipam-webhook-certs`) renamed `account` (or `account-webhook-certs`): the ServiceAccount,
+/// the roles, the bindings and their references.
 fn rbac_for(ns: &str, account: &str) -> String {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_path("deploy/rbac"))
-        .expect("read deploy/rbac")
-        .map(|e| e.expect("a directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+    let base = repo_path("deploy/kustomize/base");
+    let files: Vec<PathBuf> = crate::support::deploy::BASE_RBAC_FILES
+        .iter()
+        .map(|f| base.join(f))
         .collect();
-    files.sort();
-    assert!(!files.is_empty(), "deploy/rbac has no YAML files");
     let mut out = String::new();
     for file in files {
         let text = std::fs::read_to_string(&file).expect("read an RBAC file");
         let text = text.replace("winipam-system", ns);
         for line in text.lines() {
-            let renamed = match line.trim_end().strip_suffix("name: winipam") {
-                Some(prefix) if prefix.trim().is_empty() || prefix.trim() == "-" => {
-                    format!("{prefix}name: {account}")
+            let renamed = match line.trim_end().split_once("name: winipam") {
+                Some((prefix, rest))
+                    if (prefix.trim().is_empty() || prefix.trim() == "-")
+                        && (rest.is_empty() || rest == "-webhook-certs") =>
+                {
+                    format!("{prefix}name: {account}{rest}")
                 }
                 _ => line.to_string(),
             };
@@ -98,7 +100,7 @@ impl K8sEnv {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("the RBAC of deploy/rbac did not take effect within 10 s");
+        panic!("the RBAC of the rendered base did not take effect within 10 s");
     }
 
     pub fn unique(&self, what: &str) -> String {
@@ -180,7 +182,12 @@ pub async fn next_within<S: futures::Stream + Unpin>(stream: &mut S, secs: u64) 
 fn rbac_rewrite_renames_objects_but_not_resource_names() {
     let text = rbac_for("t-1", "winipam-t-1");
     assert!(!text.contains("winipam-system"));
-    assert!(!text.contains("name: winipam\n"));
+    // Object names only: the label app.kubernetes.io/name keeps its value.
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.trim_start().trim_start_matches("- ") == "name: winipam")
+    );
     assert!(text.contains("name: winipam-t-1\n"));
     assert!(text.contains("namespace: t-1\n"));
     assert!(text.contains("resourceNames: [\"winipam\"]"));

@@ -70,7 +70,7 @@ async fn webhooks_through_the_apiserver() {
     let cp = ControlPlane::start().await;
     let admin = cp.admin_client().await;
     install_controller_rbac(&cp).await;
-    // The server runs with exactly the RBAC of deploy/webhook/.
+    // The server runs with exactly the RBAC of the rendered base.
     let controller = cp.service_account_client(NAMESPACE, SERVICE_ACCOUNT).await;
     let server =
         RunningServer::start(controller.clone(), 0, self_managed(), &[CONTROLLER_USER]).await;

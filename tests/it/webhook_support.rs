@@ -1,5 +1,5 @@
 //! Shared parts of the webhook tests: the webhook server in-process on 127.0.0.1 with
-//! self-managed certificates, the configurations of `deploy/webhook/` turned into a `url`
+//! self-managed certificates, the configurations of `deploy/kustomize/base` turned into a `url`
 //! variant pointing at it, and pods to admit.
 
 use std::net::SocketAddr;
@@ -27,13 +27,13 @@ use winipam::webhook::{CertSource, SelfManagedCerts, WebhookConfig, WebhookError
 
 use crate::support::controlplane::ControlPlane;
 
-/// The controller's namespace and ServiceAccount, as in `deploy/`.
+/// The controller's namespace and ServiceAccount, as in `deploy/kustomize/base`.
 pub const NAMESPACE: &str = "winipam-system";
 pub const SERVICE_ACCOUNT: &str = "winipam";
 pub const CONTROLLER_USER: &str = "system:serviceaccount:winipam-system:winipam";
 
 pub fn deploy_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/webhook")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kustomize/base")
 }
 
 fn read_yaml<K: serde::de::DeserializeOwned>(file: &str) -> K {
@@ -43,27 +43,26 @@ fn read_yaml<K: serde::de::DeserializeOwned>(file: &str) -> K {
     serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
-/// The `service` client config of `deploy/webhook/` as a `url` to 127.0.0.1:`port`, same path.
+/// The `service` client config of the base as a `url` to 127.0.0.1:`port`, same path.
 fn to_url(config: &mut WebhookClientConfig, port: u16) {
     let service = config
         .service
         .take()
-        .expect("deploy/webhook uses a service clientConfig");
+        .expect("the base uses a service clientConfig");
     let path = service.path.expect("the service has a path");
     config.url = Some(format!("https://127.0.0.1:{port}{path}"));
 }
 
-/// The two configurations of `deploy/webhook/`, pointed at a test server on 127.0.0.1:`port`.
+/// The two configurations of the base, pointed at a test server on 127.0.0.1:`port`.
 pub fn url_configurations(
     port: u16,
 ) -> (MutatingWebhookConfiguration, ValidatingWebhookConfiguration) {
-    let mut mutating: MutatingWebhookConfiguration =
-        read_yaml("mutating-webhook-configuration.yaml");
+    let mut mutating: MutatingWebhookConfiguration = read_yaml("mutatingwebhookconfiguration.yaml");
     for hook in mutating.webhooks.iter_mut().flatten() {
         to_url(&mut hook.client_config, port);
     }
     let mut validating: ValidatingWebhookConfiguration =
-        read_yaml("validating-webhook-configuration.yaml");
+        read_yaml("validatingwebhookconfiguration.yaml");
     for hook in validating.webhooks.iter_mut().flatten() {
         to_url(&mut hook.client_config, port);
     }
@@ -108,7 +107,7 @@ pub async fn ca_bundles(client: &Client) -> Vec<Option<ByteString>> {
     bundles
 }
 
-/// Creates the controller's namespace and applies the webhook RBAC of `deploy/webhook/`.
+/// Creates the controller's namespace and applies the RBAC of the base.
 pub async fn install_controller_rbac(cp: &ControlPlane) {
     let namespaces = Api::<Namespace>::all(cp.admin_client().await);
     let namespace = Namespace {
@@ -123,7 +122,7 @@ pub async fn install_controller_rbac(cp: &ControlPlane) {
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(e) => panic!("create namespace {NAMESPACE}: {e}"),
     }
-    for file in ["rbac.yaml", "rbac-self-managed-certs.yaml"] {
+    for file in crate::support::deploy::BASE_RBAC_FILES {
         cp.apply_yaml_file(&deploy_dir().join(file)).await;
     }
 }

@@ -1,6 +1,6 @@
 //! The world of the end-to-end tests: a control plane of their own (the controller watches every
 //! Node of a cluster, so it must not see the Nodes of other tests), moto behind the EC2 adapter,
-//! and per test a namespace holding the RBAC of `deploy/rbac/`, the ServiceAccount the
+//! and per test a namespace holding the RBAC of `deploy/kustomize/base`, the ServiceAccount the
 //! controller runs as, its ConfigMap and Lease.
 //!
 //! Tests that run a controller take turns ([`Env::new`] holds a lock for the test's life): a
@@ -468,17 +468,15 @@ async fn clear_cluster(client: &Client) {
     let _ = cms.delete("amazon-vpc-cni", &DeleteParams::default()).await;
 }
 
-/// Applies `deploy/rbac/` for a controller in `namespace`: the files as they are, with the
+/// Applies the base's RBAC for a controller in `namespace`: the files as they are, with the
 /// namespace `winipam-system` replaced, and the bindings outside it (cluster-wide and in
 /// kube-system) renamed per namespace so tests do not take them from each other.
 async fn apply_rbac(cp: &ControlPlane, namespace: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("read deploy/rbac")
-        .map(|e| e.expect("a directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kustomize/base");
+    let files: Vec<PathBuf> = super::deploy::BASE_RBAC_FILES
+        .iter()
+        .map(|f| dir.join(f))
         .collect();
-    files.sort();
     let mut items = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).expect("read an RBAC file");
@@ -493,7 +491,7 @@ async fn apply_rbac(cp: &ControlPlane, namespace: &str) {
     }
     assert!(
         items.len() >= 6,
-        "deploy/rbac holds the ServiceAccount, roles and bindings"
+        "the base holds the ServiceAccount, roles and bindings"
     );
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
     let path = cp.dir().join(format!("rbac-{namespace}.json"));

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 pub struct WinipamOptions {
     /// The controller's namespace (ConfigMap, Lease, its ServiceAccount).
     pub namespace: String,
-    /// A kubeconfig of the `winipam` ServiceAccount (exactly the RBAC of `deploy/rbac/`).
+    /// A kubeconfig of the `winipam` ServiceAccount (exactly the RBAC of the rendered base).
     pub kubeconfig: PathBuf,
     pub ec2_endpoint: String,
     pub region: String,
