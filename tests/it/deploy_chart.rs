@@ -364,3 +364,22 @@ fn helm_lint_passes_strictly() {
         );
     }
 }
+
+#[test]
+fn the_readme_explains_every_event_reason() {
+    let reasons = std::fs::read_to_string(repo_root().join("src/controller/reasons.rs"))
+        .expect("src/controller/reasons.rs");
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let names: Vec<&str> = reasons
+        .lines()
+        .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \""))
+        .filter_map(|l| l.split('"').nth(1))
+        .collect();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "README's troubleshooting table lacks the Event reason {name}"
+        );
+    }
+}
