@@ -13,8 +13,34 @@ use crate::support::e2e::{Env, eventually};
 async fn an_unknown_instance_type_is_reported_and_other_nodes_work() {
     let env = Env::new("e2e-nodes").await;
     let good = env.add_node("good", "m5.large").await;
-    let odd = env.add_node("odd", "x9.imaginary").await;
     let winipam = env.start("winipam-0").await;
+    // Nodes joining later: the leader stays ready all along (only the rebuild on taking the
+    // lead holds readiness back).
+    let ((odd, late), not_ready) = tokio::join!(
+        async {
+            let odd = env.add_node("odd", "x9.imaginary").await;
+            let late = env.add_node("late", "m5.large").await;
+            env.wait_eni_len(&late, 3, Duration::from_secs(15)).await;
+            (odd, late)
+        },
+        async {
+            let mut not_ready = Vec::new();
+            let until = std::time::Instant::now() + Duration::from_secs(3);
+            while std::time::Instant::now() < until {
+                match winipam.get("/readyz").await {
+                    Ok((200, _)) => {}
+                    other => not_ready.push(format!("{other:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            not_ready
+        }
+    );
+    assert!(
+        not_ready.is_empty(),
+        "/readyz failed while nodes joined: {not_ready:?}"
+    );
+    assert_eq!(env.node_capacity(&late.name).await.as_deref(), Some("9"));
     env.create_pod("on-good", &good.name).await;
     env.create_pod("on-odd", &odd.name).await;
 
@@ -57,7 +83,7 @@ async fn an_unknown_instance_type_is_reported_and_other_nodes_work() {
         winipam
             .metric("winipam_nodes", &[("state", "managed")])
             .await,
-        Some(1.0)
+        Some(2.0)
     );
     eventually("Unsupported condition", Duration::from_secs(15), || async {
         let status = env.pool(&odd.name).await.and_then(|p| p.status);
