@@ -310,16 +310,25 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         match &self.phase {
             Phase::Ready(ready) => {
                 let c = ready.pool.counts(now);
+                let capacity = ready.pool.capacity(now);
+                let full = c.used + c.free + c.cooling + c.pending >= capacity;
+                let what = match (full, c.cooling > 0) {
+                    (true, true) => "the node is at capacity: the pod gets a cooling address \
+                                     when its cool-down (ip-cooldown-seconds) ends"
+                        .to_string(),
+                    (true, false) => "the node is at capacity: more pods are bound to it than \
+                                      it has pod IPs; make sure pods request \
+                                      vpc.amazonaws.com/PrivateIPv4Address (the webhook adds it) \
+                                      so the scheduler respects the capacity"
+                        .to_string(),
+                    (false, _) => "winipam is growing the pool (see the node's Events and \
+                                   NodeAddressPool for EC2 errors)"
+                        .to_string(),
+                };
                 format!(
                     "waiting for an IPv4 address on node {}: {} free, {} being assigned, {} \
-                     cooling, {} used of capacity {}; winipam is growing the pool (see the \
-                     node's Events and NodeAddressPool for EC2 errors)",
-                    self.node.name,
-                    c.free,
-                    c.pending,
-                    c.cooling,
-                    c.used,
-                    ready.pool.capacity(now)
+                     cooling, {} used of capacity {capacity}; {what}",
+                    self.node.name, c.free, c.pending, c.cooling, c.used,
                 )
             }
             _ => format!(

@@ -10,9 +10,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 
 use crate::support::e2e::{
-    AnnotationWatch, Env, LEASE_SECONDS, TestNode, assert_distinct, eventually,
+    AnnotationWatch, Env, LEASE_SECONDS, TestNode, api_writes, assert_distinct, eventually,
 };
-use crate::support::winipam::Winipam;
+use crate::support::winipam::{Winipam, samples};
 
 const COOLDOWN: Duration = Duration::from_secs(5);
 const WARM: usize = 3;
@@ -141,6 +141,29 @@ async fn sigkill_during_churn_loses_nothing() {
     assert!(
         second.log().contains("leading: rebuilding node pools"),
         "the restarted controller took over"
+    );
+
+    // Measurements: API writes of both lives, EC2 calls and memory of the second.
+    let mut writes = api_writes(&first.log());
+    for (kind, n) in api_writes(&second.log()) {
+        *writes.entry(kind).or_insert(0) += n;
+    }
+    let total: usize = writes
+        .iter()
+        .filter(|(k, _)| **k != "lease")
+        .map(|(_, n)| n)
+        .sum();
+    let metrics = second.metrics().await;
+    let ec2: Vec<String> = samples(&metrics, "winipam_ec2_requests_total")
+        .into_iter()
+        .map(|(labels, n)| format!("{labels:?}={n}"))
+        .collect();
+    eprintln!(
+        "MEASURE e2e_restart: {step} pods created, {} deleted: API writes {writes:?} ({:.2} per \
+         pod created, lease renewals aside); second life's EC2 calls {ec2:?}; RSS {} KiB",
+        deleted.len(),
+        total as f64 / step as f64,
+        second.rss_kib().unwrap_or(0)
     );
 }
 
