@@ -6,9 +6,8 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crate::support::e2e::{
-    AnnotationWatch, Env, TestNode, api_writes, assert_distinct, eventually, quantile,
-};
+use crate::support::e2e::{Env, TestNode, assert_distinct, eventually};
+use crate::support::observe::{AnnotationWatch, api_writes, quantile};
 use crate::support::winipam::histogram_quantile_upper;
 
 const CAPACITY_M5_LARGE: &str = "9";

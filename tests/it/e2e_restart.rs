@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 
-use crate::support::e2e::{
-    AnnotationWatch, Env, LEASE_SECONDS, TestNode, api_writes, assert_distinct, eventually,
-};
+use crate::support::e2e::{Env, LEASE_SECONDS, TestNode, assert_distinct, eventually};
+use crate::support::observe::{AnnotationWatch, api_writes};
 use crate::support::winipam::{Winipam, samples};
 
 const COOLDOWN: Duration = Duration::from_secs(5);
@@ -248,8 +247,8 @@ async fn the_standby_takes_over_within_the_lease_duration() {
     // which can come just before the kill: no lease election leads again within the lease
     // duration of the kill every time. What it can do is take over as soon as the lease
     // expires. The elector waits a random 0.1-1 s after forcing an expired lease free (so two
-    // standbys do not collide); with the API calls and this test's polling, the standby must
-    // lead within 1.5 s of the expiry.
+    // standbys do not collide); with the API calls (on a loaded 2-core test machine) and this
+    // test's polling, the standby must lead within 2 s of the expiry.
     let expiry = last_renewal + Duration::from_secs(LEASE_SECONDS);
     let after_expiry = (killed_at + takeover)
         .duration_since(expiry)
@@ -259,11 +258,11 @@ async fn the_standby_takes_over_within_the_lease_duration() {
          {LEASE_SECONDS} s; {after_expiry:?} after the dead leader's lease expired)"
     );
     assert!(
-        after_expiry <= Duration::from_millis(1500),
+        after_expiry <= Duration::from_secs(2),
         "took over {after_expiry:?} after the lease expired ({takeover:?} after the kill)"
     );
     assert!(
-        takeover <= Duration::from_secs(LEASE_SECONDS) + Duration::from_millis(1500),
+        takeover <= Duration::from_secs(LEASE_SECONDS + 2),
         "took over after {takeover:?}"
     );
 

@@ -5,4 +5,5 @@
 pub mod controlplane;
 pub mod e2e;
 pub mod moto;
+pub mod observe;
 pub mod winipam;
