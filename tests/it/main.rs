@@ -3,6 +3,7 @@
 //! 127.0.0.1; `scripts/test.sh` builds or installs them and exports their paths.
 
 mod controlplane;
+mod e2e_adopt;
 mod e2e_assign;
 mod e2e_config;
 mod e2e_cooldown;

@@ -360,6 +360,20 @@ impl Env {
         pod_state(&pod).expect("a bound pod")
     }
 
+    /// A bound pod that already carries an address annotation (written by an earlier
+    /// controller, or by hand).
+    pub async fn create_annotated_pod(&self, name: &str, node: &str, value: &str) -> PodState {
+        let mut pod = pod_on(name, node);
+        pod.metadata.annotations =
+            Some(BTreeMap::from([(ANNOTATION.to_owned(), value.to_owned())]));
+        let pod = self
+            .pods_api()
+            .create(&PostParams::default(), &pod)
+            .await
+            .unwrap_or_else(|e| panic!("create pod {name}: {e}"));
+        pod_state(&pod).expect("a bound pod")
+    }
+
     /// Deletes a pod at once (grace 0: what the kubelet does once the containers stopped).
     pub async fn delete_pod(&self, name: &str) {
         match self

@@ -278,13 +278,16 @@ impl Drop for Winipam {
     }
 }
 
-/// The controller binary this test binary was built with, pinned at first use: a hard link (or
-/// a copy) in a private directory, so a later build that replaces `target/debug/winipam` (from
-/// another checkout sharing the target directory) cannot swap it under a running test.
+/// The controller binary this test binary was built with (or `$WINIPAM_E2E_BIN`), pinned at
+/// first use: a hard link (or a copy) in a private directory, so a later build that replaces
+/// `target/debug/winipam` (from another checkout sharing the target directory) cannot swap it
+/// under a running test.
 fn binary() -> &'static PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
-        let source = PathBuf::from(env!("CARGO_BIN_EXE_winipam"));
+        let source = std::env::var_os("WINIPAM_E2E_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_winipam")));
         let dir = std::env::temp_dir().join(format!("winipam-e2e-bin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the binary directory");
         let pinned = dir.join("winipam");
