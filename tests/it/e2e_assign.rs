@@ -197,6 +197,19 @@ async fn twenty_pods_on_five_nodes_get_distinct_addresses_of_their_enis() {
         total as f64 / 20.0,
         winipam.rss_kib().unwrap_or(0)
     );
+    let ec2: Vec<String> = crate::support::winipam::samples(&metrics, "winipam_ec2_requests_total")
+        .into_iter()
+        .filter(|(_, n)| *n > 0.0)
+        .map(|(labels, n)| {
+            let op = labels
+                .iter()
+                .find(|(k, _)| k == "operation")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("?");
+            format!("{op}={n}")
+        })
+        .collect();
+    eprintln!("MEASURE e2e_assign: EC2 calls {ec2:?}");
     // One write per annotation: the UID-guarded patch lands the first time.
     assert_eq!(writes.get("pod annotation"), Some(&20), "{writes:?}");
 }

@@ -184,6 +184,22 @@ impl Winipam {
         }
     }
 
+    /// Waits until this replica leads and has rebuilt its pools (`winipam_leader` 1, then
+    /// `/readyz` 200: a follower is ready as soon as its caches are).
+    pub async fn wait_leading(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.metric("winipam_leader", &[]).await != Some(1.0) {
+            assert!(
+                Instant::now() < deadline,
+                "winipam {} does not lead within {timeout:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.wait_ready(deadline.saturating_duration_since(Instant::now()))
+            .await;
+    }
+
     /// The Prometheus text of `/metrics`.
     pub async fn metrics(&self) -> String {
         match self.get("/metrics").await {
