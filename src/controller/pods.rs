@@ -89,6 +89,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         };
         let release_terminal = self.config.release_terminal_pods;
         let mut reports: Vec<(ObjectRef, &'static str, String)> = Vec::new();
+        // (address, every pod UID naming it), reported below on each of those pods.
+        let mut duplicates: Vec<(std::net::Ipv4Addr, Vec<String>)> = Vec::new();
         for entry in self.pods.values_mut() {
             let uid = PodUid(entry.view.uid.clone());
             match need(&entry.view, release_terminal) {
@@ -106,20 +108,11 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                                 entry.view.node_name, ready.instance.primary_eni.eni_id
                             ),
                         )),
-                        AdoptOutcome::Duplicate(others) => reports.push((
-                            ObjectRef::pod(&entry.view),
-                            reasons::DUPLICATE_IP_ANNOTATION,
-                            format!(
-                                "address {addr} is also named by pod UID(s) {}: delete all but one \
-                                 of these pods; winipam does not hand {addr} out again until they \
-                                 are all gone",
-                                others
-                                    .iter()
-                                    .map(|u| u.0.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        )),
+                        AdoptOutcome::Duplicate(others) => {
+                            let mut involved = vec![uid.0.clone()];
+                            involved.extend(others.into_iter().map(|u| u.0));
+                            duplicates.push((addr, involved));
+                        }
                     }
                 }
                 Need::BadAnnotation if !entry.annotation_reported => {
@@ -145,11 +138,49 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 _ => {}
             }
         }
+        for (addr, involved) in duplicates {
+            reports.extend(self.duplicate_reports(addr, &involved));
+        }
         for (object, reason, note) in reports {
             self.ctx
                 .event(&object, EventSeverity::Warning, reason, &note)
                 .await;
         }
+    }
+
+    /// `DuplicateIPAnnotation` on every pod of `involved` (SPEC 6.3: both Events), each naming
+    /// the others.
+    fn duplicate_reports(
+        &self,
+        addr: std::net::Ipv4Addr,
+        involved: &[String],
+    ) -> Vec<(ObjectRef, &'static str, String)> {
+        let describe = |uid: &String| match self.pods.get(uid) {
+            Some(e) => format!("{}/{} (UID {uid})", e.view.namespace, e.view.name),
+            None => format!("UID {uid}"),
+        };
+        let mut out = Vec::new();
+        for uid in involved {
+            let Some(entry) = self.pods.get(uid) else {
+                continue;
+            };
+            let peers: Vec<String> = involved
+                .iter()
+                .filter(|u| *u != uid)
+                .map(describe)
+                .collect();
+            out.push((
+                ObjectRef::pod(&entry.view),
+                reasons::DUPLICATE_IP_ANNOTATION,
+                format!(
+                    "address {addr} is also named by pod(s) {}: two pods cannot share an \
+                     address; delete all but one of them. winipam does not hand {addr} out \
+                     again until they are all gone",
+                    peers.join(", ")
+                ),
+            ));
+        }
+        out
     }
 
     /// Hands out addresses to pods that need one and writes them. Returns the number of pods
@@ -310,16 +341,25 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         match &self.phase {
             Phase::Ready(ready) => {
                 let c = ready.pool.counts(now);
+                let capacity = ready.pool.capacity(now);
+                let full = c.used + c.free + c.cooling + c.pending >= capacity;
+                let what = match (full, c.cooling > 0) {
+                    (true, true) => "the node is at capacity: the pod gets a cooling address \
+                                     when its cool-down (ip-cooldown-seconds) ends"
+                        .to_string(),
+                    (true, false) => "the node is at capacity: more pods are bound to it than \
+                                      it has pod IPs; make sure pods request \
+                                      vpc.amazonaws.com/PrivateIPv4Address (the webhook adds it) \
+                                      so the scheduler respects the capacity"
+                        .to_string(),
+                    (false, _) => "winipam is growing the pool (see the node's Events and \
+                                   NodeAddressPool for EC2 errors)"
+                        .to_string(),
+                };
                 format!(
                     "waiting for an IPv4 address on node {}: {} free, {} being assigned, {} \
-                     cooling, {} used of capacity {}; winipam is growing the pool (see the \
-                     node's Events and NodeAddressPool for EC2 errors)",
-                    self.node.name,
-                    c.free,
-                    c.pending,
-                    c.cooling,
-                    c.used,
-                    ready.pool.capacity(now)
+                     cooling, {} used of capacity {capacity}; {what}",
+                    self.node.name, c.free, c.pending, c.cooling, c.used,
                 )
             }
             _ => format!(

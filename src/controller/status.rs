@@ -130,11 +130,17 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             .count() as u32
     }
 
-    /// The extended resource, re-written whenever it is missing or differs (SPEC 2).
+    /// The extended resource, re-written whenever it is missing or differs (SPEC 2), unless
+    /// another controller manages Windows IPs.
     async fn write_capacity(&mut self) {
         let Phase::Ready(ready) = &self.phase else {
             return;
         };
+        // Blocked, the VPC Resource Controller owns the extended resource: writing ours too
+        // would start a tug of war whenever the two values differ.
+        if self.blocked {
+            return;
+        }
         let capacity = ready.pool.capacity(self.ctx.now());
         let wanted = capacity.to_string();
         if self.node.advertised_capacity.as_deref() == Some(wanted.as_str()) {

@@ -110,6 +110,7 @@ pub(crate) struct NodeWorker<C, B: Ec2Backend> {
     pub(crate) status: super::status::StatusState,
     /// Gauge contributions of this node, to keep global gauges right as they change.
     pub(crate) gauges: super::status::NodeGauges,
+    /// This worker does not (or no longer) hold readiness back.
     pub(crate) init_reported: bool,
     /// Addresses a resync found gone while pods held them, to report on the next pass.
     pub(crate) pending_lost: Vec<crate::ipam::LostAddress>,
@@ -123,10 +124,15 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         config: Arc<Config>,
         blocked: bool,
         restored: Restored,
+        holds_readiness: bool,
     ) -> WorkerHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let now = ctx.now();
-        ctx.init_started();
+        // Only the pools rebuilt on taking the lead hold readiness back; a node joining later
+        // must not make the leader unready (its Service endpoint, the webhooks', would flap).
+        if holds_readiness {
+            ctx.init_started();
+        }
         let node_uid = node.uid.clone();
         let mut worker = NodeWorker {
             ctx,
@@ -142,7 +148,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             ec2_task: None,
             status: Default::default(),
             gauges: Default::default(),
-            init_reported: false,
+            init_reported: !holds_readiness,
             pending_lost: Vec::new(),
         };
         for pod in pods {

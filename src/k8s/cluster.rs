@@ -188,7 +188,8 @@ pub trait Cluster: Send + Sync + 'static {
         name: &str,
     ) -> impl Stream<Item = Option<ConfigMapView>> + Send + 'static;
 
-    /// Whether `kube-system/amazon-vpc-cni` switches the VPC Resource Controller's Windows IPAM
-    /// on (`enable-windows-ipam: "true"`), each time the ConfigMap changes.
-    fn watch_foreign_ipam(&self) -> impl Stream<Item = bool> + Send + 'static;
+    /// `kube-system/amazon-vpc-cni`, whose `enable-windows-ipam` says whether the VPC Resource
+    /// Controller hands out Windows IPs (see [`super::views::foreign_ipam_enabled`]): its
+    /// current state each time it changes (`None`: it does not exist).
+    fn watch_foreign_ipam(&self) -> impl Stream<Item = Option<ConfigMapView>> + Send + 'static;
 }

@@ -16,7 +16,7 @@ use super::cluster::{
 use super::error::ClusterError;
 use super::views::{
     BETA_OS_LABEL, ConfigMapView, NodeView, OS_LABEL, PRIVATE_IPV4_ADDRESS, PodView,
-    config_map_view, foreign_ipam_enabled, is_windows, node_view, pod_view,
+    config_map_view, is_windows, node_view, pod_view,
 };
 use super::watch::{merge_node_streams, single_object, view_stream};
 use crate::crd::{NodeAddressPool, NodeAddressPoolSpec, NodeAddressPoolStatus};
@@ -360,14 +360,13 @@ impl Cluster for KubeCluster {
         config_map_stream(self.client.clone(), namespace, name, "config")
     }
 
-    fn watch_foreign_ipam(&self) -> impl Stream<Item = bool> + Send + 'static {
+    fn watch_foreign_ipam(&self) -> impl Stream<Item = Option<ConfigMapView>> + Send + 'static {
         config_map_stream(
             self.client.clone(),
             FOREIGN_IPAM_NAMESPACE,
             FOREIGN_IPAM_CONFIG_MAP,
             "amazon-vpc-cni",
         )
-        .map(|cm| cm.is_some_and(|cm| foreign_ipam_enabled(&cm.data)))
     }
 }
 

@@ -6,9 +6,8 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crate::support::e2e::{
-    AnnotationWatch, Env, TestNode, api_writes, assert_distinct, eventually, quantile,
-};
+use crate::support::e2e::{Env, TestNode, assert_distinct, eventually};
+use crate::support::observe::{AnnotationWatch, api_writes, quantile};
 use crate::support::winipam::histogram_quantile_upper;
 
 const CAPACITY_M5_LARGE: &str = "9";
@@ -198,6 +197,19 @@ async fn twenty_pods_on_five_nodes_get_distinct_addresses_of_their_enis() {
         total as f64 / 20.0,
         winipam.rss_kib().unwrap_or(0)
     );
+    let ec2: Vec<String> = crate::support::winipam::samples(&metrics, "winipam_ec2_requests_total")
+        .into_iter()
+        .filter(|(_, n)| *n > 0.0)
+        .map(|(labels, n)| {
+            let op = labels
+                .iter()
+                .find(|(k, _)| k == "operation")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("?");
+            format!("{op}={n}")
+        })
+        .collect();
+    eprintln!("MEASURE e2e_assign: EC2 calls {ec2:?}");
     // One write per annotation: the UID-guarded patch lands the first time.
     assert_eq!(writes.get("pod annotation"), Some(&20), "{writes:?}");
 }

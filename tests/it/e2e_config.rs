@@ -97,8 +97,29 @@ async fn the_vpc_resource_controller_switch_blocks_everything_until_removed() {
         }
     })
     .await;
-    // A resync period and more: still nothing assigned, nothing on the ENI.
+    let event = eventually(
+        "a ForeignIPAMEnabled Event",
+        Duration::from_secs(10),
+        || async {
+            env.events_about("kube-system", "amazon-vpc-cni")
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("ForeignIPAMEnabled"))
+                .ok_or_else(|| "none yet".to_string())
+        },
+    )
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(
+        event
+            .note
+            .unwrap_or_default()
+            .contains("enable-windows-ipam")
+    );
+    // A resync period and more: still nothing assigned, nothing on the ENI, and the extended
+    // resource left to the other controller.
     tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(env.node_capacity(&node.name).await, None);
     assert!(
         env.pods().await.values().all(|p| p.annotation.is_none()),
         "a pod got an address while blocked"
@@ -116,4 +137,5 @@ async fn the_vpc_resource_controller_switch_blocks_everything_until_removed() {
         .await;
     env.wait_eni_len(&node, 5, Duration::from_secs(10)).await;
     assert_eq!(winipam.metric("winipam_blocked", &[]).await, Some(0.0));
+    assert_eq!(env.node_capacity(&node.name).await.as_deref(), Some("9"));
 }

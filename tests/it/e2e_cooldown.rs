@@ -90,6 +90,14 @@ async fn freed_addresses_are_reused_only_after_the_cooldown() {
     let live: Vec<_> = after.values().filter(|p| p.name != "pod-2").collect();
     assert_distinct(&live);
     assert_eq!(env.eni_ips(&node.eni_id).await.len(), 9);
+    // They waited more than 5 s: each got an IPAllocationPending Event saying why.
+    let events = env.events_about(&env.namespace, "new-0").await;
+    let pending = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("IPAllocationPending"))
+        .unwrap_or_else(|| panic!("no IPAllocationPending Event: {events:?}"));
+    let note = pending.note.clone().unwrap_or_default();
+    assert!(note.contains("cool-down"), "{note}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 
-use crate::support::e2e::{
-    AnnotationWatch, Env, LEASE_SECONDS, TestNode, assert_distinct, eventually,
-};
-use crate::support::winipam::Winipam;
+use crate::support::e2e::{Env, LEASE_SECONDS, TestNode, assert_distinct, eventually};
+use crate::support::observe::{AnnotationWatch, api_writes};
+use crate::support::winipam::{Winipam, samples};
 
 const COOLDOWN: Duration = Duration::from_secs(5);
 const WARM: usize = 3;
@@ -142,6 +141,29 @@ async fn sigkill_during_churn_loses_nothing() {
         second.log().contains("leading: rebuilding node pools"),
         "the restarted controller took over"
     );
+
+    // Measurements: API writes of both lives, EC2 calls and memory of the second.
+    let mut writes = api_writes(&first.log());
+    for (kind, n) in api_writes(&second.log()) {
+        *writes.entry(kind).or_insert(0) += n;
+    }
+    let total: usize = writes
+        .iter()
+        .filter(|(k, _)| **k != "lease")
+        .map(|(_, n)| n)
+        .sum();
+    let metrics = second.metrics().await;
+    let ec2: Vec<String> = samples(&metrics, "winipam_ec2_requests_total")
+        .into_iter()
+        .map(|(labels, n)| format!("{labels:?}={n}"))
+        .collect();
+    eprintln!(
+        "MEASURE e2e_restart: {step} pods created, {} deleted: API writes {writes:?} ({:.2} per \
+         pod created, lease renewals aside); second life's EC2 calls {ec2:?}; RSS {} KiB",
+        deleted.len(),
+        total as f64 / step as f64,
+        second.rss_kib().unwrap_or(0)
+    );
 }
 
 /// Which of two replicas leads, by their `winipam_leader` gauges.
@@ -225,8 +247,8 @@ async fn the_standby_takes_over_within_the_lease_duration() {
     // which can come just before the kill: no lease election leads again within the lease
     // duration of the kill every time. What it can do is take over as soon as the lease
     // expires. The elector waits a random 0.1-1 s after forcing an expired lease free (so two
-    // standbys do not collide); with the API calls and this test's polling, the standby must
-    // lead within 1.5 s of the expiry.
+    // standbys do not collide); with the API calls (on a loaded 2-core test machine) and this
+    // test's polling, the standby must lead within 2 s of the expiry.
     let expiry = last_renewal + Duration::from_secs(LEASE_SECONDS);
     let after_expiry = (killed_at + takeover)
         .duration_since(expiry)
@@ -236,11 +258,11 @@ async fn the_standby_takes_over_within_the_lease_duration() {
          {LEASE_SECONDS} s; {after_expiry:?} after the dead leader's lease expired)"
     );
     assert!(
-        after_expiry <= Duration::from_millis(1500),
+        after_expiry <= Duration::from_secs(2),
         "took over {after_expiry:?} after the lease expired ({takeover:?} after the kill)"
     );
     assert!(
-        takeover <= Duration::from_secs(LEASE_SECONDS) + Duration::from_millis(1500),
+        takeover <= Duration::from_secs(LEASE_SECONDS + 2),
         "took over after {takeover:?}"
     );
 

@@ -320,7 +320,11 @@ async fn foreign_ipam_watch_follows_enable_windows_ipam() {
     let c = cluster(&env);
     let cms: Api<ConfigMap> = Api::namespaced(env.admin.clone(), "kube-system");
     let _ = cms.delete("amazon-vpc-cni", &DeleteParams::default()).await;
-    let mut foreign = Box::pin(c.watch_foreign_ipam());
+    // The watch hands out the ConfigMap; the switch is read with the controller's own parser.
+    let mut foreign = Box::pin(
+        c.watch_foreign_ipam()
+            .map(|view| view.is_some_and(|v| winipam::k8s::views::foreign_ipam_enabled(&v.data))),
+    );
     assert!(!next_within(&mut foreign, 20).await);
 
     let cm = ConfigMap {

@@ -7,6 +7,7 @@ mod deploy_chart;
 mod deploy_manifests;
 mod deploy_metrics;
 mod deploy_rbac;
+mod e2e_adopt;
 mod e2e_assign;
 mod e2e_config;
 mod e2e_cooldown;

@@ -6,4 +6,5 @@ pub mod controlplane;
 pub mod deploy;
 pub mod e2e;
 pub mod moto;
+pub mod observe;
 pub mod winipam;

@@ -184,6 +184,22 @@ impl Winipam {
         }
     }
 
+    /// Waits until this replica leads and has rebuilt its pools (`winipam_leader` 1, then
+    /// `/readyz` 200: a follower is ready as soon as its caches are).
+    pub async fn wait_leading(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.metric("winipam_leader", &[]).await != Some(1.0) {
+            assert!(
+                Instant::now() < deadline,
+                "winipam {} does not lead within {timeout:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.wait_ready(deadline.saturating_duration_since(Instant::now()))
+            .await;
+    }
+
     /// The Prometheus text of `/metrics`.
     pub async fn metrics(&self) -> String {
         match self.get("/metrics").await {
@@ -278,13 +294,16 @@ impl Drop for Winipam {
     }
 }
 
-/// The controller binary this test binary was built with, pinned at first use: a hard link (or
-/// a copy) in a private directory, so a later build that replaces `target/debug/winipam` (from
-/// another checkout sharing the target directory) cannot swap it under a running test.
+/// The controller binary this test binary was built with (or `$WINIPAM_E2E_BIN`), pinned at
+/// first use: a hard link (or a copy) in a private directory, so a later build that replaces
+/// `target/debug/winipam` (from another checkout sharing the target directory) cannot swap it
+/// under a running test.
 fn binary() -> &'static PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
-        let source = PathBuf::from(env!("CARGO_BIN_EXE_winipam"));
+        let source = std::env::var_os("WINIPAM_E2E_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_winipam")));
         let dir = std::env::temp_dir().join(format!("winipam-e2e-bin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the binary directory");
         let pinned = dir.join("winipam");
