@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -278,11 +278,19 @@ impl Winipam {
 impl Drop for Winipam {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            // kube's request lines (kept in the file, for counting writes) drown the rest.
+            let log: String = self
+                .log()
+                .lines()
+                .filter(|l| !l.contains("kube_client"))
+                .collect::<Vec<_>>()
+                .join("\n");
             eprintln!(
-                "---- winipam {} log ({}), last 300 lines ----\n{}\n---- end of winipam {} log ----",
+                "---- winipam {} log ({}, kube requests left out), last 300 lines ----\n{}\n\
+                 ---- end of winipam {} log ----",
                 self.name,
                 self.log_path.display(),
-                tail(&self.log(), 300),
+                tail(&log, 300),
                 self.name
             );
         }
@@ -290,6 +298,10 @@ impl Drop for Winipam {
             self.signal("KILL");
             drop(self.lifeline.take());
             let _ = self.watchdog.wait();
+        }
+        // A failed test's log stays for a closer look.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log_path);
         }
     }
 }
@@ -304,6 +316,7 @@ fn binary() -> &'static PathBuf {
         let source = std::env::var_os("WINIPAM_E2E_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_winipam")));
+        remove_stale_pins();
         let dir = std::env::temp_dir().join(format!("winipam-e2e-bin-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the binary directory");
         let pinned = dir.join("winipam");
@@ -322,6 +335,25 @@ fn binary() -> &'static PathBuf {
         );
         pinned
     })
+}
+
+/// Pinned binaries of test processes that have exited.
+fn remove_stale_pins() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("winipam-e2e-bin-"))
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn tail(text: &str, lines: usize) -> String {
