@@ -42,6 +42,11 @@ pub struct RunArgs {
     #[arg(long, env = "WINIPAM_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
     pub webhook_addr: SocketAddr,
 
+    /// Do not serve the admission webhooks (for running beside another webhook deployment, or a
+    /// controller-only replica in tests). Pods then need the IP resource from elsewhere.
+    #[arg(long, env = "WINIPAM_DISABLE_WEBHOOKS")]
+    pub disable_webhooks: bool,
+
     /// Directory of the webhook's `tls.crt` and `tls.key`.
     #[arg(
         long,

@@ -37,6 +37,8 @@ pub enum RunError {
     },
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("admission webhook server: {0}")]
+    Webhook(#[from] crate::webhook::WebhookError),
 }
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
@@ -87,6 +89,23 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         },
         shutdown.clone(),
     ));
+
+    // Webhooks are served on every replica, leader or not (SPEC 9). A certificate that cannot
+    // be loaded or settled stops the process: a replica without its webhook is not healthy.
+    let webhooks = if args.disable_webhooks {
+        tracing::warn!("admission webhooks disabled (--disable-webhooks)");
+        None
+    } else {
+        let server = crate::webhook::WebhookServer::bind(
+            crate::webhook::WebhookConfig::from_run_args(client.clone(), &args),
+        )
+        .await?;
+        tracing::info!(addr = %args.webhook_addr, "serving admission webhooks");
+        let stop = shutdown.clone();
+        Some(tokio::spawn(
+            server.run(async move { stop.cancelled().await }),
+        ))
+    };
 
     let identity = unique_identity(args.pod_name().as_deref());
     let elector = LeaseElector::new(
@@ -147,6 +166,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     if let Ok(Err(err)) = server.await {
         tracing::error!(error = %err, "metrics server failed");
+    }
+    if let Some(webhooks) = webhooks
+        && let Ok(Err(err)) = webhooks.await
+    {
+        tracing::error!(error = %err, "webhook server failed");
     }
     signals.abort();
     tracing::info!("winipam stopped");

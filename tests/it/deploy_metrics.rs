@@ -141,6 +141,7 @@ async fn every_metric_the_alerts_and_dashboard_use_is_exported() {
         renew_deadline: "10s".to_owned(),
         retry_period: "2s".to_owned(),
         log_level: "info".to_owned(),
+        webhooks: false,
         extra_args: Vec::new(),
         extra_env: Vec::new(),
     });

@@ -15,6 +15,7 @@ mod e2e_nodes;
 mod e2e_race;
 mod e2e_restart;
 mod e2e_targets;
+mod e2e_webhooks;
 mod ec2_batching;
 mod ec2_contract;
 mod ec2_recorded;

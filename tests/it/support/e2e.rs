@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{InstanceType, Tenancy};
 use ipnet::Ipv4Net;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, NodeSpec, Pod, PodSpec};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -148,6 +151,7 @@ impl Env {
             renew_deadline: "3s".into(),
             retry_period: "1s".into(),
             log_level: "info,winipam=debug,kube_client=debug".into(),
+            webhooks: false,
             extra_args: Vec::new(),
             extra_env: Vec::new(),
         }
@@ -480,6 +484,13 @@ async fn clear_cluster(client: &Client) {
     }
     let cms = Api::<ConfigMap>::namespaced(client.clone(), "kube-system");
     let _ = cms.delete("amazon-vpc-cni", &DeleteParams::default()).await;
+    // Webhooks an earlier test registered would judge this test's pods.
+    let _ = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .delete("winipam", &DeleteParams::default())
+        .await;
+    let _ = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .delete("winipam", &DeleteParams::default())
+        .await;
 }
 
 /// Applies the base's RBAC for a controller in `namespace`: the files as they are, with the

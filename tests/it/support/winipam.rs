@@ -28,6 +28,9 @@ pub struct WinipamOptions {
     pub renew_deadline: String,
     pub retry_period: String,
     pub log_level: String,
+    /// Serve the admission webhooks (`--webhook-*` flags in `extra_args`); off by default, since
+    /// most tests drive the controller alone.
+    pub webhooks: bool,
     /// Further `--flag value` pairs or environment variables.
     pub extra_args: Vec<String>,
     pub extra_env: Vec<(String, String)>,
@@ -40,6 +43,7 @@ pub struct Winipam {
     lifeline: Option<ChildStdin>,
     pid: u32,
     metrics_addr: SocketAddr,
+    webhook_addr: SocketAddr,
     log_path: PathBuf,
     exited: bool,
 }
@@ -48,6 +52,7 @@ impl Winipam {
     /// Starts the process; returns once it runs (not once it is ready: see [`Self::wait_ready`]).
     pub fn start(options: &WinipamOptions) -> Winipam {
         let metrics_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let webhook_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
         let dir = std::env::temp_dir().join("winipam-e2e-logs");
         std::fs::create_dir_all(&dir).expect("create the log directory");
         let log_path = dir.join(format!(
@@ -64,9 +69,9 @@ impl Winipam {
             options.pod_name.clone(),
             "--metrics-addr".into(),
             metrics_addr.to_string(),
-            // Not served by `run` yet; a free port keeps parallel processes apart anyway.
+            // A free port keeps parallel processes apart when webhooks are served.
             "--webhook-addr".into(),
-            SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())).to_string(),
+            webhook_addr.to_string(),
             "--ec2-endpoint".into(),
             options.ec2_endpoint.clone(),
             "--region".into(),
@@ -84,6 +89,9 @@ impl Winipam {
             "--log-level".into(),
             options.log_level.clone(),
         ];
+        if !options.webhooks {
+            args.push("--disable-webhooks".into());
+        }
         args.extend(options.extra_args.iter().cloned());
 
         let mut command = Command::new("sh");
@@ -136,6 +144,7 @@ impl Winipam {
             lifeline,
             pid,
             metrics_addr,
+            webhook_addr,
             log_path,
             exited: false,
         }
@@ -160,6 +169,11 @@ impl Winipam {
 
     /// Waits until `/readyz` answers 200; panics (with the log) after `timeout` or if the
     /// process exits.
+    /// Where the admission webhooks are served (when `webhooks` is on).
+    pub fn webhook_addr(&self) -> SocketAddr {
+        self.webhook_addr
+    }
+
     pub async fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
