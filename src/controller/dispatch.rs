@@ -90,7 +90,7 @@ impl<C: Cluster, B: Ec2Backend> Controller<C, B> {
         let mut state = State {
             ctx: self.ctx.clone(),
             index: Index::default(),
-            workers: HashMap::new(),
+            workers: BTreeMap::new(),
             config: Arc::new(Config::default()),
             config_object: None,
             foreign: false,
@@ -101,7 +101,12 @@ impl<C: Cluster, B: Ec2Backend> Controller<C, B> {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut next_resync = tokio::time::Instant::now() + state.resync_delay();
         loop {
+            // `biased`: inputs are taken in a fixed order (shutdown first, nodes before their
+            // pods), so a simulated run is reproducible from its seed; each branch is drained
+            // quickly, so none starves.
             let input = tokio::select! {
+                biased;
+                _ = &mut shutdown => Input::Shutdown,
                 Some(ev) = nodes.next() => Input::Nodes(ev),
                 Some(ev) = pods.next() => Input::Pods(ev),
                 Some(cm) = config.next() => Input::Config(cm),
@@ -113,7 +118,6 @@ impl<C: Cluster, B: Ec2Backend> Controller<C, B> {
                 },
                 Some(infos) = described_rx.recv() => Input::Described(infos),
                 _ = tokio::time::sleep_until(next_resync) => Input::Resync,
-                _ = &mut shutdown => Input::Shutdown,
             };
             match input {
                 Input::Nodes(ev) => state.on_nodes(ev),
@@ -148,7 +152,9 @@ impl<C: Cluster, B: Ec2Backend> Controller<C, B> {
 struct State<C, B: Ec2Backend> {
     ctx: Arc<Ctx<C, B>>,
     index: Index,
-    workers: HashMap<String, WorkerHandle>,
+    /// Ordered so that fan-outs (config, relists, resync) reach workers in the same order on
+    /// every run: the simulator reproduces a run from its seed.
+    workers: BTreeMap<String, WorkerHandle>,
     config: Arc<Config>,
     config_object: Option<ObjectRef>,
     foreign: bool,
@@ -415,7 +421,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
 
     async fn stop_all(&mut self) {
         self.started = false;
-        let handles: Vec<WorkerHandle> = self.workers.drain().map(|(_, h)| h).collect();
+        let handles: Vec<WorkerHandle> = std::mem::take(&mut self.workers).into_values().collect();
         for h in handles {
             drop(h.tx);
             if let Err(err) = h.task.await {

@@ -144,14 +144,32 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<NodeMsg>) {
-        loop {
+        'run: loop {
+            // What is queued is applied before deciding: pods bound while the first describe ran
+            // are in the first plan, so a burst gets one Assign sized for all of them.
+            loop {
+                match rx.try_recv() {
+                    Ok(msg) => self.handle(msg),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    // The dispatcher dropped us: node deleted, leadership lost or shutdown.
+                    Err(mpsc::error::TryRecvError::Disconnected) => break 'run,
+                }
+            }
+            let initialising = matches!(self.phase, Phase::Init { .. });
             let wake = self.step().await;
+            if initialising && matches!(self.phase, Phase::Ready(_)) {
+                // Just initialised: take in what arrived meanwhile, then reconcile.
+                continue;
+            }
             let sleep = self.sleep_for(wake);
             // The task is moved out for the wait so the handlers below may borrow `self`.
             let mut task = self.ec2_task.take();
             let woke = tokio::select! {
-                msg = rx.recv() => Woke::Message(msg),
+                // Fixed order (a simulated run is reproducible from its seed): an EC2 answer is
+                // applied before more messages.
+                biased;
                 done = wait_for(&mut task) => Woke::Ec2(done),
+                msg = rx.recv() => Woke::Message(msg),
                 _ = tokio::time::sleep(sleep) => Woke::Timer,
             };
             match woke {
@@ -253,10 +271,10 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             Phase::Init { retry_at, .. } if *retry_at > now => Some(*retry_at),
             Phase::Init { .. } => {
                 self.init().await;
-                if let Phase::Init { retry_at, .. } = &self.phase {
-                    Some(*retry_at)
-                } else {
-                    self.reconcile().await
+                match &self.phase {
+                    Phase::Init { retry_at, .. } => Some(*retry_at),
+                    // The caller applies queued messages, then reconciles on the next step.
+                    _ => Some(now),
                 }
             }
             Phase::Ready(_) => self.reconcile().await,
