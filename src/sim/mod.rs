@@ -1,6 +1,10 @@
-//! Simulation: a simulated EC2 and the seeded randomness it runs on. Everything runs on tokio
-//! time, so under a paused runtime (`winipam simulate`, the tests) minutes of simulated time take
-//! milliseconds and a seed reproduces a run.
+//! Simulation: the production controller against an in-process cluster and a simulated EC2, on
+//! tokio's virtual clock (a 5-minute scenario takes seconds) and reproducible from a seed.
+//!
+//! - [`ec2`]: the simulated EC2 (limits, subnets, throttling, latency, consistency, faults).
+//! - [`cluster`]: the simulated Kubernetes API (objects, watches, annotation preconditions).
+//! - [`rng`]: the seeded randomness everything draws from.
 
+pub mod cluster;
 pub mod ec2;
 pub mod rng;
