@@ -3,8 +3,15 @@
 //!
 //! - [`ec2`]: the simulated EC2 (limits, subnets, throttling, latency, consistency, faults).
 //! - [`cluster`]: the simulated Kubernetes API (objects, watches, annotation preconditions).
+//! - [`scenario`]: the workloads of SPEC 12 (demo, S1-S4) and the run that measures them.
+//! - [`vpcrc`]: the model of the VPC Resource Controller, the baseline.
+//! - [`report`], [`plot`], [`progress`]: the table, the JSON, the SVG and the progress line.
 //! - [`rng`]: the seeded randomness everything draws from.
 
 pub mod cluster;
 pub mod ec2;
+pub mod progress;
+pub mod report;
 pub mod rng;
+pub mod scenario;
+pub mod vpcrc;

@@ -138,7 +138,9 @@ impl Cluster for SimCluster {
             store, watchers, ..
         } = &mut *st;
         let Some(n) = store.nodes.get_mut(node) else {
-            return Err(ClusterError::NotFound(format!("nodes \"{node}\" not found")));
+            return Err(ClusterError::NotFound(format!(
+                "nodes \"{node}\" not found"
+            )));
         };
         n.capacity = capacity.map(|c| c.to_string());
         if n.windows {

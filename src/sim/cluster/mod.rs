@@ -228,6 +228,7 @@ impl SimCluster {
         let ns = store.namespace_index_or_insert(namespace);
         store.pods[ns].insert(Box::from(name), pod);
         store.live_pods += 1;
+        store.created_pods += 1;
         uid
     }
 
@@ -379,9 +380,21 @@ impl SimCluster {
         (st.store.live_pods, st.store.annotated_pods)
     }
 
+    /// Pods created since the start.
+    pub fn pods_created(&self) -> u64 {
+        self.lock().store.created_pods
+    }
+
     /// The node's advertised pod-IP capacity, if written.
     pub fn node_capacity(&self, node: &str) -> Option<u32> {
-        self.lock().store.nodes.get(node)?.capacity.as_ref()?.parse().ok()
+        self.lock()
+            .store
+            .nodes
+            .get(node)?
+            .capacity
+            .as_ref()?
+            .parse()
+            .ok()
     }
 
     /// Live pods bound to the node.

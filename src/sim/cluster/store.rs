@@ -155,7 +155,7 @@ pub(super) struct PoolObject {
 }
 
 /// Requests the cluster served, by kind (writes unless named otherwise).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RequestCounts {
     /// Annotation patches received (whatever their outcome).
     pub annotate: u64,
@@ -204,6 +204,8 @@ pub(super) struct Store {
     pub time_to_ip: Vec<(u32, u32)>,
     pub live_pods: u64,
     pub annotated_pods: u64,
+    /// Pods created since the start.
+    pub created_pods: u64,
 }
 
 impl Store {
@@ -222,6 +224,7 @@ impl Store {
             time_to_ip: Vec::new(),
             live_pods: 0,
             annotated_pods: 0,
+            created_pods: 0,
         }
     }
 

@@ -32,12 +32,16 @@ async fn annotation_is_written_once_for_the_right_uid_only() {
     );
     assert_eq!(c.pod_annotation("ns", "p"), None);
     assert_eq!(
-        c.annotate_pod("ns", "p", &uid, "10.0.0.5/19").await.unwrap(),
+        c.annotate_pod("ns", "p", &uid, "10.0.0.5/19")
+            .await
+            .unwrap(),
         AnnotateOutcome::Written
     );
     // Never overwritten, whoever asks.
     assert_eq!(
-        c.annotate_pod("ns", "p", &uid, "10.0.0.6/19").await.unwrap(),
+        c.annotate_pod("ns", "p", &uid, "10.0.0.6/19")
+            .await
+            .unwrap(),
         AnnotateOutcome::AlreadyAnnotated("10.0.0.5/19".into())
     );
     assert_eq!(c.pod_annotation("ns", "p").as_deref(), Some("10.0.0.5/19"));
@@ -45,7 +49,9 @@ async fn annotation_is_written_once_for_the_right_uid_only() {
     let new_uid = c.bind_pod("ns", "p", "n1");
     assert_ne!(new_uid, uid);
     assert_eq!(
-        c.annotate_pod("ns", "p", &uid, "10.0.0.5/19").await.unwrap(),
+        c.annotate_pod("ns", "p", &uid, "10.0.0.5/19")
+            .await
+            .unwrap(),
         AnnotateOutcome::PodGone
     );
     assert_eq!(c.pod_annotation("ns", "p"), None);
