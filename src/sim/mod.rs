@@ -8,9 +8,12 @@
 //! - [`report`], [`plot`], [`progress`]: the table, the JSON, the SVG and the progress line.
 //! - [`rng`]: the seeded randomness everything draws from.
 
+pub mod cli;
 pub mod cluster;
 pub mod ec2;
+pub mod plot;
 pub mod progress;
+pub mod provision;
 pub mod report;
 pub mod rng;
 pub mod scenario;

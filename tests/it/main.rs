@@ -3,6 +3,7 @@
 //! 127.0.0.1; `scripts/test.sh` builds or installs them and exports their paths.
 
 mod controlplane;
+mod e2e_prefix_sim;
 mod ec2_batching;
 mod ec2_contract;
 mod ec2_recorded;

@@ -244,3 +244,6 @@ pub fn run(
         .build()?;
     Ok(runtime.block_on(workload::play(scenario, policy, seed, progress)))
 }
+
+#[cfg(test)]
+mod tests;

@@ -134,7 +134,10 @@ fn start_winipam(
         readiness,
         Settings::default(),
     ));
-    let (leader_tx, leader_rx) = watch::channel(true);
+    // As the lease elector does: not leading at first, then leading (readiness then waits for
+    // every pool to be rebuilt).
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let _ = leader_tx.send(true);
     tokio::spawn(async move {
         // The only replica: it leads for its whole life.
         let _leading = leader_tx;

@@ -144,7 +144,7 @@ async fn run<C: Cluster, B: Ec2Backend + Clone>(s: &Shared<C, B>, item: &JobItem
             finish(s, item, job, kept, result.is_ok(), prefix, false);
         }
         Job::Pool(PoolJob::ReSync) => {
-            let ids: &[String] = &[instance_id.clone()];
+            let ids: &[String] = std::slice::from_ref(&instance_id);
             let described = s
                 .client
                 .call(|b| async move { b.describe_instances(ids).await })

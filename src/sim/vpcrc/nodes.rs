@@ -81,7 +81,7 @@ async fn init<C: Cluster, B: Ec2Backend + Clone>(s: &Shared<C, B>, name: &str) {
         s.nodes_q.add_after(name.to_string(), s.params.init_retry);
         return;
     };
-    let subnet_ids: &[String] = &[info.primary_eni.subnet_id.clone()];
+    let subnet_ids: &[String] = std::slice::from_ref(&info.primary_eni.subnet_id);
     let mut subnet_len = 32;
     for _ in 0..s.params.init_describe_subnets {
         match s

@@ -128,6 +128,7 @@ impl<T: Ord + Clone> WorkQueue<T> {
     }
 
     /// Items waiting or delayed (not those being processed).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         let st = self.lock();
         st.queue.len() + st.delayed.len()

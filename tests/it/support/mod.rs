@@ -4,3 +4,4 @@
 
 pub mod controlplane;
 pub mod moto;
+pub mod winipam;
