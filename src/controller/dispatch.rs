@@ -223,7 +223,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         }
         self.index.nodes.insert(name.clone(), view.clone());
         if self.workers.contains_key(&name) {
-            self.send(&name, NodeMsg::Node(view));
+            self.send(&name, NodeMsg::Node(Box::new(view)));
         } else if self.running() {
             self.start_worker(view, Vec::new());
         }
@@ -245,7 +245,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
                     .entry(node.clone())
                     .or_default()
                     .insert(view.uid.clone(), view.clone());
-                self.send(&node, NodeMsg::PodApplied(view));
+                self.send(&node, NodeMsg::PodApplied(Box::new(view)));
             }
             WatchEvent::Deleted(view) => {
                 if let Some(m) = self.index.pods.get_mut(&view.node_name) {
@@ -464,7 +464,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
             .collect();
         for info in infos {
             if let Some(node) = by_instance.get(info.instance_id.as_str()) {
-                self.send(node, NodeMsg::Resync(info.clone()));
+                self.send(node, NodeMsg::Resync(Box::new(info.clone())));
             }
         }
     }

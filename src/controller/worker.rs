@@ -33,18 +33,19 @@ async fn wait_for(
     }
 }
 
-/// What the dispatcher tells a worker.
+/// What the dispatcher tells a worker. Large payloads are boxed: every worker's channel keeps a
+/// block of 32 messages allocated, which for thousands of nodes adds up.
 #[derive(Debug)]
 pub(crate) enum NodeMsg {
-    Node(NodeView),
-    PodApplied(PodView),
+    Node(Box<NodeView>),
+    PodApplied(Box<PodView>),
     PodDeleted(String),
     /// The complete set of the node's bound pods (after a relist).
     PodsResynced(Vec<PodView>),
     Config(Arc<Config>),
     Blocked(bool),
     /// The periodic re-describe of the instance (SPEC 6.4).
-    Resync(InstanceInfo),
+    Resync(Box<InstanceInfo>),
 }
 
 /// The dispatcher's handle on a worker.
@@ -227,7 +228,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 let retry = matches!(self.phase, Phase::Parked { .. })
                     && (view.instance_id != self.node.instance_id
                         || view.instance_type != self.node.instance_type);
-                self.node = view;
+                self.node = *view;
                 if retry {
                     self.phase = Phase::Init {
                         retry_at: now,
@@ -235,7 +236,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     };
                 }
             }
-            NodeMsg::PodApplied(view) => self.pod_applied(view, now),
+            NodeMsg::PodApplied(view) => self.pod_applied(*view, now),
             NodeMsg::PodDeleted(uid) => self.pod_deleted(&uid, now),
             NodeMsg::PodsResynced(views) => {
                 let keep: std::collections::BTreeSet<String> =
@@ -260,7 +261,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 self.config = config;
             }
             NodeMsg::Blocked(blocked) => self.blocked = blocked,
-            NodeMsg::Resync(info) => self.apply_resync(info, now),
+            NodeMsg::Resync(info) => self.apply_resync(*info, now),
         }
     }
 

@@ -42,22 +42,28 @@ impl Checks {
 /// to the same numbers: warm 3 / minimum 3 secondary, warm-ip 1 / minimum 3 prefix).
 pub(super) fn check(world: &World, config: &Config) -> Checks {
     let mut out = Checks::default();
-    let pods = world.cluster.pods();
     let mut holders: HashMap<Ipv4Addr, u32> = HashMap::new();
     // Node name -> addresses its live pods use.
-    let mut used: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
-    for pod in &pods {
-        if pod.host_network || pod.phase.is_terminal() {
-            continue;
-        }
-        out.live_pods += 1;
-        let Some(addr) = pod.annotation.as_deref().and_then(parse_annotation) else {
-            out.unannotated += 1;
-            continue;
-        };
-        *holders.entry(addr).or_default() += 1;
-        used.entry(pod.node.as_str()).or_default().push(addr);
-    }
+    let mut used: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
+    world
+        .cluster
+        .visit_pods(|node, phase, host_network, annotation| {
+            if host_network || phase.is_terminal() {
+                return;
+            }
+            out.live_pods += 1;
+            let Some(addr) = annotation.and_then(parse_annotation) else {
+                out.unannotated += 1;
+                return;
+            };
+            *holders.entry(addr).or_default() += 1;
+            match used.get_mut(node) {
+                Some(list) => list.push(addr),
+                None => {
+                    used.insert(node.to_string(), vec![addr]);
+                }
+            }
+        });
     out.duplicate_addresses = holders.values().filter(|&&n| n > 1).count() as u64;
 
     for (node, (instance_id, instance_type)) in &world.nodes {
