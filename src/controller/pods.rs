@@ -89,9 +89,19 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         let release_terminal = self.config.release_terminal_pods;
         let mut reports: Vec<(ObjectRef, &'static str, String)> = Vec::new();
         for entry in self.pods.values_mut() {
-            let uid = PodUid(entry.view.uid.clone());
+            // The common case, on every pass: the annotation we wrote and already recorded
+            // (it never changes while the pod lives). Nothing to parse or compare.
+            if entry.adopted.is_some()
+                && entry.written.is_some()
+                && entry.view.ip_annotation == entry.written
+                && !entry.view.phase.is_terminal()
+            {
+                continue;
+            }
+            let uid = || PodUid(entry.view.uid.clone());
             match need(&entry.view, release_terminal) {
                 Need::Holds(addr) if entry.adopted != Some(addr) => {
+                    let uid = uid();
                     entry.adopted = Some(addr);
                     match ready.pool.adopt(&uid, addr, now) {
                         AdoptOutcome::Ok => {}
@@ -137,9 +147,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     if release_terminal
                         && entry.view.phase.is_terminal()
                         && !self.blocked
-                        && ready.pool.address_of(&uid).is_some() =>
+                        && ready.pool.address_of(&uid()).is_some() =>
                 {
-                    ready.pool.release(&uid, now);
+                    ready.pool.release(&uid(), now);
                 }
                 _ => {}
             }
@@ -163,7 +173,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         // Oldest first: pods are served in the order they were bound.
         let mut order: Vec<(&String, Timestamp)> =
             self.pods.iter().map(|(uid, e)| (uid, e.seen)).collect();
-        order.sort_by_key(|(uid, seen)| (*seen, (*uid).clone()));
+        order.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
         let order: Vec<String> = order.into_iter().map(|(uid, _)| uid.clone()).collect();
         for uid in order {
             let Some(entry) = self.pods.get(&uid) else {
