@@ -76,13 +76,6 @@ fn progress_pods(world: &World, progress: Option<&Progress>) {
 }
 
 fn phase(progress: Option<&Progress>, name: &str) {
-    if std::env::var_os("WINIPAM_SIM_MEMDEBUG").is_some() {
-        eprintln!(
-            "MEM {name}: rss {:?} MB peak {:?} MB",
-            measure::rss_bytes().map(|b| b >> 20),
-            measure::peak_rss_bytes().map(|b| b >> 20)
-        );
-    }
     if let Some(p) = progress {
         p.set_phase(name);
     }
