@@ -30,6 +30,9 @@ pub enum Command {
     Capacity(CapacityArgs),
     /// Print the NodeAddressPool CustomResourceDefinition (YAML).
     Crd,
+    /// Run the controller against a simulated cluster and EC2 (virtual time) and print what it
+    /// measured, side by side with a model of the VPC Resource Controller.
+    Simulate(winipam::sim::cli::SimulateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +67,12 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Simulate(args) => ExitCode::from(winipam::sim::cli::simulate(
+            &args,
+            true,
+            &mut io::stdout().lock(),
+            &mut io::stderr().lock(),
+        )),
         Command::Capacity(args) => {
             let code = capacity_command(&args, &mut io::stdout().lock(), &mut io::stderr().lock());
             ExitCode::from(code)

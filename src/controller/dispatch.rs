@@ -90,7 +90,7 @@ impl<C: Cluster, B: Ec2Backend> Controller<C, B> {
         let mut state = State {
             ctx: self.ctx.clone(),
             index: Index::default(),
-            workers: HashMap::new(),
+            workers: BTreeMap::new(),
             config: Arc::new(Config::default()),
             config_object: None,
             foreign: false,
@@ -105,7 +105,12 @@ impl<C: Cluster, B: Ec2Backend> Controller<C, B> {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut next_resync = tokio::time::Instant::now() + state.resync_delay();
         loop {
+            // `biased`: inputs are taken in a fixed order (shutdown first, nodes before their
+            // pods), so a simulated run is reproducible from its seed; each branch is drained
+            // quickly, so none starves.
             let input = tokio::select! {
+                biased;
+                _ = &mut shutdown => Input::Shutdown,
                 Some(ev) = nodes.next() => Input::Nodes(ev),
                 Some(ev) = pods.next() => Input::Pods(ev),
                 Some(cm) = config.next() => Input::Config(cm),
@@ -121,7 +126,6 @@ impl<C: Cluster, B: Ec2Backend> Controller<C, B> {
                 },
                 Some(infos) = described_rx.recv() => Input::Described(infos),
                 _ = tokio::time::sleep_until(next_resync) => Input::Resync,
-                _ = &mut shutdown => Input::Shutdown,
             };
             match input {
                 Input::Nodes(ev) => state.on_nodes(ev),
@@ -156,7 +160,9 @@ impl<C: Cluster, B: Ec2Backend> Controller<C, B> {
 struct State<C, B: Ec2Backend> {
     ctx: Arc<Ctx<C, B>>,
     index: Index,
-    workers: HashMap<String, WorkerHandle>,
+    /// Ordered so that fan-outs (config, relists, resync) reach workers in the same order on
+    /// every run: the simulator reproduces a run from its seed.
+    workers: BTreeMap<String, WorkerHandle>,
     config: Arc<Config>,
     config_object: Option<ObjectRef>,
     foreign: bool,
@@ -225,7 +231,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         }
         self.index.nodes.insert(name.clone(), view.clone());
         if self.workers.contains_key(&name) {
-            self.send(&name, NodeMsg::Node(view));
+            self.send(&name, NodeMsg::Node(Box::new(view)));
         } else if self.running() {
             self.start_worker(view, Restored::default(), false);
         }
@@ -247,7 +253,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
                     .entry(node.clone())
                     .or_default()
                     .insert(view.uid.clone(), view.clone());
-                self.send(&node, NodeMsg::PodApplied(view));
+                self.send(&node, NodeMsg::PodApplied(Box::new(view)));
             }
             WatchEvent::Deleted(view) => {
                 if let Some(m) = self.index.pods.get_mut(&view.node_name) {
@@ -437,7 +443,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
 
     async fn stop_all(&mut self) {
         self.started = false;
-        let handles: Vec<WorkerHandle> = self.workers.drain().map(|(_, h)| h).collect();
+        let handles: Vec<WorkerHandle> = std::mem::take(&mut self.workers).into_values().collect();
         for h in handles {
             drop(h.tx);
             if let Err(err) = h.task.await {
@@ -480,7 +486,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
             .collect();
         for info in infos {
             if let Some(node) = by_instance.get(info.instance_id.as_str()) {
-                self.send(node, NodeMsg::Resync(info.clone()));
+                self.send(node, NodeMsg::Resync(Box::new(info.clone())));
             }
         }
     }

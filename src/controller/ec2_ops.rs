@@ -178,10 +178,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             let waiting: Vec<ObjectRef> = self
                 .pods
                 .values()
-                .filter(|e| {
-                    super::pods::need(&e.view, self.config.release_terminal_pods)
-                        == super::pods::Need::Address
-                })
+                .filter(|e| super::pods::needs_address(&e.view))
                 .map(|e| ObjectRef::pod(&e.view))
                 .collect();
             for pod in waiting {

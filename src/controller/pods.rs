@@ -40,6 +40,12 @@ pub(crate) fn need(pod: &PodView, release_terminal: bool) -> Need {
     }
 }
 
+/// Pure: `need(pod, _) == Need::Address` (whatever `release-terminal-pods` says), without
+/// parsing the annotation: asked for every pod on every pass.
+pub(crate) fn needs_address(pod: &PodView) -> bool {
+    !pod.host_network && pod.ip_annotation.is_none() && !pod.deleting && !pod.phase.is_terminal()
+}
+
 /// An annotation to write.
 struct Write {
     uid: String,
@@ -92,9 +98,19 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         // (address, every pod UID naming it), reported below on each of those pods.
         let mut duplicates: Vec<(std::net::Ipv4Addr, Vec<String>)> = Vec::new();
         for entry in self.pods.values_mut() {
-            let uid = PodUid(entry.view.uid.clone());
+            // The common case, on every pass: the annotation we wrote and already recorded
+            // (it never changes while the pod lives). Nothing to parse or compare.
+            if entry.adopted.is_some()
+                && entry.written.is_some()
+                && entry.view.ip_annotation == entry.written
+                && !entry.view.phase.is_terminal()
+            {
+                continue;
+            }
+            let uid = || PodUid(entry.view.uid.clone());
             match need(&entry.view, release_terminal) {
                 Need::Holds(addr) if entry.adopted != Some(addr) => {
+                    let uid = uid();
                     entry.adopted = Some(addr);
                     match ready.pool.adopt(&uid, addr, now) {
                         AdoptOutcome::Ok => {}
@@ -131,9 +147,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     if release_terminal
                         && entry.view.phase.is_terminal()
                         && !self.blocked
-                        && ready.pool.address_of(&uid).is_some() =>
+                        && ready.pool.address_of(&uid()).is_some() =>
                 {
-                    ready.pool.release(&uid, now);
+                    ready.pool.release(&uid(), now);
                 }
                 _ => {}
             }
@@ -192,18 +208,19 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         let subnet_len = ready.subnet.cidr.prefix_len();
         let mut writes = Vec::new();
         let mut waiting = 0;
-        // Oldest first: pods are served in the order they were bound.
-        let mut order: Vec<(&String, Timestamp)> =
-            self.pods.iter().map(|(uid, e)| (uid, e.seen)).collect();
-        order.sort_by_key(|(uid, seen)| (*seen, (*uid).clone()));
-        let order: Vec<String> = order.into_iter().map(|(uid, _)| uid.clone()).collect();
-        for uid in order {
+        // Oldest first: pods are served in the order they were bound. Only pods that need an
+        // address are looked at (usually none or a few of the node's pods).
+        let mut order: Vec<(Timestamp, String)> = self
+            .pods
+            .iter()
+            .filter(|(_, e)| needs_address(&e.view))
+            .map(|(uid, e)| (e.seen, uid.clone()))
+            .collect();
+        order.sort();
+        for (_, uid) in order {
             let Some(entry) = self.pods.get(&uid) else {
                 continue;
             };
-            if need(&entry.view, self.config.release_terminal_pods) != Need::Address {
-                continue;
-            }
             match ready.pool.assign(&PodUid(uid.clone()), now) {
                 AssignOutcome::Assigned(a) | AssignOutcome::Existing(a) => {
                     tracing::debug!(pod = %entry.view.name, namespace = %entry.view.namespace,
@@ -299,11 +316,10 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     /// one is due.
     pub(crate) async fn report_pending(&mut self, now: Timestamp) -> Option<Timestamp> {
         let after = self.ctx.settings.pending_event_after;
-        let release_terminal = self.config.release_terminal_pods;
         let mut due = Vec::new();
         let mut next: Option<Timestamp> = None;
         for entry in self.pods.values_mut() {
-            if entry.pending_reported || need(&entry.view, release_terminal) != Need::Address {
+            if entry.pending_reported || !needs_address(&entry.view) {
                 continue;
             }
             let at = entry.seen.plus(after);
@@ -386,6 +402,35 @@ mod tests {
             deleting: false,
             ip_annotation: annotation.map(String::from),
             has_annotations: annotation.is_some(),
+        }
+    }
+
+    #[test]
+    fn needs_address_agrees_with_need() {
+        for phase in [
+            PodPhase::Pending,
+            PodPhase::Running,
+            PodPhase::Succeeded,
+            PodPhase::Failed,
+            PodPhase::Unknown,
+        ] {
+            for annotation in [None, Some("10.0.0.5/19"), Some("bogus")] {
+                for (host_network, deleting, release) in [
+                    (false, false, true),
+                    (true, false, true),
+                    (false, true, true),
+                    (false, false, false),
+                ] {
+                    let mut p = pod(phase, annotation);
+                    p.host_network = host_network;
+                    p.deleting = deleting;
+                    assert_eq!(
+                        needs_address(&p),
+                        need(&p, release) == Need::Address,
+                        "{p:?} release {release}"
+                    );
+                }
+            }
         }
     }
 

@@ -123,10 +123,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     }
 
     fn count_needing_address(&self) -> u32 {
-        let release_terminal = self.config.release_terminal_pods;
         self.pods
             .values()
-            .filter(|e| super::pods::need(&e.view, release_terminal) == super::pods::Need::Address)
+            .filter(|e| super::pods::needs_address(&e.view))
             .count() as u32
     }
 

@@ -33,18 +33,19 @@ async fn wait_for(
     }
 }
 
-/// What the dispatcher tells a worker.
+/// What the dispatcher tells a worker. Large payloads are boxed: every worker's channel keeps a
+/// block of 32 messages allocated, which for thousands of nodes adds up.
 #[derive(Debug)]
 pub(crate) enum NodeMsg {
-    Node(NodeView),
-    PodApplied(PodView),
+    Node(Box<NodeView>),
+    PodApplied(Box<PodView>),
     PodDeleted(String),
     /// The complete set of the node's bound pods (after a relist).
     PodsResynced(Vec<PodView>),
     Config(Arc<Config>),
     Blocked(bool),
     /// The periodic re-describe of the instance (SPEC 6.4).
-    Resync(InstanceInfo),
+    Resync(Box<InstanceInfo>),
 }
 
 /// What the previous leader left in the node's NodeAddressPool status (SPEC 5.3, 6.3).
@@ -159,14 +160,32 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<NodeMsg>) {
-        loop {
+        'run: loop {
+            // What is queued is applied before deciding: pods bound while the first describe ran
+            // are in the first plan, so a burst gets one Assign sized for all of them.
+            loop {
+                match rx.try_recv() {
+                    Ok(msg) => self.handle(msg),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    // The dispatcher dropped us: node deleted, leadership lost or shutdown.
+                    Err(mpsc::error::TryRecvError::Disconnected) => break 'run,
+                }
+            }
+            let initialising = matches!(self.phase, Phase::Init { .. });
             let wake = self.step().await;
+            if initialising && matches!(self.phase, Phase::Ready(_)) {
+                // Just initialised: take in what arrived meanwhile, then reconcile.
+                continue;
+            }
             let sleep = self.sleep_for(wake);
             // The task is moved out for the wait so the handlers below may borrow `self`.
             let mut task = self.ec2_task.take();
             let woke = tokio::select! {
-                msg = rx.recv() => Woke::Message(msg),
+                // Fixed order (a simulated run is reproducible from its seed): an EC2 answer is
+                // applied before more messages.
+                biased;
                 done = wait_for(&mut task) => Woke::Ec2(done),
+                msg = rx.recv() => Woke::Message(msg),
                 _ = tokio::time::sleep(sleep) => Woke::Timer,
             };
             match woke {
@@ -224,7 +243,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 let retry = matches!(self.phase, Phase::Parked { .. })
                     && (view.instance_id != self.node.instance_id
                         || view.instance_type != self.node.instance_type);
-                self.node = view;
+                self.node = *view;
                 if retry {
                     self.phase = Phase::Init {
                         retry_at: now,
@@ -232,7 +251,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     };
                 }
             }
-            NodeMsg::PodApplied(view) => self.pod_applied(view, now),
+            NodeMsg::PodApplied(view) => self.pod_applied(*view, now),
             NodeMsg::PodDeleted(uid) => self.pod_deleted(&uid, now),
             NodeMsg::PodsResynced(views) => {
                 let keep: std::collections::BTreeSet<String> =
@@ -257,7 +276,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 self.config = config;
             }
             NodeMsg::Blocked(blocked) => self.blocked = blocked,
-            NodeMsg::Resync(info) => self.apply_resync(info, now),
+            NodeMsg::Resync(info) => self.apply_resync(*info, now),
         }
     }
 
@@ -268,10 +287,10 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             Phase::Init { retry_at, .. } if *retry_at > now => Some(*retry_at),
             Phase::Init { .. } => {
                 self.init().await;
-                if let Phase::Init { retry_at, .. } = &self.phase {
-                    Some(*retry_at)
-                } else {
-                    self.reconcile().await
+                match &self.phase {
+                    Phase::Init { retry_at, .. } => Some(*retry_at),
+                    // The caller applies queued messages, then reconciles on the next step.
+                    _ => Some(now),
                 }
             }
             Phase::Ready(_) => self.reconcile().await,

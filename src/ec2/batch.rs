@@ -139,9 +139,17 @@ where
     F: FnOnce(Vec<String>) -> Fut,
     Fut: Future<Output = BatchOutcome<V>>,
 {
-    let Pending { keys, waiters, .. } = batch;
+    let Pending {
+        keys, mut waiters, ..
+    } = batch;
+    // Answers go out in the order the keys joined (not the map's random order), so the callers
+    // wake in a reproducible order under the simulator.
+    let order = keys.clone();
     let outcome = run(keys).await;
-    for (key, replies) in waiters {
+    for key in order {
+        let Some(replies) = waiters.remove(&key) else {
+            continue;
+        };
         let answer = match &outcome {
             Ok(found) => Ok(found.get(&key).cloned()),
             Err(e) => Err(e.clone()),

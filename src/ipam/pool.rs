@@ -127,8 +127,10 @@ pub struct NodePool {
     /// /28 prefixes confirmed on the ENI.
     pub(crate) prefixes: BTreeSet<Ipv4Net>,
     pub(crate) by_uid: BTreeMap<PodUid, Ipv4Addr>,
-    /// Reverse index of `by_uid`; more than one UID only for duplicate annotations.
-    pub(crate) holders: BTreeMap<Ipv4Addr, BTreeSet<PodUid>>,
+    /// Reverse index of `by_uid`, UIDs sorted; more than one UID only for duplicate annotations.
+    /// A one-element Vec rather than a set: a set allocates a whole B-tree node per address,
+    /// which is most of a 150,000-pod cluster's pool memory.
+    pub(crate) holders: BTreeMap<Ipv4Addr, Vec<PodUid>>,
     /// Cool-down end per released address; an address is cooling while its end is in the future.
     pub(crate) cooling: BTreeMap<Ipv4Addr, Timestamp>,
     /// Slots we added or removed ourselves, and when: a describe younger than the change may not
@@ -361,14 +363,17 @@ impl NodePool {
     }
 
     fn hold(&mut self, uid: PodUid, addr: Ipv4Addr) {
-        self.holders.entry(addr).or_default().insert(uid.clone());
+        let uids = self.holders.entry(addr).or_default();
+        if let Err(at) = uids.binary_search(&uid) {
+            uids.insert(at, uid.clone());
+        }
         self.by_uid.insert(uid, addr);
     }
 
     fn unhold(&mut self, uid: &PodUid) -> Option<Ipv4Addr> {
         let addr = self.by_uid.remove(uid)?;
         if let Some(set) = self.holders.get_mut(&addr) {
-            set.remove(uid);
+            set.retain(|u| u != uid);
             if set.is_empty() {
                 self.holders.remove(&addr);
             }
@@ -384,10 +389,7 @@ impl NodePool {
 
     /// UIDs whose annotation names `addr` (more than one: a duplicate).
     pub fn holders_of(&self, addr: Ipv4Addr) -> Vec<PodUid> {
-        self.holders
-            .get(&addr)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+        self.holders.get(&addr).cloned().unwrap_or_default()
     }
 
     /// Addresses pods hold (their annotations name them), in address order: written to the

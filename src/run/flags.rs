@@ -133,6 +133,12 @@ pub struct RunArgs {
     #[arg(long, env = "WINIPAM_TEST_ANNOTATE_DELAY", hide = true, value_parser = parse_duration)]
     pub test_annotate_delay: Option<Duration>,
 
+    /// Use a simulated EC2 inside the process instead of AWS (development, end-to-end tests):
+    /// each Windows node's instance is launched in it from the node's providerID and
+    /// `node.kubernetes.io/instance-type` label.
+    #[arg(long, env = "WINIPAM_SIMULATED_EC2")]
+    pub simulated_ec2: bool,
+
     /// Log format. Default: `text` on a terminal, `json` otherwise.
     #[arg(long, env = "WINIPAM_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,

@@ -13,11 +13,12 @@ use crate::clock::SystemClock;
 use crate::controller::{Controller, Ctx, Settings};
 use crate::ec2::aws::{AwsEc2, AwsEc2Options};
 use crate::ec2::ratelimit::BucketConfig;
-use crate::ec2::{Ec2Client, Ec2ClientConfig};
+use crate::ec2::{Ec2Backend, Ec2Client, Ec2ClientConfig};
 use crate::k8s::KubeCluster;
 use crate::leader::{LeaderElector, LeaseElector, LeaseTimings, unique_identity};
 use crate::metrics::Metrics;
 use crate::server::{Readiness, ServerState};
+use crate::sim::provision::NodeBackedEc2;
 
 /// Why the process could not start (or stopped badly). Each says what to check.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,8 @@ pub enum RunError {
     Signal(std::io::Error),
     #[error("admission webhook server: {0}")]
     Webhook(#[from] crate::webhook::WebhookError),
+    #[error("simulated EC2: {0}")]
+    SimulatedEc2(#[from] crate::ec2::Ec2Error),
 }
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
@@ -52,27 +55,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let readiness = Readiness::default();
     let (trigger, shutdown) = shutdown_channel();
 
-    let backend = AwsEc2::from_env(&AwsEc2Options {
-        region: args.region.clone(),
-        endpoint: args.ec2_endpoint(),
-        ..AwsEc2Options::default()
-    })
-    .await;
-    let ec2 = Ec2Client::new(
-        backend,
-        Ec2ClientConfig {
-            mutating: BucketConfig {
-                rate: args.ec2_mutating_rate,
-                burst: args.ec2_mutating_burst,
-            },
-            describe: BucketConfig {
-                rate: args.ec2_describe_rate,
-                burst: args.ec2_describe_burst,
-            },
-            ..Ec2ClientConfig::default()
+    let ec2_config = Ec2ClientConfig {
+        mutating: BucketConfig {
+            rate: args.ec2_mutating_rate,
+            burst: args.ec2_mutating_burst,
         },
-        metrics.registry(),
-    )?;
+        describe: BucketConfig {
+            rate: args.ec2_describe_rate,
+            burst: args.ec2_describe_burst,
+        },
+        ..Ec2ClientConfig::default()
+    };
 
     let listener = TcpListener::bind(args.metrics_addr)
         .await
@@ -146,18 +139,33 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         ignore_foreign_ipam: args.ignore_foreign_ipam,
         ..Settings::default()
     };
-    let ctx = Arc::new(Ctx::new(
-        cluster,
-        ec2,
-        Arc::new(SystemClock),
-        Arc::new(metrics),
+    let control = Control {
+        cluster: cluster.clone(),
+        metrics,
         readiness,
         settings,
-    ));
-    let stop = shutdown.clone();
-    Controller::new(ctx, &namespace, &args.config_map)
-        .run(leader_rx, async move { stop.cancelled().await })
+        namespace,
+        config_map: args.config_map.clone(),
+        leader_rx,
+        shutdown: shutdown.clone(),
+    };
+    if args.simulated_ec2 {
+        tracing::warn!(
+            "EC2 is simulated inside this process (--simulated-ec2): no AWS call is made"
+        );
+        let backend = NodeBackedEc2::new(1)?;
+        let follower = tokio::spawn(backend.clone().follow_nodes(cluster));
+        control.run(backend, ec2_config).await?;
+        follower.abort();
+    } else {
+        let backend = AwsEc2::from_env(&AwsEc2Options {
+            region: args.region.clone(),
+            endpoint: args.ec2_endpoint(),
+            ..AwsEc2Options::default()
+        })
         .await;
+        control.run(backend, ec2_config).await?;
+    }
 
     // The controller has stopped writing: now the lease may go, then the server.
     trigger.trigger();
@@ -175,4 +183,36 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     signals.abort();
     tracing::info!("winipam stopped");
     Ok(())
+}
+
+/// The controller's part of the process, whichever EC2 backend it talks to.
+struct Control {
+    cluster: Arc<KubeCluster>,
+    metrics: Metrics,
+    readiness: Readiness,
+    settings: Settings,
+    namespace: String,
+    config_map: String,
+    leader_rx: watch::Receiver<bool>,
+    shutdown: crate::run::shutdown::Shutdown,
+}
+
+impl Control {
+    /// Runs the controller until shutdown.
+    async fn run<B: Ec2Backend>(self, backend: B, config: Ec2ClientConfig) -> Result<(), RunError> {
+        let ec2 = Ec2Client::new(backend, config, self.metrics.registry())?;
+        let ctx = Arc::new(Ctx::new(
+            self.cluster,
+            ec2,
+            Arc::new(SystemClock),
+            Arc::new(self.metrics),
+            self.readiness,
+            self.settings,
+        ));
+        let stop = self.shutdown.clone();
+        Controller::new(ctx, &self.namespace, &self.config_map)
+            .run(self.leader_rx, async move { stop.cancelled().await })
+            .await;
+        Ok(())
+    }
 }

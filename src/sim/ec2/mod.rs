@@ -173,13 +173,43 @@ impl SimEc2 {
         instance_type: &str,
         subnet_id: &str,
     ) -> Result<InstanceInfo, Ec2Error> {
+        self.launch(instance_type, subnet_id, None)
+    }
+
+    /// Like [`SimEc2::add_instance`], with the instance id chosen by the caller (an instance
+    /// that a real Node names in its providerID). A duplicate id is refused.
+    pub fn add_instance_with_id(
+        &self,
+        instance_id: &str,
+        instance_type: &str,
+        subnet_id: &str,
+    ) -> Result<InstanceInfo, Ec2Error> {
+        self.launch(instance_type, subnet_id, Some(instance_id))
+    }
+
+    fn launch(
+        &self,
+        instance_type: &str,
+        subnet_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<InstanceInfo, Ec2Error> {
         let limits = (self.inner.limits)(instance_type).ok_or_else(|| {
             Ec2Error::from_code(
                 "InvalidParameterValue",
                 format!("Invalid value '{instance_type}' for InstanceType."),
             )
         })?;
-        self.lock().vpc.add_instance(limits, subnet_id)
+        self.lock().vpc.add_instance(limits, subnet_id, instance_id)
+    }
+
+    /// Whether EC2 knows the instance (not counted).
+    pub fn has_instance(&self, instance_id: &str) -> bool {
+        self.lock().vpc.has_instance(instance_id)
+    }
+
+    /// Addresses on every ENI now, as (secondary IPs, /28 prefixes); not counted.
+    pub fn address_totals(&self) -> (u64, u64) {
+        self.lock().vpc.address_totals()
     }
 
     /// Terminates an instance (its addresses go back to the subnet). False if unknown.

@@ -98,11 +98,21 @@ impl Vpc {
         })
     }
 
+    /// A new instance with its primary ENI; `instance_id` chosen by the caller or generated.
     pub fn add_instance(
         &mut self,
         limits: InstanceTypeLimits,
         subnet_id: &str,
+        instance_id: Option<&str>,
     ) -> Result<InstanceInfo, Ec2Error> {
+        if let Some(id) = instance_id
+            && self.instances.contains_key(id)
+        {
+            return Err(err(
+                "InvalidInstanceID.Duplicate",
+                format!("The instance ID '{id}' already exists"),
+            ));
+        }
         let subnet = self.subnet_idx(subnet_id)?;
         let primary = self.subnets[subnet]
             .alloc
@@ -114,7 +124,10 @@ impl Vpc {
                     format!("There are not enough free addresses in subnet '{subnet_id}' to satisfy the requested number of instances."),
                 )
             })?;
-        let instance_id = self.new_id("i");
+        let instance_id = match instance_id {
+            Some(id) => id.to_string(),
+            None => self.new_id("i"),
+        };
         let eni_id = self.new_id("eni");
         self.enis.insert(
             eni_id.clone(),
@@ -385,5 +398,19 @@ impl Vpc {
 
     pub fn instance_count(&self) -> usize {
         self.instances.len()
+    }
+
+    /// Secondary IPs and /28 prefixes on every ENI now (benchmarks: addresses held).
+    pub fn address_totals(&self) -> (u64, u64) {
+        self.enis.values().fold((0, 0), |(ips, prefixes), eni| {
+            (
+                ips + eni.addrs.ips.len() as u64,
+                prefixes + eni.addrs.prefixes.len() as u64,
+            )
+        })
+    }
+
+    pub fn has_instance(&self, id: &str) -> bool {
+        self.instances.contains_key(id)
     }
 }
