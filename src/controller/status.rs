@@ -35,6 +35,10 @@ pub(crate) struct StatusState {
     /// The NodeAddressPool could not be created: try again before the next status write.
     pub(crate) object_missing: bool,
     pub(crate) last_error: Option<(Ec2Error, Timestamp)>,
+    /// When the status was last built and compared, and the cool-down records then: building
+    /// it is most of a reconcile pass, so it is built again only when those records change
+    /// (they are written at once) or the interval has passed.
+    checked: Option<(Timestamp, Vec<(std::net::Ipv4Addr, Timestamp)>)>,
 }
 
 /// This node's share of cluster-wide gauges, so they stay right as nodes change or go.
@@ -44,6 +48,9 @@ pub(crate) struct NodeGauges {
     waiting: i64,
     duplicates: i64,
     has_series: bool,
+    /// The per-node series as last set (capacity, counts, prefixes): unchanged values are not
+    /// set again (a label lookup each, on every pass).
+    last: Option<(u32, crate::ipam::PoolCounts, u32)>,
 }
 
 impl NodeGauges {
@@ -71,6 +78,7 @@ impl NodeGauges {
         metrics.duplicate_ip_annotations.sub(self.duplicates);
         self.waiting = 0;
         self.duplicates = 0;
+        self.last = None;
     }
 }
 
@@ -289,6 +297,17 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     /// Writes the status when it changed: at once if the cool-down records changed, else at
     /// most every `status_min_interval`. Returns when a deferred write is due.
     async fn write_status(&mut self, now: Timestamp) -> Option<Timestamp> {
+        let cooldowns = match &self.phase {
+            Phase::Ready(ready) => ready.pool.cooldowns(now),
+            _ => Vec::new(),
+        };
+        if let Some((at, seen)) = &self.status.checked {
+            let due = at.plus(self.ctx.settings.status_min_interval);
+            if *seen == cooldowns && due > now && !self.status.object_missing {
+                return Some(due);
+            }
+        }
+        self.status.checked = Some((now, cooldowns));
         let status = self.build_status(now);
         let (changed, urgent) = match &self.status.written {
             None => (true, true),
@@ -349,22 +368,27 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             Phase::Ready(ready) => {
                 let pool = &ready.pool;
                 let c = pool.counts(now);
-                metrics.set_node_capacity(&name, pool.capacity(now));
-                metrics.set_node_ips(
-                    &name,
-                    NodeIpCounts {
-                        used: c.used,
-                        free: c.free,
-                        cooling: c.cooling,
-                        pending: c.pending,
-                    },
-                );
+                let capacity = pool.capacity(now);
                 let prefixes = if pool.mode() == Mode::Prefix {
-                    pool.prefixes().len()
+                    pool.prefixes.len() as u32
                 } else {
                     0
                 };
-                metrics.set_node_prefixes(&name, prefixes as u32);
+                let values = (capacity, c, prefixes);
+                if self.gauges.last != Some(values) || !self.gauges.has_series {
+                    metrics.set_node_capacity(&name, capacity);
+                    metrics.set_node_ips(
+                        &name,
+                        NodeIpCounts {
+                            used: c.used,
+                            free: c.free,
+                            cooling: c.cooling,
+                            pending: c.pending,
+                        },
+                    );
+                    metrics.set_node_prefixes(&name, prefixes);
+                    self.gauges.last = Some(values);
+                }
                 self.gauges.has_series = true;
                 let state = if self.blocked { "blocked" } else { "managed" };
                 (
