@@ -69,6 +69,10 @@ pub struct NodeAddressPoolStatus {
     /// /28 prefixes on the ENI (prefix mode).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prefixes: Vec<String>,
+    /// Addresses pods hold, as of this status (written before their annotations). Read back on
+    /// restart: one whose pod went away while no controller ran cools down from the restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_addresses: Vec<String>,
     /// Addresses freed and not yet reusable, with the time they may be reused (RFC 3339).
     /// Read back on restart so a cool-down is never shortened.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

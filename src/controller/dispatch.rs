@@ -4,7 +4,6 @@
 //! resync.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +13,10 @@ use tokio::sync::{mpsc, watch};
 use super::context::Ctx;
 use super::reasons;
 use super::status::parse_rfc3339;
-use super::worker::{NodeMsg, NodeWorker, WorkerHandle};
+use super::worker::{NodeMsg, NodeWorker, Restored, WorkerHandle};
 use crate::ec2::Ec2Backend;
-use crate::ipam::{Config, InstanceInfo, Timestamp};
+use crate::ipam::{Config, InstanceInfo};
+use crate::k8s::views::foreign_ipam_enabled;
 use crate::k8s::{Cluster, ConfigMapView, EventSeverity, NodeView, ObjectRef, PodView, WatchEvent};
 
 /// The controller process's IPAM loop.
@@ -55,7 +55,7 @@ enum Input {
     Nodes(WatchEvent<NodeView>),
     Pods(WatchEvent<PodView>),
     Config(Option<ConfigMapView>),
-    Foreign(bool),
+    Foreign(Option<ConfigMapView>),
     Leader(bool),
     Resync,
     Described(Vec<InstanceInfo>),
@@ -94,10 +94,14 @@ impl<C: Cluster, B: Ec2Backend> Controller<C, B> {
             config: Arc::new(Config::default()),
             config_object: None,
             foreign: false,
-            leading: *leader.borrow(),
+            leading: *leader.borrow_and_update(),
             started: false,
             described_tx,
         };
+        // The elector may have answered before this loop started.
+        self.ctx.metrics.set_leader(state.leading);
+        self.ctx.readiness.set_leader(state.leading);
+        let mut elector_alive = true;
         let mut shutdown = std::pin::pin!(shutdown);
         let mut next_resync = tokio::time::Instant::now() + state.resync_delay();
         loop {
@@ -111,10 +115,14 @@ impl<C: Cluster, B: Ec2Backend> Controller<C, B> {
                 Some(ev) = pods.next() => Input::Pods(ev),
                 Some(cm) = config.next() => Input::Config(cm),
                 Some(f) = foreign.next() => Input::Foreign(f),
-                changed = leader.changed() => match changed {
-                    Ok(()) => Input::Leader(*leader.borrow()),
-                    // The elector is gone: we cannot know that we lead.
-                    Err(_) => Input::Leader(false),
+                changed = leader.changed(), if elector_alive => match changed {
+                    Ok(()) => Input::Leader(*leader.borrow_and_update()),
+                    // The elector is gone: we cannot know that we lead (and the closed channel
+                    // must not be polled again: it would answer at once, forever).
+                    Err(_) => {
+                        elector_alive = false;
+                        Input::Leader(false)
+                    }
                 },
                 Some(infos) = described_rx.recv() => Input::Described(infos),
                 _ = tokio::time::sleep_until(next_resync) => Input::Resync,
@@ -225,7 +233,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         if self.workers.contains_key(&name) {
             self.send(&name, NodeMsg::Node(Box::new(view)));
         } else if self.running() {
-            self.start_worker(view, Vec::new());
+            self.start_worker(view, Restored::default(), false);
         }
     }
 
@@ -320,8 +328,10 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         }
     }
 
-    async fn on_foreign(&mut self, foreign: bool) {
+    /// `kube-system/amazon-vpc-cni` changed (`None`: it does not exist).
+    async fn on_foreign(&mut self, cm: Option<ConfigMapView>) {
         self.index.foreign_seen = true;
+        let foreign = cm.as_ref().is_some_and(|c| foreign_ipam_enabled(&c.data));
         let was = self.blocked();
         self.foreign = foreign;
         let blocked = self.blocked();
@@ -339,8 +349,13 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
                         Resource Controller hands out Windows pod IPs, so winipam assigns and \
                         releases nothing. Set it to \"false\" (or remove it) to let winipam \
                         manage them, or start winipam with --ignore-foreign-ipam if it is stale";
-            tracing::warn!("{note}");
-            if let Some(object) = self.config_object.clone() {
+            // On the VPC CNI's ConfigMap that causes it, and on winipam's own if there is one.
+            let objects = cm
+                .as_ref()
+                .map(ObjectRef::config_map)
+                .into_iter()
+                .chain(self.config_object.clone());
+            for object in objects {
                 self.ctx
                     .event(
                         &object,
@@ -369,17 +384,23 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         if !self.leading || self.started || !self.index.synced() {
             return;
         }
-        // Cool-down records of the previous leader (or of our previous life).
-        let mut cooldowns: HashMap<String, Vec<(Ipv4Addr, Timestamp)>> = HashMap::new();
+        // Cool-down records and addresses in use of the previous leader (or of our previous
+        // life).
+        let mut restored: HashMap<String, Restored> = HashMap::new();
         match self.ctx.cluster.read_pool_statuses().await {
             Ok(statuses) => {
                 for (node, status) in statuses {
-                    let records = status
+                    let cooldowns = status
                         .cooldowns
                         .iter()
                         .filter_map(|r| Some((r.address.parse().ok()?, parse_rfc3339(&r.until)?)))
                         .collect();
-                    cooldowns.insert(node, records);
+                    let used = status
+                        .used_addresses
+                        .iter()
+                        .filter_map(|a| a.parse().ok())
+                        .collect();
+                    restored.insert(node, Restored { cooldowns, used });
                 }
             }
             Err(err) => {
@@ -395,12 +416,12 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
             self.ctx.readiness.set_pools_rebuilt(true);
         }
         for view in nodes {
-            let records = cooldowns.remove(&view.name).unwrap_or_default();
-            self.start_worker(view, records);
+            let records = restored.remove(&view.name).unwrap_or_default();
+            self.start_worker(view, records, true);
         }
     }
 
-    fn start_worker(&mut self, view: NodeView, cooldowns: Vec<(Ipv4Addr, Timestamp)>) {
+    fn start_worker(&mut self, view: NodeView, restored: Restored, rebuild: bool) {
         let name = view.name.clone();
         let pods = self.index.pods_of(&name);
         let handle = NodeWorker::spawn(
@@ -409,7 +430,8 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
             pods,
             self.config.clone(),
             self.blocked(),
-            cooldowns,
+            restored,
+            rebuild,
         );
         self.workers.insert(name, handle);
     }

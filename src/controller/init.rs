@@ -116,7 +116,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             (*self.config).clone(),
             &instance.primary_eni,
         );
-        for (addr, until) in std::mem::take(&mut self.restored_cooldowns) {
+        for (addr, until) in std::mem::take(&mut self.restored.cooldowns) {
             pool.restore_cooldown(addr, until);
         }
         if pool.mode_downgraded() {
@@ -135,15 +135,6 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 )
                 .await;
         }
-        if let Err(err) = self
-            .ctx
-            .cluster
-            .ensure_pool_object(&self.node.name, &self.node.uid)
-            .await
-        {
-            tracing::warn!(node = %self.node.name, error = %err, "could not create the NodeAddressPool; will retry with the status");
-            self.status.object_missing = true;
-        }
         tracing::info!(
             node = %self.node.name,
             instance = %instance.instance_id,
@@ -159,8 +150,17 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             instance,
             subnet,
         }));
-        // Existing annotations are recorded before anything is handed out.
+        // Existing annotations are recorded before anything is handed out; then what the
+        // previous leader had in use and no pod holds any more cools down.
         self.adopt_annotated(now).await;
+        let used = std::mem::take(&mut self.restored.used);
+        if let Phase::Ready(ready) = &mut self.phase {
+            let cooled = ready.pool.cool_released_while_away(&used, now);
+            if cooled > 0 {
+                tracing::info!(node = %self.node.name, cooled,
+                    "addresses whose pods went away while no controller ran cool down from now");
+            }
+        }
     }
 
     fn retry_init(&mut self) {

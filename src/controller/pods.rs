@@ -52,6 +52,7 @@ struct Write {
     namespace: String,
     name: String,
     value: String,
+    has_annotations: bool,
 }
 
 impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
@@ -94,6 +95,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         };
         let release_terminal = self.config.release_terminal_pods;
         let mut reports: Vec<(ObjectRef, &'static str, String)> = Vec::new();
+        // (address, every pod UID naming it), reported below on each of those pods.
+        let mut duplicates: Vec<(std::net::Ipv4Addr, Vec<String>)> = Vec::new();
         for entry in self.pods.values_mut() {
             // The common case, on every pass: the annotation we wrote and already recorded
             // (it never changes while the pod lives). Nothing to parse or compare.
@@ -121,20 +124,11 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                                 entry.view.node_name, ready.instance.primary_eni.eni_id
                             ),
                         )),
-                        AdoptOutcome::Duplicate(others) => reports.push((
-                            ObjectRef::pod(&entry.view),
-                            reasons::DUPLICATE_IP_ANNOTATION,
-                            format!(
-                                "address {addr} is also named by pod UID(s) {}: delete all but one \
-                                 of these pods; winipam does not hand {addr} out again until they \
-                                 are all gone",
-                                others
-                                    .iter()
-                                    .map(|u| u.0.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        )),
+                        AdoptOutcome::Duplicate(others) => {
+                            let mut involved = vec![uid.0.clone()];
+                            involved.extend(others.into_iter().map(|u| u.0));
+                            duplicates.push((addr, involved));
+                        }
                     }
                 }
                 Need::BadAnnotation if !entry.annotation_reported => {
@@ -160,11 +154,49 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 _ => {}
             }
         }
+        for (addr, involved) in duplicates {
+            reports.extend(self.duplicate_reports(addr, &involved));
+        }
         for (object, reason, note) in reports {
             self.ctx
                 .event(&object, EventSeverity::Warning, reason, &note)
                 .await;
         }
+    }
+
+    /// `DuplicateIPAnnotation` on every pod of `involved` (SPEC 6.3: both Events), each naming
+    /// the others.
+    fn duplicate_reports(
+        &self,
+        addr: std::net::Ipv4Addr,
+        involved: &[String],
+    ) -> Vec<(ObjectRef, &'static str, String)> {
+        let describe = |uid: &String| match self.pods.get(uid) {
+            Some(e) => format!("{}/{} (UID {uid})", e.view.namespace, e.view.name),
+            None => format!("UID {uid}"),
+        };
+        let mut out = Vec::new();
+        for uid in involved {
+            let Some(entry) = self.pods.get(uid) else {
+                continue;
+            };
+            let peers: Vec<String> = involved
+                .iter()
+                .filter(|u| *u != uid)
+                .map(describe)
+                .collect();
+            out.push((
+                ObjectRef::pod(&entry.view),
+                reasons::DUPLICATE_IP_ANNOTATION,
+                format!(
+                    "address {addr} is also named by pod(s) {}: two pods cannot share an \
+                     address; delete all but one of them. winipam does not hand {addr} out \
+                     again until they are all gone",
+                    peers.join(", ")
+                ),
+            ));
+        }
+        out
     }
 
     /// Hands out addresses to pods that need one and writes them. Returns the number of pods
@@ -190,18 +222,28 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 continue;
             };
             match ready.pool.assign(&PodUid(uid.clone()), now) {
-                AssignOutcome::Assigned(a) | AssignOutcome::Existing(a) => writes.push(Write {
-                    uid: uid.clone(),
-                    namespace: entry.view.namespace.clone(),
-                    name: entry.view.name.clone(),
-                    value: a.kind.annotation(a.addr, subnet_len),
-                }),
+                AssignOutcome::Assigned(a) | AssignOutcome::Existing(a) => {
+                    tracing::debug!(pod = %entry.view.name, namespace = %entry.view.namespace,
+                        %uid, address = %a.addr, "address chosen; writing the annotation");
+                    writes.push(Write {
+                        uid: uid.clone(),
+                        namespace: entry.view.namespace.clone(),
+                        name: entry.view.name.clone(),
+                        value: a.kind.annotation(a.addr, subnet_len),
+                        has_annotations: entry.view.has_annotations,
+                    })
+                }
                 AssignOutcome::Exhausted => waiting += 1,
             }
         }
         if writes.is_empty() {
             return waiting;
         }
+        // The status names the addresses in use before any annotation does: if this process
+        // dies now and a pod goes before the next leader starts, the next leader still knows
+        // the address was in use and cools it down (a failed write is logged; the pods are not
+        // held back for it).
+        self.write_status(now).await;
 
         let cluster = self.ctx.cluster.clone();
         let results: Vec<(Write, _)> = futures::stream::iter(writes)
@@ -209,7 +251,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 let cluster = cluster.clone();
                 async move {
                     let outcome = cluster
-                        .annotate_pod(&w.namespace, &w.name, &w.uid, &w.value)
+                        .annotate_pod(&w.namespace, &w.name, &w.uid, &w.value, w.has_annotations)
                         .await;
                     (w, outcome)
                 }
@@ -252,6 +294,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 }
                 Ok(AnnotateOutcome::PodGone) => {
                     // Certainly not written: nobody can have seen the address.
+                    tracing::info!(pod = %w.name, namespace = %w.namespace, uid = %w.uid,
+                        address = %w.value, "pod gone (or re-created) before its annotation was written; address taken back");
                     ready.pool.cancel(&uid);
                 }
                 Err(err) => {
@@ -313,16 +357,25 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         match &self.phase {
             Phase::Ready(ready) => {
                 let c = ready.pool.counts(now);
+                let capacity = ready.pool.capacity(now);
+                let full = c.used + c.free + c.cooling + c.pending >= capacity;
+                let what = match (full, c.cooling > 0) {
+                    (true, true) => "the node is at capacity: the pod gets a cooling address \
+                                     when its cool-down (ip-cooldown-seconds) ends"
+                        .to_string(),
+                    (true, false) => "the node is at capacity: more pods are bound to it than \
+                                      it has pod IPs; make sure pods request \
+                                      vpc.amazonaws.com/PrivateIPv4Address (the webhook adds it) \
+                                      so the scheduler respects the capacity"
+                        .to_string(),
+                    (false, _) => "winipam is growing the pool (see the node's Events and \
+                                   NodeAddressPool for EC2 errors)"
+                        .to_string(),
+                };
                 format!(
                     "waiting for an IPv4 address on node {}: {} free, {} being assigned, {} \
-                     cooling, {} used of capacity {}; winipam is growing the pool (see the \
-                     node's Events and NodeAddressPool for EC2 errors)",
-                    self.node.name,
-                    c.free,
-                    c.pending,
-                    c.cooling,
-                    c.used,
-                    ready.pool.capacity(now)
+                     cooling, {} used of capacity {capacity}; {what}",
+                    self.node.name, c.free, c.pending, c.cooling, c.used,
                 )
             }
             _ => format!(
@@ -348,6 +401,7 @@ mod tests {
             host_network: false,
             deleting: false,
             ip_annotation: annotation.map(String::from),
+            has_annotations: annotation.is_some(),
         }
     }
 

@@ -32,14 +32,20 @@ pub(crate) struct StatusState {
     /// What was last written (conditions' transition times are kept from it).
     written: Option<NodeAddressPoolStatus>,
     written_at: Option<Timestamp>,
-    /// The NodeAddressPool could not be created: try again before the next status write.
+    /// The NodeAddressPool is not known to exist (never created by this worker, or a write
+    /// found it gone): create it before the next status write.
     pub(crate) object_missing: bool,
     pub(crate) last_error: Option<(Ec2Error, Timestamp)>,
-    /// When the status was last built and compared, and the cool-down records then: building
-    /// it is most of a reconcile pass, so it is built again only when those records change
-    /// (they are written at once) or the interval has passed.
-    checked: Option<(Timestamp, Vec<(std::net::Ipv4Addr, Timestamp)>)>,
+    /// When the status was last built and compared, and what would have made a write urgent
+    /// then (see `write_status`).
+    checked: Option<(Timestamp, UrgentInputs)>,
 }
+
+/// What makes a status write urgent: cool-down records and addresses in use.
+type UrgentInputs = (
+    Vec<(std::net::Ipv4Addr, Timestamp)>,
+    Vec<std::net::Ipv4Addr>,
+);
 
 /// This node's share of cluster-wide gauges, so they stay right as nodes change or go.
 #[derive(Default)]
@@ -136,11 +142,17 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             .count() as u32
     }
 
-    /// The extended resource, re-written whenever it is missing or differs (SPEC 2).
+    /// The extended resource, re-written whenever it is missing or differs (SPEC 2), unless
+    /// another controller manages Windows IPs.
     async fn write_capacity(&mut self) {
         let Phase::Ready(ready) = &self.phase else {
             return;
         };
+        // Blocked, the VPC Resource Controller owns the extended resource: writing ours too
+        // would start a tug of war whenever the two values differ.
+        if self.blocked {
+            return;
+        }
         let capacity = ready.pool.capacity(self.ctx.now());
         let wanted = capacity.to_string();
         if self.node.advertised_capacity.as_deref() == Some(wanted.as_str()) {
@@ -187,6 +199,11 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     pending: counts.pending,
                 };
                 status.prefixes = pool.prefixes().iter().map(|p| p.to_string()).collect();
+                status.used_addresses = pool
+                    .used_addresses()
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect();
                 status.cooldowns = pool
                     .cooldowns(now)
                     .into_iter()
@@ -294,24 +311,35 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         status
     }
 
-    /// Writes the status when it changed: at once if the cool-down records changed, else at
-    /// most every `status_min_interval`. Returns when a deferred write is due.
-    async fn write_status(&mut self, now: Timestamp) -> Option<Timestamp> {
-        let cooldowns = match &self.phase {
-            Phase::Ready(ready) => ready.pool.cooldowns(now),
-            _ => Vec::new(),
+    /// Writes the status when it changed: at once if the cool-down records changed or an address
+    /// came into use (a restart relies on both), else at most every `status_min_interval`.
+    /// Returns when a deferred write is due. The first write of a worker creates the
+    /// NodeAddressPool if needed (nodes that cannot be managed get one too, saying why).
+    pub(crate) async fn write_status(&mut self, now: Timestamp) -> Option<Timestamp> {
+        // Building the status is most of a reconcile pass: it is built again only when what is
+        // written at once (cool-down records, addresses in use) changed, or the interval passed.
+        let urgent_inputs = match &self.phase {
+            Phase::Ready(ready) => (ready.pool.cooldowns(now), ready.pool.used_addresses()),
+            _ => (Vec::new(), Vec::new()),
         };
         if let Some((at, seen)) = &self.status.checked {
             let due = at.plus(self.ctx.settings.status_min_interval);
-            if *seen == cooldowns && due > now && !self.status.object_missing {
+            if *seen == urgent_inputs && due > now && !self.status.object_missing {
                 return Some(due);
             }
         }
-        self.status.checked = Some((now, cooldowns));
+        self.status.checked = Some((now, urgent_inputs));
         let status = self.build_status(now);
         let (changed, urgent) = match &self.status.written {
             None => (true, true),
-            Some(old) => (old != &status, old.cooldowns != status.cooldowns),
+            Some(old) => (
+                old != &status,
+                old.cooldowns != status.cooldowns
+                    || status
+                        .used_addresses
+                        .iter()
+                        .any(|a| !old.used_addresses.contains(a)),
+            ),
         };
         if !changed {
             return None;
@@ -324,7 +352,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         if !urgent && due > now {
             return Some(due);
         }
-        if self.status.object_missing {
+        if self.status.object_missing || self.status.written.is_none() {
             match self
                 .ctx
                 .cluster

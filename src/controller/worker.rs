@@ -48,6 +48,15 @@ pub(crate) enum NodeMsg {
     Resync(Box<InstanceInfo>),
 }
 
+/// What the previous leader left in the node's NodeAddressPool status (SPEC 5.3, 6.3).
+#[derive(Debug, Default)]
+pub(crate) struct Restored {
+    /// Cool-down records: (address, end).
+    pub(crate) cooldowns: Vec<(Ipv4Addr, Timestamp)>,
+    /// Addresses pods held.
+    pub(crate) used: Vec<Ipv4Addr>,
+}
+
 /// The dispatcher's handle on a worker.
 pub(crate) struct WorkerHandle {
     pub(crate) node_uid: String,
@@ -96,12 +105,13 @@ pub(crate) struct NodeWorker<C, B: Ec2Backend> {
     pub(crate) phase: Phase,
     pub(crate) config: Arc<Config>,
     pub(crate) blocked: bool,
-    /// Cool-down records read from the NodeAddressPool status at leadership start.
-    pub(crate) restored_cooldowns: Vec<(Ipv4Addr, Timestamp)>,
+    /// What the NodeAddressPool status said at leadership start.
+    pub(crate) restored: Restored,
     pub(crate) ec2_task: Option<JoinHandle<Ec2Done>>,
     pub(crate) status: super::status::StatusState,
     /// Gauge contributions of this node, to keep global gauges right as they change.
     pub(crate) gauges: super::status::NodeGauges,
+    /// This worker does not (or no longer) hold readiness back.
     pub(crate) init_reported: bool,
     /// Addresses a resync found gone while pods held them, to report on the next pass.
     pub(crate) pending_lost: Vec<crate::ipam::LostAddress>,
@@ -114,11 +124,16 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         pods: Vec<PodView>,
         config: Arc<Config>,
         blocked: bool,
-        restored_cooldowns: Vec<(Ipv4Addr, Timestamp)>,
+        restored: Restored,
+        holds_readiness: bool,
     ) -> WorkerHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let now = ctx.now();
-        ctx.init_started();
+        // Only the pools rebuilt on taking the lead hold readiness back; a node joining later
+        // must not make the leader unready (its Service endpoint, the webhooks', would flap).
+        if holds_readiness {
+            ctx.init_started();
+        }
         let node_uid = node.uid.clone();
         let mut worker = NodeWorker {
             ctx,
@@ -130,11 +145,11 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             },
             config,
             blocked,
-            restored_cooldowns,
+            restored,
             ec2_task: None,
             status: Default::default(),
             gauges: Default::default(),
-            init_reported: false,
+            init_reported: !holds_readiness,
             pending_lost: Vec::new(),
         };
         for pod in pods {
@@ -280,6 +295,14 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             }
             Phase::Ready(_) => self.reconcile().await,
             Phase::Parked { .. } => None,
+        };
+        // Nodes not (yet) ready still say so in their NodeAddressPool.
+        let wake = match self.phase {
+            Phase::Ready(_) => wake,
+            _ => {
+                let due = self.write_status(self.ctx.now()).await;
+                [wake, due].into_iter().flatten().min()
+            }
         };
         if !self.init_reported && !matches!(self.phase, Phase::Init { failures: 0, .. }) {
             // Ready, parked, or failed once: this node no longer holds readiness back.

@@ -338,6 +338,22 @@ impl NodePool {
         *entry = (*entry).max(until);
     }
 
+    /// After a restart or failover: `used` were held by pods when the previous leader last wrote
+    /// the status. Those on the ENI that no live pod holds now lost their pod while no
+    /// controller watched, at a time nobody knows: they cool down from `now`, the earliest end
+    /// sure to be safe. Call it after every annotation was adopted. Returns how many.
+    pub fn cool_released_while_away(&mut self, used: &[Ipv4Addr], now: Timestamp) -> usize {
+        let orphans: Vec<Ipv4Addr> = used
+            .iter()
+            .copied()
+            .filter(|a| !self.holders.contains_key(a) && self.on_eni(*a))
+            .collect();
+        for addr in &orphans {
+            self.restore_cooldown(*addr, now.plus(self.config.cooldown));
+        }
+        orphans.len()
+    }
+
     /// Forgets expired cool-downs and describe-grace records (bookkeeping only: every decision
     /// already compares with `now`).
     pub fn advance(&mut self, now: Timestamp) {
@@ -374,6 +390,12 @@ impl NodePool {
     /// UIDs whose annotation names `addr` (more than one: a duplicate).
     pub fn holders_of(&self, addr: Ipv4Addr) -> Vec<PodUid> {
         self.holders.get(&addr).cloned().unwrap_or_default()
+    }
+
+    /// Addresses pods hold (their annotations name them), in address order: written to the
+    /// NodeAddressPool status for [`NodePool::cool_released_while_away`].
+    pub fn used_addresses(&self) -> Vec<Ipv4Addr> {
+        self.holders.keys().copied().collect()
     }
 
     /// Addresses named by more than one live pod.

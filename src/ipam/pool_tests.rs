@@ -83,6 +83,27 @@ fn configured_cooldown_is_used() {
 }
 
 #[test]
+fn addresses_whose_pods_went_while_away_cool_down_from_the_restart() {
+    // The previous leader recorded 10, 11 and 12 as used; 20 is not on the ENI.
+    let mut pool = pool_with_ips(&[10, 11, 12, 13]);
+    let uid_a = uid(1);
+    assert_eq!(pool.adopt(&uid_a, ip(11), secs(0)), AdoptOutcome::Ok);
+    pool.restore_cooldown(ip(12), secs(500));
+    let cooled = pool.cool_released_while_away(&[ip(10), ip(11), ip(12), ip(20)], secs(100));
+    // 11 is still held, 20 is not on the ENI; 10 and 12 cool (12 keeps its later record).
+    assert_eq!(cooled, 2);
+    assert_eq!(
+        pool.cooldowns(secs(100)),
+        vec![(ip(10), secs(130)), (ip(12), secs(500))]
+    );
+    assert_eq!(pool.used_addresses(), vec![ip(11)]);
+    // Only 13 is free meanwhile.
+    assert_eq!(assigned(pool.assign(&uid(2), secs(100))).addr, ip(13));
+    assert_eq!(pool.assign(&uid(3), secs(129)), AssignOutcome::Exhausted);
+    assert_eq!(assigned(pool.assign(&uid(3), secs(130))).addr, ip(10));
+}
+
+#[test]
 fn restored_cooldowns_are_never_shortened() {
     let mut pool = pool_with_ips(&[10, 11]);
     pool.restore_cooldown(ip(10), secs(100));

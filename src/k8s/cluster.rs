@@ -125,13 +125,16 @@ pub trait Cluster: Send + Sync + 'static {
     /// Writes the pod annotation `vpc.amazonaws.com/PrivateIPv4Address: value` in one request
     /// that applies only to the pod with this UID and only if the annotation is absent: a pod
     /// re-created under the same name never gets the old pod's address, and an existing
-    /// annotation is never overwritten. Other annotations are preserved.
+    /// annotation is never overwritten. Other annotations are preserved. `has_annotations` is
+    /// whether the pod had an annotations map when last seen: only a hint that picks the first
+    /// form of the write (a wrong hint costs a read and a second request, never correctness).
     fn annotate_pod(
         &self,
         namespace: &str,
         name: &str,
         uid: &str,
         value: &str,
+        has_annotations: bool,
     ) -> impl Future<Output = Result<AnnotateOutcome, ClusterError>> + Send;
 
     /// Sets (`Some`) or removes (`None`) the extended resource
@@ -185,7 +188,8 @@ pub trait Cluster: Send + Sync + 'static {
         name: &str,
     ) -> impl Stream<Item = Option<ConfigMapView>> + Send + 'static;
 
-    /// Whether `kube-system/amazon-vpc-cni` switches the VPC Resource Controller's Windows IPAM
-    /// on (`enable-windows-ipam: "true"`), each time the ConfigMap changes.
-    fn watch_foreign_ipam(&self) -> impl Stream<Item = bool> + Send + 'static;
+    /// `kube-system/amazon-vpc-cni`, whose `enable-windows-ipam` says whether the VPC Resource
+    /// Controller hands out Windows IPs (see [`super::views::foreign_ipam_enabled`]): its
+    /// current state each time it changes (`None`: it does not exist).
+    fn watch_foreign_ipam(&self) -> impl Stream<Item = Option<ConfigMapView>> + Send + 'static;
 }

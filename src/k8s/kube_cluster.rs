@@ -15,7 +15,7 @@ use super::cluster::{
 use super::error::ClusterError;
 use super::views::{
     BETA_OS_LABEL, ConfigMapView, NodeView, OS_LABEL, PRIVATE_IPV4_ADDRESS, PodView,
-    config_map_view, foreign_ipam_enabled, node_view, pod_view,
+    config_map_view, node_view, pod_view,
 };
 use super::watch::{merge_node_streams, single_object, view_stream};
 use crate::crd::{NodeAddressPool, NodeAddressPoolSpec, NodeAddressPoolStatus};
@@ -43,6 +43,8 @@ const REASON_MAX_BYTES: usize = 128;
 pub struct KubeCluster {
     client: Client,
     recorder: Recorder,
+    /// Test hook (`--test-annotate-delay`): a pause before each annotation write.
+    annotate_delay: Option<std::time::Duration>,
 }
 
 impl KubeCluster {
@@ -56,7 +58,18 @@ impl KubeCluster {
             None => Reporter::from(CONTROLLER_NAME),
         };
         let recorder = Recorder::new(client.clone(), reporter);
-        KubeCluster { client, recorder }
+        KubeCluster {
+            client,
+            recorder,
+            annotate_delay: None,
+        }
+    }
+
+    /// For end-to-end tests only: every annotation write waits `delay` first, which opens the
+    /// window in which a test deletes and re-creates the pod.
+    pub fn with_annotate_delay(mut self, delay: Option<std::time::Duration>) -> Self {
+        self.annotate_delay = delay;
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -149,9 +162,18 @@ impl Cluster for KubeCluster {
         name: &str,
         uid: &str,
         value: &str,
+        has_annotations: bool,
     ) -> Result<AnnotateOutcome, ClusterError> {
+        if let Some(delay) = self.annotate_delay {
+            tokio::time::sleep(delay).await;
+        }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let mut step = NextStep::PatchIntoExistingMap;
+        // Most new pods have no annotations at all: adding the whole map then lands at once.
+        let mut step = if has_annotations {
+            NextStep::PatchIntoExistingMap
+        } else {
+            NextStep::PatchWithNewMap
+        };
         for _ in 0..ANNOTATE_ATTEMPTS {
             let patch = match &step {
                 NextStep::Done(outcome) => return Ok(outcome.clone()),
@@ -321,14 +343,13 @@ impl Cluster for KubeCluster {
         config_map_stream(self.client.clone(), namespace, name, "config")
     }
 
-    fn watch_foreign_ipam(&self) -> impl Stream<Item = bool> + Send + 'static {
+    fn watch_foreign_ipam(&self) -> impl Stream<Item = Option<ConfigMapView>> + Send + 'static {
         config_map_stream(
             self.client.clone(),
             FOREIGN_IPAM_NAMESPACE,
             FOREIGN_IPAM_CONFIG_MAP,
             "amazon-vpc-cni",
         )
-        .map(|cm| cm.is_some_and(|cm| foreign_ipam_enabled(&cm.data)))
     }
 }
 

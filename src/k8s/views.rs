@@ -70,6 +70,9 @@ pub struct PodView {
     pub deleting: bool,
     /// The value of the `vpc.amazonaws.com/PrivateIPv4Address` annotation, if any.
     pub ip_annotation: Option<String>,
+    /// The pod has an annotations map (any annotation at all): decides which form of the
+    /// annotation patch to try first.
+    pub has_annotations: bool,
 }
 
 /// A ConfigMap's identity (for Events about it) and data.
@@ -144,6 +147,7 @@ pub fn pod_view(pod: &Pod) -> Option<PodView> {
             .as_ref()
             .and_then(|a| a.get(PRIVATE_IPV4_ADDRESS))
             .cloned(),
+        has_annotations: meta.annotations.as_ref().is_some_and(|a| !a.is_empty()),
     })
 }
 
@@ -334,6 +338,7 @@ mod tests {
                 host_network: false,
                 deleting: false,
                 ip_annotation: Some("10.0.37.15/19".into()),
+                has_annotations: true,
             }
         );
     }
@@ -355,6 +360,7 @@ mod tests {
         assert!(v.deleting);
         assert_eq!(v.phase, PodPhase::Pending);
         assert_eq!(v.ip_annotation, None);
+        assert!(!v.has_annotations);
 
         assert_eq!(PodPhase::parse(Some("Failed")), PodPhase::Failed);
         assert!(PodPhase::parse(Some("Succeeded")).is_terminal());

@@ -128,6 +128,12 @@ pub struct RunArgs {
     #[arg(long, env = "WINIPAM_SIMULATED_EC2")]
     pub simulated_ec2: bool,
 
+    /// TEST ONLY, hidden: wait this long before every pod annotation write, so end-to-end tests
+    /// can delete and re-create a pod while its address is being written. Never set it in a
+    /// cluster: every pod would wait that much longer for its address.
+    #[arg(long, env = "WINIPAM_TEST_ANNOTATE_DELAY", hide = true, value_parser = parse_duration)]
+    pub test_annotate_delay: Option<Duration>,
+
     /// Log format. Default: `text` on a terminal, `json` otherwise.
     #[arg(long, env = "WINIPAM_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,

@@ -106,7 +106,15 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         result
     });
 
-    let cluster = Arc::new(KubeCluster::new(client, args.pod_name()));
+    if let Some(delay) = args.test_annotate_delay {
+        tracing::warn!(
+            ?delay,
+            "test hook: every annotation write is delayed (never in a cluster)"
+        );
+    }
+    let cluster = Arc::new(
+        KubeCluster::new(client, args.pod_name()).with_annotate_delay(args.test_annotate_delay),
+    );
     let settings = Settings {
         resync_period: args.resync_period,
         ignore_foreign_ipam: args.ignore_foreign_ipam,

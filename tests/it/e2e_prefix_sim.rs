@@ -5,21 +5,86 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, NodeSpec, Pod, PodSpec};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
+use tokio::process::{Child, Command};
 use winipam::crd::NodeAddressPool;
 
 use crate::support::controlplane::ControlPlane;
-use crate::support::winipam::{NAMESPACE, Winipam};
 
 const ANNOTATION: &str = "vpc.amazonaws.com/PrivateIPv4Address";
 const INSTANCE_TYPE: &str = "m5.large";
 /// m5.large: 10 IPv4 addresses per ENI, so 9 /28s.
 const PREFIX_CAPACITY: &str = "144";
+
+// ----- the controller as a process, on a control plane of its own -----
+
+struct Controller {
+    child: Child,
+    log: PathBuf,
+}
+
+/// The controller's namespace in `deploy/rbac`.
+const NAMESPACE: &str = "winipam-system";
+
+impl Controller {
+    /// Creates the controller's namespace, applies `deploy/rbac` and the CRDs, and starts
+    /// `winipam run` with `args` (after `--namespace` and a free metrics port).
+    async fn start(cp: &ControlPlane, args: &[&str]) -> Controller {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let existing = cp.kubectl(&["get", "namespace", NAMESPACE]).await;
+        if !existing.status.success() {
+            cp.kubectl_ok(&["create", "namespace", NAMESPACE]).await;
+        }
+        cp.install_crds(&root.join("crds")).await;
+        cp.kubectl_ok(&[
+            "apply",
+            "-f",
+            root.join("deploy/rbac").to_str().expect("utf-8"),
+        ])
+        .await;
+        let kubeconfig = cp
+            .write_service_account_kubeconfig(NAMESPACE, "winipam")
+            .await;
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let log = cp.dir().join(format!(
+            "winipam-{}.log",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::File::create(&log).expect("create the controller's log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_winipam"))
+            .arg("run")
+            .args(["--namespace", NAMESPACE, "--metrics-addr", "127.0.0.1:0"])
+            .args(["--log-format", "text", "--log-level", "info,winipam=debug"])
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone the log file"))
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start winipam run");
+        Controller { child, log }
+    }
+
+    /// What the controller has logged so far (for failure messages).
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Still running?
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
 
 fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
     Some(
@@ -72,7 +137,7 @@ async fn prefix_mode_with_simulated_ec2_gives_every_pod_a_32_in_its_nodes_prefix
     // A control plane of its own: the controller manages every Windows node it sees.
     let cp = ControlPlane::start().await;
     let client = cp.admin_client().await;
-    let mut controller = Winipam::start(&cp, &["--simulated-ec2"]).await;
+    let mut controller = Controller::start(&cp, &["--simulated-ec2"]).await;
     Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE)
         .create(
             &PostParams::default(),

@@ -10,7 +10,6 @@ use super::store::uid_string;
 use super::watch::{self, ConfigWatcher};
 use super::{PlannedFault, SimCluster, State, WriteFault, WriteKind};
 use crate::crd::NodeAddressPoolStatus;
-use crate::k8s::views::foreign_ipam_enabled;
 use crate::k8s::{
     AnnotateOutcome, Cluster, ClusterError, ConfigMapView, EnsureOutcome, EventSeverity,
     FOREIGN_IPAM_CONFIG_MAP, FOREIGN_IPAM_NAMESPACE, NodeView, ObjectRef, PodView, WatchEvent,
@@ -82,6 +81,8 @@ impl Cluster for SimCluster {
         name: &str,
         uid: &str,
         value: &str,
+        // Only decides the first form of the real patch; one request here either way.
+        _has_annotations: bool,
     ) -> Result<AnnotateOutcome, ClusterError> {
         self.request().await;
         let now = self.now_ms();
@@ -287,18 +288,18 @@ impl Cluster for SimCluster {
         watch::stream(rx)
     }
 
-    fn watch_foreign_ipam(&self) -> impl Stream<Item = bool> + Send + 'static {
+    fn watch_foreign_ipam(&self) -> impl Stream<Item = Option<ConfigMapView>> + Send + 'static {
         let (tx, rx) = watch::channel();
         let mut st = self.lock();
-        let enabled = st
+        let current = st
             .store
             .config_maps
             .get(&(
                 FOREIGN_IPAM_NAMESPACE.to_string(),
                 FOREIGN_IPAM_CONFIG_MAP.to_string(),
             ))
-            .is_some_and(|cm| foreign_ipam_enabled(&cm.data));
-        let _ = tx.send(enabled);
+            .cloned();
+        let _ = tx.send(current);
         st.watchers.foreign.push(tx);
         watch::stream(rx)
     }

@@ -23,7 +23,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::crd::NodeAddressPoolStatus;
-use crate::k8s::views::foreign_ipam_enabled;
 use crate::k8s::{
     ClusterError, ConfigMapView, FOREIGN_IPAM_CONFIG_MAP, FOREIGN_IPAM_NAMESPACE, PodPhase,
     WatchEvent,
@@ -306,7 +305,7 @@ impl SimCluster {
         store.config_maps.insert(key, view.clone());
         watchers.config(namespace, name, Some(view.clone()));
         if namespace == FOREIGN_IPAM_NAMESPACE && name == FOREIGN_IPAM_CONFIG_MAP {
-            watchers.foreign(foreign_ipam_enabled(&view.data));
+            watchers.foreign(Some(view));
         }
     }
 
@@ -324,7 +323,7 @@ impl SimCluster {
         }
         watchers.config(namespace, name, None);
         if namespace == FOREIGN_IPAM_NAMESPACE && name == FOREIGN_IPAM_CONFIG_MAP {
-            watchers.foreign(false);
+            watchers.foreign(None);
         }
         true
     }

@@ -68,6 +68,7 @@ impl SimPod {
             host_network: self.host_network,
             deleting: false,
             ip_annotation: self.annotation.as_deref().map(str::to_string),
+            has_annotations: self.annotation.is_some(),
         }
     }
 }

@@ -19,7 +19,7 @@ pub(super) struct Watchers {
     pub nodes: Vec<UnboundedSender<WatchEvent<NodeView>>>,
     pub pods: Vec<UnboundedSender<WatchEvent<PodView>>>,
     pub configs: Vec<ConfigWatcher>,
-    pub foreign: Vec<UnboundedSender<bool>>,
+    pub foreign: Vec<UnboundedSender<Option<ConfigMapView>>>,
     /// Pod watch events handed to subscribers (a relist counts one per pod listed).
     pub pod_events: u64,
 }
@@ -57,8 +57,9 @@ impl Watchers {
         }
     }
 
-    pub fn foreign(&mut self, enabled: bool) {
-        fan_out(&mut self.foreign, enabled);
+    /// `kube-system/amazon-vpc-cni` changed (`None`: deleted).
+    pub fn foreign(&mut self, state: Option<ConfigMapView>) {
+        fan_out(&mut self.foreign, state);
     }
 }
 

@@ -117,7 +117,10 @@ async fn sync<C: Cluster, B: Ec2Backend + Clone>(s: &Shared<C, B>, key: &PodKey)
             value,
             ip,
         } => {
-            let written = s.cluster.annotate_pod(&key.0, &key.1, &uid, &value).await;
+            let written = s
+                .cluster
+                .annotate_pod(&key.0, &key.1, &uid, &value, false)
+                .await;
             if !matches!(written, Ok(AnnotateOutcome::Written)) {
                 // `FreeResource` after a failed patch: the address cools down.
                 let mut st = s.lock();

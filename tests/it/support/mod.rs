@@ -3,5 +3,7 @@
 #![allow(dead_code)]
 
 pub mod controlplane;
+pub mod e2e;
 pub mod moto;
+pub mod observe;
 pub mod winipam;
