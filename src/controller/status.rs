@@ -36,7 +36,16 @@ pub(crate) struct StatusState {
     /// found it gone): create it before the next status write.
     pub(crate) object_missing: bool,
     pub(crate) last_error: Option<(Ec2Error, Timestamp)>,
+    /// When the status was last built and compared, and what would have made a write urgent
+    /// then (see `write_status`).
+    checked: Option<(Timestamp, UrgentInputs)>,
 }
+
+/// What makes a status write urgent: cool-down records and addresses in use.
+type UrgentInputs = (
+    Vec<(std::net::Ipv4Addr, Timestamp)>,
+    Vec<std::net::Ipv4Addr>,
+);
 
 /// This node's share of cluster-wide gauges, so they stay right as nodes change or go.
 #[derive(Default)]
@@ -45,6 +54,9 @@ pub(crate) struct NodeGauges {
     waiting: i64,
     duplicates: i64,
     has_series: bool,
+    /// The per-node series as last set (capacity, counts, prefixes): unchanged values are not
+    /// set again (a label lookup each, on every pass).
+    last: Option<(u32, crate::ipam::PoolCounts, u32)>,
 }
 
 impl NodeGauges {
@@ -72,6 +84,7 @@ impl NodeGauges {
         metrics.duplicate_ip_annotations.sub(self.duplicates);
         self.waiting = 0;
         self.duplicates = 0;
+        self.last = None;
     }
 }
 
@@ -299,10 +312,23 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     }
 
     /// Writes the status when it changed: at once if the cool-down records changed or an address
-    /// came into use (a restart relies on both), else at most every `status_min_interval`. Returns when a deferred write is due. The first write
-    /// of a worker creates the NodeAddressPool if needed (nodes that cannot be managed get one
-    /// too, saying why).
+    /// came into use (a restart relies on both), else at most every `status_min_interval`.
+    /// Returns when a deferred write is due. The first write of a worker creates the
+    /// NodeAddressPool if needed (nodes that cannot be managed get one too, saying why).
     pub(crate) async fn write_status(&mut self, now: Timestamp) -> Option<Timestamp> {
+        // Building the status is most of a reconcile pass: it is built again only when what is
+        // written at once (cool-down records, addresses in use) changed, or the interval passed.
+        let urgent_inputs = match &self.phase {
+            Phase::Ready(ready) => (ready.pool.cooldowns(now), ready.pool.used_addresses()),
+            _ => (Vec::new(), Vec::new()),
+        };
+        if let Some((at, seen)) = &self.status.checked {
+            let due = at.plus(self.ctx.settings.status_min_interval);
+            if *seen == urgent_inputs && due > now && !self.status.object_missing {
+                return Some(due);
+            }
+        }
+        self.status.checked = Some((now, urgent_inputs));
         let status = self.build_status(now);
         let (changed, urgent) = match &self.status.written {
             None => (true, true),
@@ -370,22 +396,27 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             Phase::Ready(ready) => {
                 let pool = &ready.pool;
                 let c = pool.counts(now);
-                metrics.set_node_capacity(&name, pool.capacity(now));
-                metrics.set_node_ips(
-                    &name,
-                    NodeIpCounts {
-                        used: c.used,
-                        free: c.free,
-                        cooling: c.cooling,
-                        pending: c.pending,
-                    },
-                );
+                let capacity = pool.capacity(now);
                 let prefixes = if pool.mode() == Mode::Prefix {
-                    pool.prefixes().len()
+                    pool.prefixes.len() as u32
                 } else {
                     0
                 };
-                metrics.set_node_prefixes(&name, prefixes as u32);
+                let values = (capacity, c, prefixes);
+                if self.gauges.last != Some(values) || !self.gauges.has_series {
+                    metrics.set_node_capacity(&name, capacity);
+                    metrics.set_node_ips(
+                        &name,
+                        NodeIpCounts {
+                            used: c.used,
+                            free: c.free,
+                            cooling: c.cooling,
+                            pending: c.pending,
+                        },
+                    );
+                    metrics.set_node_prefixes(&name, prefixes);
+                    self.gauges.last = Some(values);
+                }
                 self.gauges.has_series = true;
                 let state = if self.blocked { "blocked" } else { "managed" };
                 (

@@ -81,6 +81,7 @@ impl Cluster for SimCluster {
         name: &str,
         uid: &str,
         value: &str,
+        // Only decides the first form of the real patch; one request here either way.
         _has_annotations: bool,
     ) -> Result<AnnotateOutcome, ClusterError> {
         self.request().await;
@@ -290,7 +291,7 @@ impl Cluster for SimCluster {
     fn watch_foreign_ipam(&self) -> impl Stream<Item = Option<ConfigMapView>> + Send + 'static {
         let (tx, rx) = watch::channel();
         let mut st = self.lock();
-        let enabled = st
+        let current = st
             .store
             .config_maps
             .get(&(
@@ -298,7 +299,7 @@ impl Cluster for SimCluster {
                 FOREIGN_IPAM_CONFIG_MAP.to_string(),
             ))
             .cloned();
-        let _ = tx.send(enabled);
+        let _ = tx.send(current);
         st.watchers.foreign.push(tx);
         watch::stream(rx)
     }

@@ -25,21 +25,21 @@ async fn annotation_is_written_once_for_the_right_uid_only() {
     c.add_node(node("n1"));
     let uid = c.bind_pod("ns", "p", "n1");
     assert_eq!(
-        c.annotate_pod("ns", "p", "wrong-uid", "10.0.0.5/19", false)
+        c.annotate_pod("ns", "p", "wrong-uid", "10.0.0.5/19", true)
             .await
             .unwrap(),
         AnnotateOutcome::PodGone
     );
     assert_eq!(c.pod_annotation("ns", "p"), None);
     assert_eq!(
-        c.annotate_pod("ns", "p", &uid, "10.0.0.5/19", false)
+        c.annotate_pod("ns", "p", &uid, "10.0.0.5/19", true)
             .await
             .unwrap(),
         AnnotateOutcome::Written
     );
     // Never overwritten, whoever asks.
     assert_eq!(
-        c.annotate_pod("ns", "p", &uid, "10.0.0.6/19", false)
+        c.annotate_pod("ns", "p", &uid, "10.0.0.6/19", true)
             .await
             .unwrap(),
         AnnotateOutcome::AlreadyAnnotated("10.0.0.5/19".into())
@@ -49,7 +49,7 @@ async fn annotation_is_written_once_for_the_right_uid_only() {
     let new_uid = c.bind_pod("ns", "p", "n1");
     assert_ne!(new_uid, uid);
     assert_eq!(
-        c.annotate_pod("ns", "p", &uid, "10.0.0.5/19", false)
+        c.annotate_pod("ns", "p", &uid, "10.0.0.5/19", true)
             .await
             .unwrap(),
         AnnotateOutcome::PodGone
@@ -57,7 +57,7 @@ async fn annotation_is_written_once_for_the_right_uid_only() {
     assert_eq!(c.pod_annotation("ns", "p"), None);
     assert!(c.delete_pod("ns", "p"));
     assert_eq!(
-        c.annotate_pod("ns", "p", &new_uid, "10.0.0.7/19", false)
+        c.annotate_pod("ns", "p", &new_uid, "10.0.0.7/19", true)
             .await
             .unwrap(),
         AnnotateOutcome::PodGone
@@ -97,7 +97,7 @@ async fn watches_list_first_then_follow_changes() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].uid, uid);
 
-    c.annotate_pod("ns", "p1", &uid, "10.0.0.9/19", false)
+    c.annotate_pod("ns", "p1", &uid, "10.0.0.9/19", true)
         .await
         .unwrap();
     let WatchEvent::Applied(view) = pods.next().await.unwrap() else {
@@ -158,7 +158,7 @@ async fn injected_faults_refuse_or_lose_the_answer() {
     let conflict = ClusterError::Conflict("injected".into());
     c.inject(WriteKind::Annotate, WriteFault::Refuse(conflict.clone()), 1);
     assert_eq!(
-        c.annotate_pod("ns", "p", &uid, "10.0.0.5/19", false).await,
+        c.annotate_pod("ns", "p", &uid, "10.0.0.5/19", true).await,
         Err(conflict)
     );
     assert_eq!(c.pod_annotation("ns", "p"), None);
@@ -169,7 +169,7 @@ async fn injected_faults_refuse_or_lose_the_answer() {
         1,
     );
     assert_eq!(
-        c.annotate_pod("ns", "p", &uid, "10.0.0.5/19", false).await,
+        c.annotate_pod("ns", "p", &uid, "10.0.0.5/19", true).await,
         Err(timeout)
     );
     // The write happened although the caller saw an error.
@@ -177,7 +177,7 @@ async fn injected_faults_refuse_or_lose_the_answer() {
     assert_eq!(c.request_counts().faulted, 2);
     // Faults are used up.
     assert!(matches!(
-        c.annotate_pod("ns", "p", &uid, "10.0.0.5/19", false).await,
+        c.annotate_pod("ns", "p", &uid, "10.0.0.5/19", true).await,
         Ok(AnnotateOutcome::AlreadyAnnotated(_))
     ));
 }
@@ -186,12 +186,9 @@ async fn injected_faults_refuse_or_lose_the_answer() {
 async fn config_and_foreign_ipam_watches() {
     let c = cluster();
     let mut config = c.watch_config("winipam-system", "winipam").boxed();
-    let mut foreign = c
-        .watch_foreign_ipam()
-        .map(|cm| cm.is_some_and(|cm| crate::k8s::views::foreign_ipam_enabled(&cm.data)))
-        .boxed();
+    let mut foreign = c.watch_foreign_ipam().boxed();
     assert_eq!(config.next().await, Some(None));
-    assert_eq!(foreign.next().await, Some(false));
+    assert_eq!(foreign.next().await, Some(None));
     let data = BTreeMap::from([("warm-ip-target".to_string(), "5".to_string())]);
     c.set_config_map("winipam-system", "winipam", data.clone());
     c.set_config_map("other", "winipam", BTreeMap::new());
@@ -202,9 +199,10 @@ async fn config_and_foreign_ipam_watches() {
         "amazon-vpc-cni",
         BTreeMap::from([("enable-windows-ipam".to_string(), "true".to_string())]),
     );
-    assert_eq!(foreign.next().await, Some(true));
+    let seen = foreign.next().await.unwrap().unwrap();
+    assert!(crate::k8s::views::foreign_ipam_enabled(&seen.data));
     c.delete_config_map("kube-system", "amazon-vpc-cni");
-    assert_eq!(foreign.next().await, Some(false));
+    assert_eq!(foreign.next().await, Some(None));
     c.delete_config_map("winipam-system", "winipam");
     assert_eq!(config.next().await, Some(None));
 }

@@ -57,8 +57,9 @@ impl Watchers {
         }
     }
 
-    pub fn foreign(&mut self, config_map: Option<ConfigMapView>) {
-        fan_out(&mut self.foreign, config_map);
+    /// `kube-system/amazon-vpc-cni` changed (`None`: deleted).
+    pub fn foreign(&mut self, state: Option<ConfigMapView>) {
+        fan_out(&mut self.foreign, state);
     }
 }
 
