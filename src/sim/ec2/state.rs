@@ -248,12 +248,9 @@ impl Vpc {
     }
 
     fn eni_mut(&mut self, eni_id: &str) -> Result<&mut Eni, Ec2Error> {
-        self.enis.get_mut(eni_id).ok_or_else(|| {
-            err(
-                "InvalidNetworkInterfaceID.NotFound",
-                format!("The networkInterface ID '{eni_id}' does not exist"),
-            )
-        })
+        self.enis
+            .get_mut(eni_id)
+            .ok_or_else(|| eni_not_found(eni_id))
     }
 
     /// EC2's per-ENI rule: secondary addresses and prefixes together fill the slots left by the
@@ -286,12 +283,7 @@ impl Vpc {
         now: Instant,
     ) -> Result<Vec<Ipv4Addr>, Ec2Error> {
         let keep = self.keep_history;
-        let eni = self.enis.get(eni_id).ok_or_else(|| {
-            err(
-                "InvalidNetworkInterfaceID.NotFound",
-                format!("The networkInterface ID '{eni_id}' does not exist"),
-            )
-        })?;
+        let eni = self.enis.get(eni_id).ok_or_else(|| eni_not_found(eni_id))?;
         Self::check_slots(eni, eni_id, count)?;
         let subnet = eni.subnet;
         let subnet_id = self.subnets[subnet].id.clone();
@@ -314,12 +306,7 @@ impl Vpc {
         now: Instant,
     ) -> Result<Vec<Ipv4Net>, Ec2Error> {
         let keep = self.keep_history;
-        let eni = self.enis.get(eni_id).ok_or_else(|| {
-            err(
-                "InvalidNetworkInterfaceID.NotFound",
-                format!("The networkInterface ID '{eni_id}' does not exist"),
-            )
-        })?;
+        let eni = self.enis.get(eni_id).ok_or_else(|| eni_not_found(eni_id))?;
         if !eni.limits.nitro {
             // EC2 refuses prefixes on instances not built on Nitro.
             return Err(err(
@@ -413,4 +400,12 @@ impl Vpc {
     pub fn has_instance(&self, id: &str) -> bool {
         self.instances.contains_key(id)
     }
+}
+
+/// EC2's answer for an ENI it does not know.
+fn eni_not_found(eni_id: &str) -> Ec2Error {
+    err(
+        "InvalidNetworkInterfaceID.NotFound",
+        format!("The networkInterface ID '{eni_id}' does not exist"),
+    )
 }

@@ -106,6 +106,7 @@ async fn pass(world: &World, d: Duration, progress: Option<&Progress>) {
 }
 
 /// The nodes and the names of the live pods on each (the churn picks among them).
+#[derive(Default)]
 struct Placed {
     nodes: Vec<String>,
     pods: Vec<Vec<String>>,
@@ -290,42 +291,45 @@ pub(super) async fn play(
     let mut run = Running::start(policy, &world, seed);
     let deadline = Instant::now() + scenario.timeout;
     let (mut wave_stats, mut churn_stats, mut rebuild_stats) = (None, None, None);
+    // Every workload but the demo starts with the same wave of nodes and pods.
+    let mut placed = None;
+    if let Workload::Wave {
+        instance_type,
+        nodes,
+        pods_per_node,
+    }
+    | Workload::Churn {
+        instance_type,
+        nodes,
+        pods_per_node,
+        ..
+    }
+    | Workload::Restart {
+        instance_type,
+        nodes,
+        pods_per_node,
+    } = &scenario.workload
+    {
+        let (stats, pods) = wave(
+            &mut world,
+            instance_type,
+            *nodes,
+            *pods_per_node,
+            deadline,
+            progress,
+        )
+        .await;
+        wave_stats = Some(stats);
+        placed = Some(pods);
+    }
     match &scenario.workload {
-        Workload::Wave {
-            instance_type,
-            nodes,
-            pods_per_node,
-        } => {
-            let (stats, _) = wave(
-                &mut world,
-                instance_type,
-                *nodes,
-                *pods_per_node,
-                deadline,
-                progress,
-            )
-            .await;
-            wave_stats = Some(stats);
-        }
+        Workload::Wave { .. } => {}
         Workload::Churn {
-            instance_type,
-            nodes,
-            pods_per_node,
-            per_sec,
-            duration,
+            per_sec, duration, ..
         } => {
-            let (stats, mut placed) = wave(
-                &mut world,
-                instance_type,
-                *nodes,
-                *pods_per_node,
-                deadline,
-                progress,
-            )
-            .await;
-            wave_stats = Some(stats);
             phase(progress, "settling before churn");
             pass(&world, Duration::from_secs(60), progress).await;
+            let mut placed = placed.unwrap_or_default();
             churn_stats = Some(
                 churn(
                     &mut world,
@@ -338,21 +342,7 @@ pub(super) async fn play(
                 .await,
             );
         }
-        Workload::Restart {
-            instance_type,
-            nodes,
-            pods_per_node,
-        } => {
-            let (stats, _) = wave(
-                &mut world,
-                instance_type,
-                *nodes,
-                *pods_per_node,
-                deadline,
-                progress,
-            )
-            .await;
-            wave_stats = Some(stats);
+        Workload::Restart { .. } => {
             phase(progress, "settling before restart");
             pass(&world, Duration::from_secs(60), progress).await;
             let (again, stats) = restart(run, &world, policy, seed, deadline, progress).await;
