@@ -8,6 +8,7 @@ mod dispatch;
 mod ec2_ops;
 mod init;
 mod pods;
+mod published;
 pub mod reasons;
 mod status;
 mod worker;

@@ -48,6 +48,7 @@ pub(crate) fn needs_address(pod: &PodView) -> bool {
 
 /// An annotation to write.
 struct Write {
+    addr: Ipv4Addr,
     uid: String,
     namespace: String,
     name: String,
@@ -226,6 +227,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     tracing::debug!(pod = %entry.view.name, namespace = %entry.view.namespace,
                         %uid, address = %a.addr, "address chosen; writing the annotation");
                     writes.push(Write {
+                        addr: a.addr,
                         uid: uid.clone(),
                         namespace: entry.view.namespace.clone(),
                         name: entry.view.name.clone(),
@@ -239,11 +241,24 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         if writes.is_empty() {
             return waiting;
         }
-        // The status names the addresses in use before any annotation does: if this process
-        // dies now and a pod goes before the next leader starts, the next leader still knows
-        // the address was in use and cools it down (a failed write is logged; the pods are not
-        // held back for it).
-        self.write_status(now).await;
+        // An annotation is written only once a status listing its address as used has been
+        // written: if this process dies and the pod goes before the next leader starts, the
+        // next leader still knows the address was in use and cools it down (SPEC 5.3, 6.3).
+        // One status write covers every pod of the pass. If it fails, the pods keep their
+        // addresses in the pool and their annotations wait: the next pass (a retry of the
+        // status write is scheduled, see `write_status`) writes the status, then them.
+        if writes.iter().any(|w| !self.status.lists_used(w.addr)) {
+            self.write_status(now).await;
+        }
+        let before = writes.len();
+        writes.retain(|w| self.status.lists_used(w.addr));
+        if writes.len() < before {
+            tracing::debug!(node = %self.node.name, held = before - writes.len(),
+                "annotations wait for a status that lists their addresses");
+        }
+        if writes.is_empty() {
+            return waiting;
+        }
 
         let cluster = self.ctx.cluster.clone();
         let results: Vec<(Write, _)> = futures::stream::iter(writes)

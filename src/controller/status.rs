@@ -1,12 +1,11 @@
 //! What a worker publishes: the extended resource on the Node, the NodeAddressPool status
-//! (coalesced, but cool-down records at once since a restart depends on them), and the node's
-//! metrics.
-
-use std::collections::BTreeMap;
+//! (coalesced, but at once when an address comes into use: its annotation waits for a status
+//! that lists it, since a restart depends on that), and the node's metrics.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff;
 
+use super::published::{PoolFacts, Published, Stage, ip_text, net_text};
 use super::worker::{NodeWorker, Phase};
 use crate::crd::{AddressCounts, CooldownRecord, Ec2ErrorRecord, NodeAddressPoolStatus};
 use crate::ec2::{Ec2Backend, Ec2Error};
@@ -29,23 +28,33 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<Timestamp> {
 
 #[derive(Default)]
 pub(crate) struct StatusState {
-    /// What was last written (conditions' transition times are kept from it).
-    written: Option<NodeAddressPoolStatus>,
+    /// What the last successful write said (`None`: nothing written by this worker yet).
+    published: Option<Published>,
+    /// The conditions last written (their transition times are kept while they hold).
+    conditions: Vec<Condition>,
     written_at: Option<Timestamp>,
     /// The NodeAddressPool is not known to exist (never created by this worker, or a write
     /// found it gone): create it before the next status write.
     pub(crate) object_missing: bool,
     pub(crate) last_error: Option<(Ec2Error, Timestamp)>,
-    /// When the status was last built and compared, and what would have made a write urgent
-    /// then (see `write_status`).
-    checked: Option<(Timestamp, UrgentInputs)>,
+    /// Writes failed in a row, and when to try again.
+    failures: u32,
+    retry_at: Option<Timestamp>,
 }
 
-/// What makes a status write urgent: cool-down records and addresses in use.
-type UrgentInputs = (
-    Vec<(std::net::Ipv4Addr, Timestamp)>,
-    Vec<std::net::Ipv4Addr>,
-);
+impl StatusState {
+    /// The written status lists `addr` as used: its annotation may be written (SPEC 5.3).
+    pub(crate) fn lists_used(&self, addr: std::net::Ipv4Addr) -> bool {
+        self.published
+            .as_ref()
+            .and_then(|p| p.pool.as_ref())
+            .is_some_and(|facts| facts.lists(addr))
+    }
+}
+
+/// First retry of a failed status write; doubles up to `status_min_interval`. Short, because
+/// annotations wait for it.
+const STATUS_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// This node's share of cluster-wide gauges, so they stay right as nodes change or go.
 #[derive(Default)]
@@ -171,48 +180,74 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
     }
 
-    fn build_status(&self, now: Timestamp) -> NodeAddressPoolStatus {
-        let mut status = NodeAddressPoolStatus::default();
-        let previous: BTreeMap<String, Condition> = self
-            .status
-            .written
-            .iter()
-            .flat_map(|s| s.conditions.iter())
-            .map(|c| (c.type_.clone(), c.clone()))
-            .collect();
-        let mut conditions = Vec::new();
+    /// What the status would say now, in typed form (cheap to compare, see `write_status`).
+    fn published_now(&self, now: Timestamp) -> Published {
+        let (stage, pool) = match &self.phase {
+            Phase::Ready(ready) => (Stage::Ready, Some(PoolFacts::of(ready, now))),
+            Phase::Parked { .. } => (Stage::Parked, None),
+            Phase::Init { .. } => (Stage::Init, None),
+        };
+        Published {
+            stage,
+            blocked: self.blocked,
+            subnet_held: self.subnet_held(now),
+            error_at: self.status.last_error.as_ref().map(|(_, at)| *at),
+            pool,
+        }
+    }
+
+    /// `self.published_now(now) == *published`, without building it.
+    fn still_published(&self, published: &Published, now: Timestamp) -> bool {
+        let stage_and_pool = match (&self.phase, &published.pool) {
+            (Phase::Ready(ready), Some(facts)) => {
+                published.stage == Stage::Ready && facts.same_as(ready, now)
+            }
+            (Phase::Parked { .. }, None) => published.stage == Stage::Parked,
+            (Phase::Init { .. }, None) => published.stage == Stage::Init,
+            _ => false,
+        };
+        stage_and_pool
+            && published.blocked == self.blocked
+            && published.error_at == self.status.last_error.as_ref().map(|(_, at)| *at)
+            && published.subnet_held == self.subnet_held(now)
+    }
+
+    fn subnet_held(&self, now: Timestamp) -> bool {
         match &self.phase {
-            Phase::Ready(ready) => {
-                let pool = &ready.pool;
-                let counts = pool.counts(now);
-                status.instance_id = Some(ready.instance.instance_id.clone());
-                status.instance_type = Some(ready.instance.instance_type.clone());
-                status.eni_id = Some(ready.instance.primary_eni.eni_id.clone());
-                status.subnet_id = Some(ready.subnet.subnet_id.clone());
-                status.subnet_cidr = Some(ready.subnet.cidr.to_string());
-                status.mode = Some(pool.mode().to_string());
-                status.capacity = Some(pool.capacity(now));
+            Phase::Ready(ready) => self.ctx.subnet_hold(&ready.subnet.subnet_id, now).is_some(),
+            _ => false,
+        }
+    }
+
+    fn build_status(&self, published: &Published, now: Timestamp) -> NodeAddressPoolStatus {
+        let mut status = NodeAddressPoolStatus::default();
+        let mut conditions = Vec::new();
+        let subnet_held = published.subnet_held;
+        match &published.pool {
+            Some(facts) => {
+                status.instance_id = Some(facts.instance_id.clone());
+                status.instance_type = Some(facts.instance_type.clone());
+                status.eni_id = Some(facts.eni_id.clone());
+                status.subnet_id = Some(facts.subnet_id.clone());
+                status.subnet_cidr = Some(net_text(facts.subnet_cidr));
+                status.mode = Some(facts.mode.to_string());
+                status.capacity = Some(facts.capacity);
                 status.counts = AddressCounts {
-                    used: counts.used,
-                    free: counts.free,
-                    cooling: counts.cooling,
-                    pending: counts.pending,
+                    used: facts.counts.used,
+                    free: facts.counts.free,
+                    cooling: facts.counts.cooling,
+                    pending: facts.counts.pending,
                 };
-                status.prefixes = pool.prefixes().iter().map(|p| p.to_string()).collect();
-                status.used_addresses = pool
-                    .used_addresses()
+                status.prefixes = facts.prefixes.iter().map(|p| net_text(*p)).collect();
+                status.used_addresses = facts.used.iter().map(|a| ip_text(*a)).collect();
+                status.cooldowns = facts
+                    .cooldowns
                     .iter()
-                    .map(|a| a.to_string())
-                    .collect();
-                status.cooldowns = pool
-                    .cooldowns(now)
-                    .into_iter()
                     .map(|(addr, until)| CooldownRecord {
-                        address: addr.to_string(),
-                        until: rfc3339(until),
+                        address: ip_text(*addr),
+                        until: rfc3339(*until),
                     })
                     .collect();
-                let subnet_held = self.ctx.subnet_hold(&ready.subnet.subnet_id, now).is_some();
                 conditions.push(condition(
                     "Ready",
                     !self.blocked && !subnet_held,
@@ -223,7 +258,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     } else {
                         "PoolReady"
                     },
-                    format!("{} mode, capacity {}", pool.mode(), pool.capacity(now)),
+                    format!("{} mode, capacity {}", facts.mode, facts.capacity),
                     now,
                 ));
                 conditions.push(condition(
@@ -234,7 +269,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     } else {
                         "AddressesAvailable"
                     },
-                    format!("subnet {}", ready.subnet.subnet_id),
+                    format!("subnet {}", facts.subnet_id),
                     now,
                 ));
                 conditions.push(condition(
@@ -245,8 +280,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     now,
                 ));
             }
-            Phase::Parked { .. } | Phase::Init { .. } => {
-                let parked = matches!(self.phase, Phase::Parked { .. });
+            None => {
+                let parked = published.stage == Stage::Parked;
                 conditions.push(condition(
                     "Ready",
                     false,
@@ -288,7 +323,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         ));
         // A condition keeps its transition time while its status does not change.
         for c in &mut conditions {
-            if let Some(old) = previous.get(&c.type_)
+            if let Some(old) = self.status.conditions.iter().find(|o| o.type_ == c.type_)
                 && old.status == c.status
             {
                 c.last_transition_time = old.last_transition_time.clone();
@@ -311,48 +346,44 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         status
     }
 
-    /// Writes the status when it changed: at once if the cool-down records changed or an address
-    /// came into use (a restart relies on both), else at most every `status_min_interval`.
-    /// Returns when a deferred write is due. The first write of a worker creates the
-    /// NodeAddressPool if needed (nodes that cannot be managed get one too, saying why).
+    /// Writes the status when it changed: at once if a pod holds an address it does not list
+    /// as used (the annotation waits for that write, see `assign_and_annotate`), else at most
+    /// every `status_min_interval`. Returns when a deferred write or a retry is due. The first
+    /// write of a worker creates the NodeAddressPool if needed (nodes that cannot be managed
+    /// get one too, saying why).
+    ///
+    /// New cool-down records are not urgent: an address released since the last write is
+    /// still listed there as used, and a new leader cools down every listed address no pod
+    /// holds from its own start, which ends no earlier than this leader's record would.
     pub(crate) async fn write_status(&mut self, now: Timestamp) -> Option<Timestamp> {
-        // Building the status is most of a reconcile pass: it is built again only when what is
-        // written at once (cool-down records, addresses in use) changed, or the interval passed.
-        let urgent_inputs = match &self.phase {
-            Phase::Ready(ready) => (ready.pool.cooldowns(now), ready.pool.used_addresses()),
-            _ => (Vec::new(), Vec::new()),
-        };
-        if let Some((at, seen)) = &self.status.checked {
-            let due = at.plus(self.ctx.settings.status_min_interval);
-            if *seen == urgent_inputs && due > now && !self.status.object_missing {
-                return Some(due);
-            }
-        }
-        self.status.checked = Some((now, urgent_inputs));
-        let status = self.build_status(now);
-        let (changed, urgent) = match &self.status.written {
-            None => (true, true),
-            Some(old) => (
-                old != &status,
-                old.cooldowns != status.cooldowns
-                    || status
-                        .used_addresses
-                        .iter()
-                        .any(|a| !old.used_addresses.contains(a)),
-            ),
-        };
-        if !changed {
+        // The common case, several times per pass: nothing the status shows has changed. It
+        // is decided on the typed record, without building (formatting) a status.
+        if !self.status.object_missing
+            && let Some(published) = &self.status.published
+            && self.still_published(published, now)
+        {
             return None;
         }
-        let due = self
-            .status
-            .written_at
-            .map(|at| at.plus(self.ctx.settings.status_min_interval))
-            .unwrap_or(now);
-        if !urgent && due > now {
+        if let Some(at) = self.status.retry_at.filter(|at| *at > now) {
+            return Some(at);
+        }
+        let urgent = self.status.object_missing
+            || match (&self.status.published, &self.phase) {
+                (None, _) => true,
+                (Some(published), Phase::Ready(ready)) => !published
+                    .pool
+                    .as_ref()
+                    .is_some_and(|facts| facts.lists_all_used(&ready.pool)),
+                (Some(_), _) => false,
+            };
+        let interval = self.ctx.settings.status_min_interval;
+        if !urgent
+            && let Some(due) = self.status.written_at.map(|at| at.plus(interval))
+            && due > now
+        {
             return Some(due);
         }
-        if self.status.object_missing || self.status.written.is_none() {
+        if self.status.object_missing || self.status.published.is_none() {
             match self
                 .ctx
                 .cluster
@@ -362,10 +393,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 Ok(_) => self.status.object_missing = false,
                 Err(err) => {
                     tracing::warn!(node = %self.node.name, error = %err, "could not create the NodeAddressPool");
-                    return Some(now.plus(self.ctx.settings.status_min_interval));
+                    return Some(self.status_failed(now));
                 }
             }
         }
+        let published = self.published_now(now);
+        let status = self.build_status(&published, now);
         match self
             .ctx
             .cluster
@@ -373,8 +406,11 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             .await
         {
             Ok(()) => {
-                self.status.written = Some(status);
+                self.status.published = Some(published);
+                self.status.conditions = status.conditions;
                 self.status.written_at = Some(now);
+                self.status.failures = 0;
+                self.status.retry_at = None;
                 None
             }
             Err(err) => {
@@ -382,9 +418,20 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 if matches!(err, crate::k8s::ClusterError::NotFound(_)) {
                     self.status.object_missing = true;
                 }
-                Some(now.plus(self.ctx.settings.status_min_interval))
+                Some(self.status_failed(now))
             }
         }
+    }
+
+    /// Schedules the retry of a failed write: 1 s, doubling, at most `status_min_interval`.
+    fn status_failed(&mut self, now: Timestamp) -> Timestamp {
+        let delay = STATUS_RETRY
+            .saturating_mul(1 << self.status.failures.min(6))
+            .min(self.ctx.settings.status_min_interval.max(STATUS_RETRY));
+        self.status.failures = self.status.failures.saturating_add(1);
+        let at = now.plus(delay);
+        self.status.retry_at = Some(at);
+        at
     }
 
     /// Per-node series and this node's share of the cluster-wide gauges.
@@ -422,7 +469,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 (
                     state,
                     self.count_needing_address() as i64,
-                    pool.duplicates().len() as i64,
+                    pool.duplicate_count() as i64,
                 )
             }
             Phase::Parked { state } => (*state, self.count_needing_address() as i64, 0),

@@ -275,20 +275,22 @@ impl NodePool {
     }
 
     fn pick_in_prefixes(&self, now: Timestamp) -> Option<Assignment> {
-        let fullest = self
+        // Counting first (a range scan per /28) and looking at addresses only in the one /28
+        // chosen: this runs for every waiting pod on every pass.
+        let (_, net) = self
             .prefixes
             .iter()
             .filter_map(|&net| {
-                let free: Vec<Ipv4Addr> = prefix_addrs(net)
-                    .filter(|&a| self.addr_state(a, now) == AddrState::Free)
-                    .collect();
-                free.first().map(|&first| (free.len(), net, first))
+                let free = self.tally_prefix(net, now).free;
+                (free > 0).then_some((free, net))
             })
-            .min();
-        fullest.map(|(_, _, addr)| Assignment {
-            addr,
-            kind: AddressKind::Prefix,
-        })
+            .min()?;
+        prefix_addrs(net)
+            .find(|&a| self.addr_state(a, now) == AddrState::Free)
+            .map(|addr| Assignment {
+                addr,
+                kind: AddressKind::Prefix,
+            })
     }
 
     /// Records that an existing annotation gives `addr` to `uid` (restart rebuild). The
@@ -398,6 +400,16 @@ impl NodePool {
         self.holders.keys().copied().collect()
     }
 
+    /// Addresses pods hold, in address order, without copying them.
+    pub fn used_iter(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.holders.keys().copied()
+    }
+
+    /// How many addresses more than one live pod names (a gauge, set on every pass).
+    pub fn duplicate_count(&self) -> usize {
+        self.holders.values().filter(|s| s.len() > 1).count()
+    }
+
     /// Addresses named by more than one live pod.
     pub fn duplicates(&self) -> Vec<Ipv4Addr> {
         self.holders
@@ -417,11 +429,23 @@ impl NodePool {
 
     /// Cool-down records still running, for the NodeAddressPool status.
     pub fn cooldowns(&self, now: Timestamp) -> Vec<(Ipv4Addr, Timestamp)> {
+        self.cooldowns_iter(now).collect()
+    }
+
+    /// [`NodePool::cooldowns`] without copying them.
+    pub fn cooldowns_iter(
+        &self,
+        now: Timestamp,
+    ) -> impl Iterator<Item = (Ipv4Addr, Timestamp)> + '_ {
         self.cooling
             .iter()
-            .filter(|(_, until)| **until > now)
+            .filter(move |(_, until)| **until > now)
             .map(|(a, u)| (*a, *u))
-            .collect()
+    }
+
+    /// /28 prefixes on the ENI, in address order, without copying them.
+    pub fn prefixes_iter(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
+        self.prefixes.iter().copied()
     }
 
     /// The address is on the ENI as we know it (a secondary IP or inside a /28).
@@ -470,12 +494,50 @@ impl NodePool {
         t
     }
 
+    /// The states of a /28's 16 addresses. Asked several times per pass for every /28 (counts,
+    /// plan, capacity, packing), so it reads the used and cooling addresses inside the /28 (two
+    /// range scans of sorted maps) rather than looking up all 16 addresses.
     pub(crate) fn tally_prefix(&self, net: Ipv4Net, now: Timestamp) -> Tally {
+        if self.release_overlaps(net) {
+            // Rare (only while an Unassign is in flight): address by address.
+            return self.tally_prefix_each(net, now);
+        }
+        let range = net.network()..=net.broadcast();
+        let used = self.holders.range(range.clone()).count();
+        let cooling = self
+            .cooling
+            .range(range)
+            .filter(|(addr, until)| **until > now && !self.holders.contains_key(addr))
+            .count();
+        let used = u32::try_from(used).unwrap_or(ADDRESSES_PER_PREFIX);
+        let cooling = u32::try_from(cooling).unwrap_or(ADDRESSES_PER_PREFIX);
+        Tally {
+            used,
+            cooling,
+            releasing: 0,
+            free: ADDRESSES_PER_PREFIX.saturating_sub(used + cooling),
+        }
+    }
+
+    /// [`NodePool::tally_prefix`] by looking at each address: the definition the fast path
+    /// must agree with.
+    pub(crate) fn tally_prefix_each(&self, net: Ipv4Net, now: Timestamp) -> Tally {
         let mut t = Tally::default();
         for a in prefix_addrs(net) {
             t.add(self.addr_state(a, now));
         }
         t
+    }
+
+    /// The release call in flight may cover addresses of `net`.
+    fn release_overlaps(&self, net: Ipv4Net) -> bool {
+        match &self.in_flight {
+            Some((Action::ReleaseIps(ips), _)) => ips.iter().any(|a| net.contains(a)),
+            Some((Action::ReleasePrefixes(nets), _)) => nets
+                .iter()
+                .any(|n| n.contains(&net.network()) || net.contains(&n.network())),
+            _ => false,
+        }
     }
 
     /// Addresses the call in flight is adding.
