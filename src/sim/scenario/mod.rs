@@ -246,4 +246,6 @@ pub fn run(
 }
 
 #[cfg(test)]
+mod ordering_tests;
+#[cfg(test)]
 mod tests;
