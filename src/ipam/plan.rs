@@ -159,8 +159,7 @@ impl NodePool {
         let mut cooling = 0;
         let mut partial = 0;
         let mut free_in_partial = 0;
-        for &net in &self.prefixes {
-            let t = self.tally_prefix(net, now);
+        for (_, t) in self.prefix_tallies(now) {
             used += t.used;
             cooling += t.cooling;
             if t.busy() {
@@ -217,8 +216,7 @@ impl NodePool {
     /// meanwhile: the hold is short, and afterwards the free secondary IPs are leftovers.
     fn plan_fallback(&self, now: Timestamp) -> Action {
         let mut t = self.tally_ips(now);
-        for &net in &self.prefixes {
-            let p = self.tally_prefix(net, now);
+        for (_, p) in self.prefix_tallies(now) {
             t.used += p.used;
             t.cooling += p.cooling;
             t.free += p.free;
@@ -250,10 +248,9 @@ impl NodePool {
 
     /// /28s without a used or cooling address, in address order.
     fn idle_prefixes(&self, now: Timestamp) -> Vec<Ipv4Net> {
-        self.prefixes
-            .iter()
-            .copied()
-            .filter(|&net| !self.tally_prefix(net, now).busy())
+        self.prefix_tallies(now)
+            .filter(|(_, t)| !t.busy())
+            .map(|(net, _)| net)
             .collect()
     }
 }

@@ -275,15 +275,12 @@ impl NodePool {
     }
 
     fn pick_in_prefixes(&self, now: Timestamp) -> Option<Assignment> {
-        // Counting first (a range scan per /28) and looking at addresses only in the one /28
+        // Counting first (one walk over the /28s) and looking at addresses only in the one /28
         // chosen: this runs for every waiting pod on every pass.
         let (_, net) = self
-            .prefixes
-            .iter()
-            .filter_map(|&net| {
-                let free = self.tally_prefix(net, now).free;
-                (free > 0).then_some((free, net))
-            })
+            .prefix_tallies(now)
+            .filter(|(_, t)| t.free > 0)
+            .map(|(net, t)| (t.free, net))
             .min()?;
         prefix_addrs(net)
             .find(|&a| self.addr_state(a, now) == AddrState::Free)
@@ -494,34 +491,41 @@ impl NodePool {
         t
     }
 
-    /// The states of a /28's 16 addresses. Asked several times per pass for every /28 (counts,
-    /// plan, capacity, packing), so it reads the used and cooling addresses inside the /28 (two
-    /// range scans of sorted maps) rather than looking up all 16 addresses.
-    pub(crate) fn tally_prefix(&self, net: Ipv4Net, now: Timestamp) -> Tally {
-        if self.release_overlaps(net) {
-            // Rare (only while an Unassign is in flight): address by address.
-            return self.tally_prefix_each(net, now);
-        }
-        let range = net.network()..=net.broadcast();
-        let used = self.holders.range(range.clone()).count();
-        let cooling = self
+    /// The tally of every /28, in address order. Asked several times per pass (counts, plan,
+    /// capacity, packing), so it walks the sorted used and cooling addresses once alongside the
+    /// sorted /28s (O(/28s + used + cooling)) rather than looking up all 16 addresses of each.
+    pub(crate) fn prefix_tallies(
+        &self,
+        now: Timestamp,
+    ) -> impl Iterator<Item = (Ipv4Net, Tally)> + '_ {
+        let mut used = self.holders.keys().copied().peekable();
+        let mut cooling = self
             .cooling
-            .range(range)
-            .filter(|(addr, until)| **until > now && !self.holders.contains_key(addr))
-            .count();
-        let used = u32::try_from(used).unwrap_or(ADDRESSES_PER_PREFIX);
-        let cooling = u32::try_from(cooling).unwrap_or(ADDRESSES_PER_PREFIX);
-        Tally {
-            used,
-            cooling,
-            releasing: 0,
-            free: ADDRESSES_PER_PREFIX.saturating_sub(used + cooling),
-        }
+            .iter()
+            .filter(move |(addr, until)| **until > now && !self.holders.contains_key(addr))
+            .map(|(addr, _)| *addr)
+            .peekable();
+        self.prefixes.iter().map(move |&net| {
+            let (first, last) = (net.network(), net.broadcast());
+            let used = count_within(&mut used, first, last);
+            let cooling = count_within(&mut cooling, first, last);
+            if self.release_overlaps(net) {
+                // Rare (only while an Unassign is in flight): address by address.
+                return (net, self.tally_prefix(net, now));
+            }
+            let tally = Tally {
+                used,
+                cooling,
+                releasing: 0,
+                free: ADDRESSES_PER_PREFIX.saturating_sub(used + cooling),
+            };
+            (net, tally)
+        })
     }
 
-    /// [`NodePool::tally_prefix`] by looking at each address: the definition the fast path
-    /// must agree with.
-    pub(crate) fn tally_prefix_each(&self, net: Ipv4Net, now: Timestamp) -> Tally {
+    /// The states of a /28's 16 addresses, looked at one by one: the definition
+    /// [`NodePool::prefix_tallies`] agrees with.
+    pub(crate) fn tally_prefix(&self, net: Ipv4Net, now: Timestamp) -> Tally {
         let mut t = Tally::default();
         for a in prefix_addrs(net) {
             t.add(self.addr_state(a, now));
@@ -552,8 +556,7 @@ impl NodePool {
     pub fn counts(&self, now: Timestamp) -> PoolCounts {
         let ips = self.tally_ips(now);
         let mut pfx = Tally::default();
-        for &net in &self.prefixes {
-            let t = self.tally_prefix(net, now);
+        for (_, t) in self.prefix_tallies(now) {
             pfx.used += t.used;
             pfx.cooling += t.cooling;
             pfx.free += t.free;
@@ -576,11 +579,7 @@ impl NodePool {
     pub fn capacity(&self, now: Timestamp) -> u32 {
         let mode = self.mode();
         let other_held = match mode {
-            Mode::Secondary => self
-                .prefixes
-                .iter()
-                .filter(|&&n| self.tally_prefix(n, now).busy())
-                .count(),
+            Mode::Secondary => self.prefix_tallies(now).filter(|(_, t)| t.busy()).count(),
             Mode::Prefix => self
                 .ips
                 .iter()
@@ -604,6 +603,21 @@ impl NodePool {
         let taken = self.ips.len() + self.prefixes.len();
         capacity::pod_slots(&self.limits).saturating_sub(u32::try_from(taken).unwrap_or(u32::MAX))
     }
+}
+
+/// How many of the next addresses of a sorted iterator fall in `first..=last`, skipping those
+/// before `first` (the walk of [`NodePool::prefix_tallies`]).
+fn count_within(
+    addrs: &mut std::iter::Peekable<impl Iterator<Item = Ipv4Addr>>,
+    first: Ipv4Addr,
+    last: Ipv4Addr,
+) -> u32 {
+    while addrs.next_if(|a| *a < first).is_some() {}
+    let mut n = 0;
+    while addrs.next_if(|a| *a <= last).is_some() {
+        n += 1;
+    }
+    n
 }
 
 /// All 16 addresses of a /28 (network and broadcast included: EC2 routes all of them).

@@ -428,3 +428,48 @@ fn describe_in_flight_is_cleared_by_its_answer_only() {
     assert!(matches!(pool.in_flight(), Some((Action::AssignIps(2), t)) if t == secs(0)));
     let _: Timestamp = secs(0);
 }
+
+#[test]
+fn prefix_tallies_walk_agrees_with_each_address() {
+    let snap = EniSnapshot {
+        eni_id: "eni-1".into(),
+        subnet_id: "subnet-1".into(),
+        primary_ip: PRIMARY,
+        secondary_ips: vec![ip(40)],
+        prefixes: vec![
+            net("10.0.0.16/28"),
+            net("10.0.0.48/28"),
+            net("10.0.0.80/28"),
+        ],
+    };
+    let cfg = config(&[(KEY_PREFIX_DELEGATION, "true")]);
+    let mut pool = NodePool::new(limits(10, true), cfg, &snap);
+    let now = secs(100);
+    // Used in the first and third /28s and the secondary IP between them; cooling (one
+    // expired, one also named by a pod's annotation) in the first and second.
+    for (n, last) in [(1, 17), (2, 31), (3, 40), (4, 80), (5, 95)] {
+        pool.adopt(&uid(n), ip(last), now);
+    }
+    pool.restore_cooldown(ip(16), secs(130));
+    pool.restore_cooldown(ip(17), secs(130));
+    pool.restore_cooldown(ip(50), secs(130));
+    pool.restore_cooldown(ip(51), secs(90));
+    let walked: Vec<_> = pool.prefix_tallies(now).collect();
+    let each: Vec<_> = pool
+        .prefixes()
+        .into_iter()
+        .map(|n| (n, pool.tally_prefix(n, now)))
+        .collect();
+    assert_eq!(walked, each);
+    let t: Vec<(u32, u32, u32)> = walked
+        .iter()
+        .map(|(_, t)| (t.used, t.cooling, t.free))
+        .collect();
+    assert_eq!(t, vec![(2, 1, 13), (0, 1, 15), (2, 0, 14)]);
+    // While the second /28 is being released, its idle addresses are not free.
+    pool.begin(&Action::ReleasePrefixes(vec![net("10.0.0.48/28")]), now);
+    let walked: Vec<_> = pool.prefix_tallies(now).collect();
+    assert_eq!(walked[1].1, pool.tally_prefix(net("10.0.0.48/28"), now));
+    assert_eq!((walked[1].1.releasing, walked[1].1.free), (15, 0));
+    assert_eq!(walked[2].1.free, 14);
+}

@@ -74,7 +74,10 @@ fn annotations_wait_for_a_status_that_lists_their_address() {
         for i in 0..3 {
             world.cluster.bind_pod(NS, &format!("first-{i}"), &node);
         }
-        assert_eq!(run_checking(&world, &node, Duration::from_secs(10)).await, 3);
+        assert_eq!(
+            run_checking(&world, &node, Duration::from_secs(10)).await,
+            3
+        );
 
         // The apiserver refuses the next five status writes: the new pods' addresses are
         // chosen, but their annotations wait for a status that lists them.
@@ -90,7 +93,10 @@ fn annotations_wait_for_a_status_that_lists_their_address() {
         assert_eq!(run_checking(&world, &node, Duration::from_secs(3)).await, 3);
         // Retried after 1 s, 2 s, 4 s, 8 s, then 10 s (the status interval): the sixth write
         // lands, then the annotations.
-        assert_eq!(run_checking(&world, &node, Duration::from_secs(30)).await, 5);
+        assert_eq!(
+            run_checking(&world, &node, Duration::from_secs(30)).await,
+            5
+        );
         let writes = world.cluster.request_counts().pool_status - writes_before;
         assert!(
             (6..=8).contains(&writes),
