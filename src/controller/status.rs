@@ -2,12 +2,11 @@
 //! (coalesced, but at once when an address comes into use: its annotation waits for a status
 //! that lists it, since a restart depends on that), and the node's metrics.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff;
 
-use super::published::{PoolFacts, Published, Stage, ip_text, net_text};
+use super::published::{PoolFacts, Published, Stage, render, restore_conditions};
 use super::worker::{NodeWorker, Phase};
-use crate::crd::{AddressCounts, CooldownRecord, Ec2ErrorRecord, NodeAddressPoolStatus};
+use crate::crd::NodeAddressPoolStatus;
 use crate::ec2::{Ec2Backend, Ec2Error};
 use crate::ipam::{Mode, Timestamp};
 use crate::k8s::Cluster;
@@ -30,8 +29,9 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<Timestamp> {
 pub(crate) struct StatusState {
     /// What the last successful write said (`None`: nothing written by this worker yet).
     published: Option<Published>,
-    /// The conditions last written (their transition times are kept while they hold).
-    conditions: Vec<Condition>,
+    /// The status last written: its texts are reused for what did not change, and its
+    /// conditions' transition times are kept while they hold.
+    written: Option<NodeAddressPoolStatus>,
     written_at: Option<Timestamp>,
     /// The NodeAddressPool is not known to exist (never created by this worker, or a write
     /// found it gone): create it before the next status write.
@@ -94,19 +94,6 @@ impl NodeGauges {
         self.waiting = 0;
         self.duplicates = 0;
         self.last = None;
-    }
-}
-
-fn condition(type_: &str, ok: bool, reason: &str, message: String, now: Timestamp) -> Condition {
-    Condition {
-        type_: type_.to_string(),
-        status: if ok { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
-        message,
-        last_transition_time: Time(
-            jiff::Timestamp::from_millisecond(now.as_millis() as i64).unwrap_or_default(),
-        ),
-        observed_generation: None,
     }
 }
 
@@ -219,133 +206,6 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
     }
 
-    fn build_status(&self, published: &Published, now: Timestamp) -> NodeAddressPoolStatus {
-        let mut status = NodeAddressPoolStatus::default();
-        let mut conditions = Vec::new();
-        let subnet_held = published.subnet_held;
-        match &published.pool {
-            Some(facts) => {
-                status.instance_id = Some(facts.instance_id.clone());
-                status.instance_type = Some(facts.instance_type.clone());
-                status.eni_id = Some(facts.eni_id.clone());
-                status.subnet_id = Some(facts.subnet_id.clone());
-                status.subnet_cidr = Some(net_text(facts.subnet_cidr));
-                status.mode = Some(facts.mode.to_string());
-                status.capacity = Some(facts.capacity);
-                status.counts = AddressCounts {
-                    used: facts.counts.used,
-                    free: facts.counts.free,
-                    cooling: facts.counts.cooling,
-                    pending: facts.counts.pending,
-                };
-                status.prefixes = facts.prefixes.iter().map(|p| net_text(*p)).collect();
-                status.used_addresses = facts.used.iter().map(|a| ip_text(*a)).collect();
-                status.cooldowns = facts
-                    .cooldowns
-                    .iter()
-                    .map(|(addr, until)| CooldownRecord {
-                        address: ip_text(*addr),
-                        until: rfc3339(*until),
-                    })
-                    .collect();
-                conditions.push(condition(
-                    "Ready",
-                    !self.blocked && !subnet_held,
-                    if self.blocked {
-                        "Blocked"
-                    } else if subnet_held {
-                        "SubnetExhausted"
-                    } else {
-                        "PoolReady"
-                    },
-                    format!("{} mode, capacity {}", facts.mode, facts.capacity),
-                    now,
-                ));
-                conditions.push(condition(
-                    "SubnetExhausted",
-                    subnet_held,
-                    if subnet_held {
-                        "InsufficientFreeAddressesInSubnet"
-                    } else {
-                        "AddressesAvailable"
-                    },
-                    format!("subnet {}", facts.subnet_id),
-                    now,
-                ));
-                conditions.push(condition(
-                    "Unsupported",
-                    false,
-                    "Supported",
-                    String::new(),
-                    now,
-                ));
-            }
-            None => {
-                let parked = published.stage == Stage::Parked;
-                conditions.push(condition(
-                    "Ready",
-                    false,
-                    if parked {
-                        "Unsupported"
-                    } else {
-                        "Initializing"
-                    },
-                    "see the node's Events".to_string(),
-                    now,
-                ));
-                conditions.push(condition(
-                    "Unsupported",
-                    parked,
-                    if parked {
-                        "NotManageable"
-                    } else {
-                        "Initializing"
-                    },
-                    "see the node's Events".to_string(),
-                    now,
-                ));
-            }
-        }
-        conditions.push(condition(
-            "Blocked",
-            self.blocked,
-            if self.blocked {
-                "ForeignIPAMEnabled"
-            } else {
-                "NotBlocked"
-            },
-            if self.blocked {
-                "kube-system/amazon-vpc-cni has enable-windows-ipam: \"true\"".to_string()
-            } else {
-                String::new()
-            },
-            now,
-        ));
-        // A condition keeps its transition time while its status does not change.
-        for c in &mut conditions {
-            if let Some(old) = self.status.conditions.iter().find(|o| o.type_ == c.type_)
-                && old.status == c.status
-            {
-                c.last_transition_time = old.last_transition_time.clone();
-            }
-        }
-        status.conditions = conditions;
-        status.last_ec2_error = self
-            .status
-            .last_error
-            .as_ref()
-            .map(|(e, at)| Ec2ErrorRecord {
-                operation: e.class.label().to_string(),
-                code: e
-                    .code
-                    .clone()
-                    .unwrap_or_else(|| e.class.label().to_string()),
-                message: e.message.clone(),
-                time: rfc3339(*at),
-            });
-        status
-    }
-
     /// Writes the status when it changed: at once if a pod holds an address it does not list
     /// as used (the annotation waits for that write, see `assign_and_annotate`), else at most
     /// every `status_min_interval`. Returns when a deferred write or a retry is due. The first
@@ -398,7 +258,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             }
         }
         let published = self.published_now(now);
-        let status = self.build_status(&published, now);
+        let previous = (self.status.published.as_ref()).zip(self.status.written.as_mut());
+        let status = render(&published, previous, self.status.last_error.as_ref(), now);
         match self
             .ctx
             .cluster
@@ -407,13 +268,17 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         {
             Ok(()) => {
                 self.status.published = Some(published);
-                self.status.conditions = status.conditions;
+                self.status.written = Some(status);
                 self.status.written_at = Some(now);
                 self.status.failures = 0;
                 self.status.retry_at = None;
                 None
             }
             Err(err) => {
+                let written = (self.status.published.as_ref()).zip(self.status.written.as_mut());
+                if let Some(written) = written {
+                    restore_conditions(written, &published, status);
+                }
                 tracing::warn!(node = %self.node.name, error = %err, "writing NodeAddressPool status failed");
                 if matches!(err, crate::k8s::ClusterError::NotFound(_)) {
                     self.status.object_missing = true;

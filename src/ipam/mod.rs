@@ -17,6 +17,7 @@ pub mod config;
 pub mod plan;
 pub mod pool;
 pub mod pool_ec2;
+pub mod tally;
 pub mod types;
 
 #[cfg(test)]
@@ -32,6 +33,7 @@ pub use annotation::parse_annotation;
 pub use capacity::{LimitsSource, PodCapacity, ResolvedLimits};
 pub use config::{Config, ConfigError, ParsedConfig, Targets};
 pub use plan::Action;
-pub use pool::{AddressKind, AdoptOutcome, AssignOutcome, Assignment, NodePool, PoolCounts};
+pub use pool::{AddressKind, AdoptOutcome, AssignOutcome, Assignment, NodePool};
 pub use pool_ec2::{DescribeOutcome, Ec2Addresses, FailureEffect, LostAddress};
+pub use tally::PoolCounts;
 pub use types::*;

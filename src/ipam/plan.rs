@@ -7,7 +7,8 @@ use ipnet::Ipv4Net;
 
 use super::capacity::ADDRESSES_PER_PREFIX;
 use super::config::Targets;
-use super::pool::{AddrState, NodePool};
+use super::pool::NodePool;
+use super::tally::AddrState;
 use super::types::{Mode, Timestamp};
 
 /// One EC2 call on the node's primary ENI, or nothing.
