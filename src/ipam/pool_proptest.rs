@@ -351,6 +351,7 @@ impl World {
             .map(|net| (net, pool.tally_prefix(net, now)))
             .collect();
         assert_eq!(walked, each);
+        assert_eq!(pool.duplicate_count(), pool.duplicates().len());
         // Capacity: what the current mode uses never exceeds it (outside the /32 fallback,
         // whose secondary IPs count against prefix capacity by design).
         // (Checked while the pool's view fits the ENI: a human edit inside the describe grace

@@ -473,3 +473,33 @@ fn prefix_tallies_walk_agrees_with_each_address() {
     assert_eq!((walked[1].1.releasing, walked[1].1.free), (15, 0));
     assert_eq!(walked[2].1.free, 14);
 }
+
+#[test]
+fn shared_addresses_count_once_in_tallies_and_once_as_duplicates() {
+    let snap = EniSnapshot {
+        eni_id: "eni-1".into(),
+        subnet_id: "subnet-1".into(),
+        primary_ip: PRIMARY,
+        secondary_ips: vec![],
+        prefixes: vec![net("10.0.0.16/28")],
+    };
+    let cfg = config(&[(KEY_PREFIX_DELEGATION, "true")]);
+    let mut pool = NodePool::new(limits(10, true), cfg, &snap);
+    let now = secs(0);
+    let used = |pool: &NodePool| pool.prefix_tallies(now).map(|(_, t)| t.used).sum::<u32>();
+    for n in 1..=3 {
+        pool.adopt(&uid(n), ip(20), now);
+    }
+    assert_eq!((used(&pool), pool.duplicate_count()), (1, 1));
+    pool.release(&uid(1), now);
+    pool.release(&uid(2), now);
+    assert_eq!((used(&pool), pool.duplicate_count()), (1, 0));
+    pool.release(&uid(3), now);
+    assert_eq!((used(&pool), pool.duplicate_count()), (0, 0));
+    assert!(pool.used_per_block.is_empty());
+    // Adopting another address moves the pod's count.
+    pool.adopt(&uid(4), ip(21), now);
+    pool.adopt(&uid(4), ip(40), now);
+    assert_eq!(used(&pool), 0);
+    assert_eq!(pool.used_per_block.values().sum::<u32>(), 1);
+}

@@ -89,13 +89,13 @@ impl NodePool {
     }
 
     /// The tally of every /28, in address order. Asked several times per pass (counts, plan,
-    /// capacity, packing), so it walks the sorted used and cooling addresses once alongside the
-    /// sorted /28s (O(/28s + used + cooling)) rather than looking up all 16 addresses of each.
+    /// capacity, packing), so it reads the used count of each /28 from the pool's per-block
+    /// counts and walks the few cooling addresses once alongside the sorted /28s, rather than
+    /// looking up all 16 addresses of each.
     pub(crate) fn prefix_tallies(
         &self,
         now: Timestamp,
     ) -> impl Iterator<Item = (Ipv4Net, Tally)> + '_ {
-        let mut used = self.holders.keys().copied().peekable();
         let mut cooling = self
             .cooling
             .iter()
@@ -104,12 +104,12 @@ impl NodePool {
             .peekable();
         self.prefixes.iter().map(move |&net| {
             let (first, last) = (net.network(), net.broadcast());
-            let used = count_within(&mut used, first, last);
             let cooling = count_within(&mut cooling, first, last);
             if self.release_overlaps(net) {
                 // Rare (only while an Unassign is in flight): address by address.
                 return (net, self.tally_prefix(net, now));
             }
+            let used = self.used_per_block.get(&first).copied().unwrap_or(0);
             let tally = Tally {
                 used,
                 cooling,
