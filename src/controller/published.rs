@@ -92,14 +92,24 @@ impl PoolFacts {
         self.used.binary_search(&addr).is_ok()
     }
 
-    /// Every address a pod of `pool` holds is listed as used (both sides are sorted).
+    /// Every address a pod of `pool` holds is listed as used.
     pub(crate) fn lists_all_used(&self, pool: &NodePool) -> bool {
-        let mut listed = self.used.iter().copied().peekable();
-        pool.used_iter().all(|addr| {
-            while listed.next_if(|l| *l < addr).is_some() {}
-            listed.next_if_eq(&addr).is_some()
-        })
+        is_subset(pool.used_iter(), &self.used)
     }
+
+    /// Every cool-down record of `pool` running at `now` is listed (expired ones may be).
+    pub(crate) fn lists_all_cooling(&self, pool: &NodePool, now: Timestamp) -> bool {
+        is_subset(pool.cooldowns_iter(now), &self.cooldowns)
+    }
+}
+
+/// Every item of `items` is in `listed` (both sorted).
+fn is_subset<T: Ord + Copy>(items: impl Iterator<Item = T>, listed: &[T]) -> bool {
+    let mut listed = listed.iter().copied().peekable();
+    items.into_iter().all(|item| {
+        while listed.next_if(|l| *l < item).is_some() {}
+        listed.next_if_eq(&item).is_some()
+    })
 }
 
 /// The status saying `new`. `previous` is the last status written and its record: the texts
@@ -520,5 +530,17 @@ mod tests {
         assert!(!written.lists_all_used(&pool), "10.0.0.18 is not listed");
         assert!(written.lists("10.0.0.16".parse().unwrap()));
         assert!(!written.lists("10.0.0.18".parse().unwrap()));
+
+        // Cool-down records: a new one is missing until listed; an expired one need not be.
+        let mut written = written;
+        assert!(written.lists_all_cooling(&pool, now));
+        pool.release(&PodUid("a".into()), now);
+        let records = pool.cooldowns(now);
+        assert_eq!(records.len(), 1);
+        assert!(!written.lists_all_cooling(&pool, now));
+        written.cooldowns = records.clone();
+        assert!(written.lists_all_cooling(&pool, now));
+        let later = Timestamp(records[0].1.0 + 1);
+        assert!(facts(&[]).lists_all_cooling(&pool, later));
     }
 }

@@ -1,6 +1,7 @@
 //! What a worker publishes: the extended resource on the Node, the NodeAddressPool status
-//! (coalesced, but at once when an address comes into use: its annotation waits for a status
-//! that lists it, since a restart depends on that), and the node's metrics.
+//! (coalesced, but at once when an address comes into use, since its annotation waits for a
+//! status that lists it, or a cool-down record is new: a restart depends on both), and the
+//! node's metrics.
 
 use k8s_openapi::jiff;
 
@@ -207,14 +208,11 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     }
 
     /// Writes the status when it changed: at once if a pod holds an address it does not list
-    /// as used (the annotation waits for that write, see `assign_and_annotate`), else at most
-    /// every `status_min_interval`. Returns when a deferred write or a retry is due. The first
-    /// write of a worker creates the NodeAddressPool if needed (nodes that cannot be managed
-    /// get one too, saying why).
-    ///
-    /// New cool-down records are not urgent: an address released since the last write is
-    /// still listed there as used, and a new leader cools down every listed address no pod
-    /// holds from its own start, which ends no earlier than this leader's record would.
+    /// as used (the annotation waits for that write, see `assign_and_annotate`) or a cool-down
+    /// record is missing from it (SPEC 5.3), else (counts, expired records, conditions) at
+    /// most every `status_min_interval`. Returns when a deferred write or a retry is due. The
+    /// first write of a worker creates the NodeAddressPool if needed (nodes that cannot be
+    /// managed get one too, saying why).
     pub(crate) async fn write_status(&mut self, now: Timestamp) -> Option<Timestamp> {
         // The common case, several times per pass: nothing the status shows has changed. It
         // is decided on the typed record, without building (formatting) a status.
@@ -230,10 +228,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         let urgent = self.status.object_missing
             || match (&self.status.published, &self.phase) {
                 (None, _) => true,
-                (Some(published), Phase::Ready(ready)) => !published
-                    .pool
-                    .as_ref()
-                    .is_some_and(|facts| facts.lists_all_used(&ready.pool)),
+                (Some(published), Phase::Ready(ready)) => {
+                    !published.pool.as_ref().is_some_and(|facts| {
+                        facts.lists_all_used(&ready.pool)
+                            && facts.lists_all_cooling(&ready.pool, now)
+                    })
+                }
                 (Some(_), _) => false,
             };
         let interval = self.ctx.settings.status_min_interval;
