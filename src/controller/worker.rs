@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use super::context::Ctx;
 use super::ec2_ops::Ec2Done;
 use crate::ec2::Ec2Backend;
-use crate::ipam::{Config, InstanceInfo, NodePool, SubnetInfo, Timestamp};
+use crate::ipam::{Config, InstanceInfo, NodePool, PodUid, SubnetInfo, Timestamp};
 use crate::k8s::{Cluster, NodeView, PodView};
 
 enum Woke {
@@ -34,14 +34,15 @@ async fn wait_for(
 }
 
 /// What the dispatcher tells a worker. Large payloads are boxed: every worker's channel keeps a
-/// block of 32 messages allocated, which for thousands of nodes adds up.
+/// block of 32 messages allocated, which for thousands of nodes adds up. Pod views are shared
+/// with the dispatcher's index, which keeps the same view.
 #[derive(Debug)]
 pub(crate) enum NodeMsg {
     Node(Box<NodeView>),
-    PodApplied(Box<PodView>),
-    PodDeleted(String),
+    PodApplied(Arc<PodView>),
+    PodDeleted(PodUid),
     /// The complete set of the node's bound pods (after a relist).
-    PodsResynced(Vec<PodView>),
+    PodsResynced(Vec<Arc<PodView>>),
     Config(Arc<Config>),
     Blocked(bool),
     /// The periodic re-describe of the instance (SPEC 6.4).
@@ -87,11 +88,12 @@ pub(crate) struct ReadyNode {
 
 /// What the worker remembers of a pod beyond its view.
 pub(crate) struct PodEntry {
-    pub(crate) view: PodView,
+    /// Shared with the dispatcher's index while the two agree (one copy per pod).
+    pub(crate) view: Arc<PodView>,
     /// When the worker first saw it bound (start of time-to-IP).
     pub(crate) seen: Timestamp,
     /// The annotation value we wrote, kept across stale watch views.
-    pub(crate) written: Option<String>,
+    pub(crate) written: Option<Box<str>>,
     pub(crate) pending_reported: bool,
     pub(crate) annotation_reported: bool,
     /// An address we adopted from its annotation (so a changed view is noticed).
@@ -101,7 +103,7 @@ pub(crate) struct PodEntry {
 pub(crate) struct NodeWorker<C, B: Ec2Backend> {
     pub(crate) ctx: Arc<Ctx<C, B>>,
     pub(crate) node: NodeView,
-    pub(crate) pods: BTreeMap<String, PodEntry>,
+    pub(crate) pods: BTreeMap<PodUid, PodEntry>,
     pub(crate) phase: Phase,
     pub(crate) config: Arc<Config>,
     pub(crate) blocked: bool,
@@ -121,7 +123,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     pub(crate) fn spawn(
         ctx: Arc<Ctx<C, B>>,
         node: NodeView,
-        pods: Vec<PodView>,
+        pods: Vec<Arc<PodView>>,
         config: Arc<Config>,
         blocked: bool,
         restored: Restored,
@@ -172,7 +174,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 }
             }
             let initialising = matches!(self.phase, Phase::Init { .. });
-            let wake = self.step().await;
+            // Boxed, like the EC2 answer and the finish below: the state of a pass (every await
+            // in it) would otherwise be part of each idle worker's task, thousands of them.
+            let wake = Box::pin(self.step()).await;
             if initialising && matches!(self.phase, Phase::Ready(_)) {
                 // Just initialised: take in what arrived meanwhile, then reconcile.
                 continue;
@@ -190,7 +194,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             };
             match woke {
                 Woke::Ec2(done) => match done {
-                    Ok(done) => self.apply_ec2(done).await,
+                    Ok(done) => Box::pin(self.apply_ec2(done)).await,
                     Err(err) => {
                         tracing::error!(node = %self.node.name, error = %err, "EC2 call task failed")
                     }
@@ -207,7 +211,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 Woke::Timer => self.ec2_task = task,
             }
         }
-        self.finish().await;
+        Box::pin(self.finish()).await;
     }
 
     /// On the way out: an EC2 call in flight is allowed to finish so its outcome is not lost
@@ -251,12 +255,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     };
                 }
             }
-            NodeMsg::PodApplied(view) => self.pod_applied(*view, now),
+            NodeMsg::PodApplied(view) => self.pod_applied(view, now),
             NodeMsg::PodDeleted(uid) => self.pod_deleted(&uid, now),
             NodeMsg::PodsResynced(views) => {
-                let keep: std::collections::BTreeSet<String> =
-                    views.iter().map(|v| v.uid.clone()).collect();
-                let gone: Vec<String> = self
+                let keep: std::collections::BTreeSet<&PodUid> =
+                    views.iter().map(|v| &v.uid).collect();
+                let gone: Vec<PodUid> = self
                     .pods
                     .keys()
                     .filter(|uid| !keep.contains(*uid))

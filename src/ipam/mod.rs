@@ -14,10 +14,12 @@
 pub mod annotation;
 pub mod capacity;
 pub mod config;
+mod holders;
 pub mod plan;
 pub mod pool;
 pub mod pool_ec2;
 pub mod types;
+pub mod uid;
 
 #[cfg(test)]
 mod plan_tests;
@@ -35,3 +37,4 @@ pub use plan::Action;
 pub use pool::{AddressKind, AdoptOutcome, AssignOutcome, Assignment, NodePool, PoolCounts};
 pub use pool_ec2::{DescribeOutcome, Ec2Addresses, FailureEffect, LostAddress};
 pub use types::*;
+pub use uid::PodUid;

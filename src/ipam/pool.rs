@@ -11,8 +11,10 @@ use ipnet::Ipv4Net;
 
 use super::capacity::{self, ADDRESSES_PER_PREFIX};
 use super::config::{Config, Targets};
+use super::holders::Holders;
 use super::plan::Action;
-use super::types::{EniSnapshot, InstanceTypeLimits, Mode, PodUid, Timestamp};
+use super::types::{EniSnapshot, InstanceTypeLimits, Mode, Timestamp};
+use super::uid::PodUid;
 
 /// How an address was carved out of the ENI; decides the annotation's prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,10 +129,8 @@ pub struct NodePool {
     /// /28 prefixes confirmed on the ENI.
     pub(crate) prefixes: BTreeSet<Ipv4Net>,
     pub(crate) by_uid: BTreeMap<PodUid, Ipv4Addr>,
-    /// Reverse index of `by_uid`, UIDs sorted; more than one UID only for duplicate annotations.
-    /// A one-element Vec rather than a set: a set allocates a whole B-tree node per address,
-    /// which is most of a 150,000-pod cluster's pool memory.
-    pub(crate) holders: BTreeMap<Ipv4Addr, Vec<PodUid>>,
+    /// Reverse index of `by_uid`; more than one UID only for duplicate annotations.
+    pub(crate) holders: BTreeMap<Ipv4Addr, Holders>,
     /// Cool-down end per released address; an address is cooling while its end is in the future.
     pub(crate) cooling: BTreeMap<Ipv4Addr, Timestamp>,
     /// Slots we added or removed ourselves, and when: a describe younger than the change may not
@@ -363,20 +363,21 @@ impl NodePool {
     }
 
     fn hold(&mut self, uid: PodUid, addr: Ipv4Addr) {
-        let uids = self.holders.entry(addr).or_default();
-        if let Err(at) = uids.binary_search(&uid) {
-            uids.insert(at, uid.clone());
+        match self.holders.get_mut(&addr) {
+            Some(holders) => holders.insert(uid.clone()),
+            None => {
+                self.holders.insert(addr, Holders::One(uid.clone()));
+            }
         }
         self.by_uid.insert(uid, addr);
     }
 
     fn unhold(&mut self, uid: &PodUid) -> Option<Ipv4Addr> {
         let addr = self.by_uid.remove(uid)?;
-        if let Some(set) = self.holders.get_mut(&addr) {
-            set.retain(|u| u != uid);
-            if set.is_empty() {
-                self.holders.remove(&addr);
-            }
+        if let Some(holders) = self.holders.get_mut(&addr)
+            && !holders.remove(uid)
+        {
+            self.holders.remove(&addr);
         }
         Some(addr)
     }
@@ -389,7 +390,10 @@ impl NodePool {
 
     /// UIDs whose annotation names `addr` (more than one: a duplicate).
     pub fn holders_of(&self, addr: Ipv4Addr) -> Vec<PodUid> {
-        self.holders.get(&addr).cloned().unwrap_or_default()
+        self.holders
+            .get(&addr)
+            .map(Holders::to_vec)
+            .unwrap_or_default()
     }
 
     /// Addresses pods hold (their annotations name them), in address order: written to the
