@@ -285,7 +285,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
                         self.index.pods.remove(&*view.node_name);
                     }
                 }
-                self.send(&view.node_name, NodeMsg::PodDeleted(view.uid));
+                self.send(&view.node_name, NodeMsg::PodDeleted(Box::new(view.uid)));
             }
             WatchEvent::Resynced(views) => {
                 let mut pods: HashMap<Arc<str>, HashMap<PodUid, Arc<PodView>>> = HashMap::new();
@@ -300,7 +300,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
                 let nodes: Vec<String> = self.workers.keys().cloned().collect();
                 for node in nodes {
                     let list = self.index.pods_of(&node);
-                    self.send(&node, NodeMsg::PodsResynced(list));
+                    self.send(&node, NodeMsg::PodsResynced(Box::new(list)));
                 }
             }
         }

@@ -19,30 +19,35 @@ use crate::k8s::{Cluster, NodeView, PodView};
 
 enum Woke {
     Message(Option<NodeMsg>),
-    Ec2(Result<Ec2Done, tokio::task::JoinError>),
+    Ec2(Result<Box<Ec2Done>, tokio::task::JoinError>),
     Timer,
 }
 
-/// Waits for the EC2 call in flight; never resolves when there is none.
+/// Waits for the EC2 call in flight; never resolves when there is none. The answer comes boxed:
+/// the loop's state keeps room for what it waits for, in every idle worker.
 async fn wait_for(
     task: &mut Option<JoinHandle<Ec2Done>>,
-) -> Result<Ec2Done, tokio::task::JoinError> {
+) -> Result<Box<Ec2Done>, tokio::task::JoinError> {
     match task {
-        Some(task) => task.await,
+        Some(task) => task.await.map(Box::new),
         None => std::future::pending().await,
     }
 }
 
-/// What the dispatcher tells a worker. Large payloads are boxed: every worker's channel keeps a
-/// block of 32 messages allocated, which for thousands of nodes adds up. Pod views are shared
-/// with the dispatcher's index, which keeps the same view.
+/// What the dispatcher tells a worker. Payloads are behind one pointer (16 bytes a message):
+/// every worker's channel keeps blocks of 32 messages allocated, which for thousands of nodes
+/// adds up. Pod views are shared with the dispatcher's index, which keeps the same view.
 #[derive(Debug)]
 pub(crate) enum NodeMsg {
     Node(Box<NodeView>),
     PodApplied(Arc<PodView>),
-    PodDeleted(PodUid),
+    PodDeleted(Box<PodUid>),
     /// The complete set of the node's bound pods (after a relist).
-    PodsResynced(Vec<Arc<PodView>>),
+    #[allow(
+        clippy::box_collection,
+        reason = "one pointer keeps every message, queued or not, at 16 bytes"
+    )]
+    PodsResynced(Box<Vec<Arc<PodView>>>),
     Config(Arc<Config>),
     Blocked(bool),
     /// The periodic re-describe of the instance (SPEC 6.4).
@@ -194,7 +199,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             };
             match woke {
                 Woke::Ec2(done) => match done {
-                    Ok(done) => Box::pin(self.apply_ec2(done)).await,
+                    Ok(done) => Box::pin(self.apply_ec2(*done)).await,
                     Err(err) => {
                         tracing::error!(node = %self.node.name, error = %err, "EC2 call task failed")
                     }
@@ -258,6 +263,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             NodeMsg::PodApplied(view) => self.pod_applied(view, now),
             NodeMsg::PodDeleted(uid) => self.pod_deleted(&uid, now),
             NodeMsg::PodsResynced(views) => {
+                let views = *views;
                 let keep: std::collections::BTreeSet<&PodUid> =
                     views.iter().map(|v| &v.uid).collect();
                 let gone: Vec<PodUid> = self
@@ -315,5 +321,16 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
         self.update_gauges();
         wake
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_stay_small() {
+        // Each worker's channel allocates blocks of 32 messages: one pointer and a tag each.
+        assert_eq!(std::mem::size_of::<NodeMsg>(), 16);
     }
 }

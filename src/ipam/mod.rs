@@ -14,7 +14,6 @@
 pub mod annotation;
 pub mod capacity;
 pub mod config;
-mod holders;
 pub mod plan;
 pub mod pool;
 pub mod pool_ec2;

@@ -11,7 +11,6 @@ use ipnet::Ipv4Net;
 
 use super::capacity::{self, ADDRESSES_PER_PREFIX};
 use super::config::{Config, Targets};
-use super::holders::Holders;
 use super::plan::Action;
 use super::types::{EniSnapshot, InstanceTypeLimits, Mode, Timestamp};
 use super::uid::PodUid;
@@ -129,8 +128,10 @@ pub struct NodePool {
     /// /28 prefixes confirmed on the ENI.
     pub(crate) prefixes: BTreeSet<Ipv4Net>,
     pub(crate) by_uid: BTreeMap<PodUid, Ipv4Addr>,
-    /// Reverse index of `by_uid`; more than one UID only for duplicate annotations.
-    pub(crate) holders: BTreeMap<Ipv4Addr, Holders>,
+    /// How many pods name each address in `by_uid` (more than one: duplicate annotations).
+    /// A count, not the UIDs: every address in use is here, and the UIDs of an address are
+    /// only asked for when it has duplicates (a scan of `by_uid`, which is small per node).
+    pub(crate) holders: BTreeMap<Ipv4Addr, u32>,
     /// Cool-down end per released address; an address is cooling while its end is in the future.
     pub(crate) cooling: BTreeMap<Ipv4Addr, Timestamp>,
     /// Slots we added or removed ourselves, and when: a describe younger than the change may not
@@ -302,11 +303,14 @@ impl NodePool {
             }
             None => self.hold(uid.clone(), addr),
         }
-        let others: Vec<PodUid> = self
-            .holders_of(addr)
-            .into_iter()
-            .filter(|u| u != uid)
-            .collect();
+        let others: Vec<PodUid> = if self.holders.get(&addr).is_some_and(|n| *n > 1) {
+            self.holders_of(addr)
+                .into_iter()
+                .filter(|u| u != uid)
+                .collect()
+        } else {
+            Vec::new()
+        };
         if !others.is_empty() {
             AdoptOutcome::Duplicate(others)
         } else if !self.on_eni(addr) {
@@ -363,23 +367,25 @@ impl NodePool {
     }
 
     fn hold(&mut self, uid: PodUid, addr: Ipv4Addr) {
-        match self.holders.get_mut(&addr) {
-            Some(holders) => holders.insert(uid.clone()),
-            None => {
-                self.holders.insert(addr, Holders::One(uid.clone()));
-            }
+        if let Some(previous) = self.by_uid.insert(uid, addr) {
+            self.drop_holder(previous);
         }
-        self.by_uid.insert(uid, addr);
+        *self.holders.entry(addr).or_insert(0) += 1;
     }
 
     fn unhold(&mut self, uid: &PodUid) -> Option<Ipv4Addr> {
         let addr = self.by_uid.remove(uid)?;
-        if let Some(holders) = self.holders.get_mut(&addr)
-            && !holders.remove(uid)
-        {
-            self.holders.remove(&addr);
-        }
+        self.drop_holder(addr);
         Some(addr)
+    }
+
+    fn drop_holder(&mut self, addr: Ipv4Addr) {
+        if let Some(n) = self.holders.get_mut(&addr) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.holders.remove(&addr);
+            }
+        }
     }
 
     // ----- queries -----
@@ -390,10 +396,14 @@ impl NodePool {
 
     /// UIDs whose annotation names `addr` (more than one: a duplicate).
     pub fn holders_of(&self, addr: Ipv4Addr) -> Vec<PodUid> {
-        self.holders
-            .get(&addr)
-            .map(Holders::to_vec)
-            .unwrap_or_default()
+        if !self.holders.contains_key(&addr) {
+            return Vec::new();
+        }
+        self.by_uid
+            .iter()
+            .filter(|(_, a)| **a == addr)
+            .map(|(uid, _)| uid.clone())
+            .collect()
     }
 
     /// Addresses pods hold (their annotations name them), in address order: written to the
@@ -406,7 +416,7 @@ impl NodePool {
     pub fn duplicates(&self) -> Vec<Ipv4Addr> {
         self.holders
             .iter()
-            .filter(|(_, s)| s.len() > 1)
+            .filter(|(_, n)| **n > 1)
             .map(|(a, _)| *a)
             .collect()
     }
