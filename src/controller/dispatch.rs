@@ -3,7 +3,7 @@
 //! foreign-IPAM safety check, and, while leading, runs one worker per node and the periodic
 //! resync.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use super::reasons;
 use super::status::parse_rfc3339;
 use super::worker::{NodeMsg, NodeWorker, Restored, WorkerHandle};
 use crate::ec2::Ec2Backend;
-use crate::ipam::{Config, InstanceInfo};
+use crate::ipam::{Config, InstanceInfo, PodUid};
 use crate::k8s::views::foreign_ipam_enabled;
 use crate::k8s::{Cluster, ConfigMapView, EventSeverity, NodeView, ObjectRef, PodView, WatchEvent};
 
@@ -30,8 +30,11 @@ pub struct Controller<C, B: Ec2Backend> {
 #[derive(Default)]
 struct Index {
     nodes: BTreeMap<String, NodeView>,
-    /// Bound pods by node name (all nodes: a node may turn out to be Windows later).
-    pods: HashMap<String, HashMap<String, PodView>>,
+    /// Bound pods by node name (all nodes: a node may turn out to be Windows later). A view is
+    /// shared with the node's worker: one copy per pod, however many hold it.
+    pods: HashMap<Arc<str>, HashMap<PodUid, Arc<PodView>>>,
+    /// Every namespace seen, so pod views share one copy of each name.
+    namespaces: HashSet<Arc<str>>,
     nodes_synced: bool,
     pods_synced: bool,
     config_seen: bool,
@@ -43,12 +46,31 @@ impl Index {
         self.nodes_synced && self.pods_synced && self.config_seen && self.foreign_seen
     }
 
-    fn pods_of(&self, node: &str) -> Vec<PodView> {
+    fn pods_of(&self, node: &str) -> Vec<Arc<PodView>> {
         self.pods
             .get(node)
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
     }
+}
+
+/// `view`, ready to be kept: its node name and namespace point to the copies already known
+/// (the watch decodes a fresh string for each pod; 150,000 pods share a few thousand names).
+fn shared(
+    pods: &HashMap<Arc<str>, HashMap<PodUid, Arc<PodView>>>,
+    namespaces: &mut HashSet<Arc<str>>,
+    mut view: PodView,
+) -> Arc<PodView> {
+    if let Some((node, _)) = pods.get_key_value(&*view.node_name) {
+        view.node_name = Arc::clone(node);
+    }
+    match namespaces.get(&*view.namespace) {
+        Some(ns) => view.namespace = Arc::clone(ns),
+        None => {
+            namespaces.insert(Arc::clone(&view.namespace));
+        }
+    }
+    Arc::new(view)
 }
 
 enum Input {
@@ -247,27 +269,29 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
     fn on_pods(&mut self, ev: WatchEvent<PodView>) {
         match ev {
             WatchEvent::Applied(view) => {
-                let node = view.node_name.clone();
+                let view = shared(&self.index.pods, &mut self.index.namespaces, view);
                 self.index
                     .pods
-                    .entry(node.clone())
+                    .entry(Arc::clone(&view.node_name))
                     .or_default()
-                    .insert(view.uid.clone(), view.clone());
-                self.send(&node, NodeMsg::PodApplied(Box::new(view)));
+                    .insert(view.uid.clone(), Arc::clone(&view));
+                let node = Arc::clone(&view.node_name);
+                self.send(&node, NodeMsg::PodApplied(view));
             }
             WatchEvent::Deleted(view) => {
-                if let Some(m) = self.index.pods.get_mut(&view.node_name) {
+                if let Some(m) = self.index.pods.get_mut(&*view.node_name) {
                     m.remove(&view.uid);
                     if m.is_empty() {
-                        self.index.pods.remove(&view.node_name);
+                        self.index.pods.remove(&*view.node_name);
                     }
                 }
-                self.send(&view.node_name, NodeMsg::PodDeleted(view.uid));
+                self.send(&view.node_name, NodeMsg::PodDeleted(Box::new(view.uid)));
             }
             WatchEvent::Resynced(views) => {
-                let mut pods: HashMap<String, HashMap<String, PodView>> = HashMap::new();
+                let mut pods: HashMap<Arc<str>, HashMap<PodUid, Arc<PodView>>> = HashMap::new();
                 for view in views {
-                    pods.entry(view.node_name.clone())
+                    let view = shared(&pods, &mut self.index.namespaces, view);
+                    pods.entry(Arc::clone(&view.node_name))
                         .or_default()
                         .insert(view.uid.clone(), view);
                 }
@@ -276,7 +300,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
                 let nodes: Vec<String> = self.workers.keys().cloned().collect();
                 for node in nodes {
                     let list = self.index.pods_of(&node);
-                    self.send(&node, NodeMsg::PodsResynced(list));
+                    self.send(&node, NodeMsg::PodsResynced(Box::new(list)));
                 }
             }
         }

@@ -216,7 +216,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     async fn report_lost(&mut self, lost: Vec<crate::ipam::LostAddress>) {
         for l in lost {
             for uid in l.uids {
-                let Some(entry) = self.pods.get(&uid.0) else {
+                let Some(entry) = self.pods.get(&uid) else {
                     continue;
                 };
                 let note = format!(

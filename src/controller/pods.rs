@@ -3,6 +3,7 @@
 //! and giving addresses back when pods go.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use futures::StreamExt;
 
@@ -49,19 +50,17 @@ pub(crate) fn needs_address(pod: &PodView) -> bool {
 /// An annotation to write.
 struct Write {
     addr: Ipv4Addr,
-    uid: String,
-    namespace: String,
-    name: String,
+    pod: Arc<PodView>,
     value: String,
-    has_annotations: bool,
 }
 
 impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
-    pub(crate) fn pod_applied(&mut self, mut view: PodView, now: Timestamp) {
+    pub(crate) fn pod_applied(&mut self, mut view: Arc<PodView>, now: Timestamp) {
         if let Some(entry) = self.pods.get_mut(&view.uid) {
-            // A watch view older than our own write must not make us write again.
-            if view.ip_annotation.is_none() {
-                view.ip_annotation = entry.written.clone();
+            // A watch view older than our own write must not make us write again (this copy
+            // of the view is then ours alone, no longer the dispatcher's).
+            if view.ip_annotation.is_none() && entry.written.is_some() {
+                Arc::make_mut(&mut view).ip_annotation = entry.written.clone();
             }
             entry.view = view;
         } else {
@@ -79,12 +78,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
     }
 
-    pub(crate) fn pod_deleted(&mut self, uid: &str, now: Timestamp) {
+    pub(crate) fn pod_deleted(&mut self, uid: &PodUid, now: Timestamp) {
         self.pods.remove(uid);
         if let Phase::Ready(ready) = &mut self.phase
             && !self.blocked
         {
-            ready.pool.release(&PodUid(uid.to_string()), now);
+            ready.pool.release(uid, now);
         }
     }
 
@@ -97,7 +96,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         let release_terminal = self.config.release_terminal_pods;
         let mut reports: Vec<(ObjectRef, &'static str, String)> = Vec::new();
         // (address, every pod UID naming it), reported below on each of those pods.
-        let mut duplicates: Vec<(std::net::Ipv4Addr, Vec<String>)> = Vec::new();
+        let mut duplicates: Vec<(std::net::Ipv4Addr, Vec<PodUid>)> = Vec::new();
         for entry in self.pods.values_mut() {
             // The common case, on every pass: the annotation we wrote and already recorded
             // (it never changes while the pod lives). Nothing to parse or compare.
@@ -108,7 +107,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             {
                 continue;
             }
-            let uid = || PodUid(entry.view.uid.clone());
+            let uid = || entry.view.uid.clone();
             match need(&entry.view, release_terminal) {
                 Need::Holds(addr) if entry.adopted != Some(addr) => {
                     let uid = uid();
@@ -126,8 +125,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                             ),
                         )),
                         AdoptOutcome::Duplicate(others) => {
-                            let mut involved = vec![uid.0.clone()];
-                            involved.extend(others.into_iter().map(|u| u.0));
+                            let mut involved = vec![uid];
+                            involved.extend(others);
                             duplicates.push((addr, involved));
                         }
                     }
@@ -170,9 +169,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     fn duplicate_reports(
         &self,
         addr: std::net::Ipv4Addr,
-        involved: &[String],
+        involved: &[PodUid],
     ) -> Vec<(ObjectRef, &'static str, String)> {
-        let describe = |uid: &String| match self.pods.get(uid) {
+        let describe = |uid: &PodUid| match self.pods.get(uid) {
             Some(e) => format!("{}/{} (UID {uid})", e.view.namespace, e.view.name),
             None => format!("UID {uid}"),
         };
@@ -211,7 +210,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         let mut waiting = 0;
         // Oldest first: pods are served in the order they were bound. Only pods that need an
         // address are looked at (usually none or a few of the node's pods).
-        let mut order: Vec<(Timestamp, String)> = self
+        let mut order: Vec<(Timestamp, PodUid)> = self
             .pods
             .iter()
             .filter(|(_, e)| needs_address(&e.view))
@@ -222,17 +221,14 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             let Some(entry) = self.pods.get(&uid) else {
                 continue;
             };
-            match ready.pool.assign(&PodUid(uid.clone()), now) {
+            match ready.pool.assign(&uid, now) {
                 AssignOutcome::Assigned(a) | AssignOutcome::Existing(a) => {
                     tracing::debug!(pod = %entry.view.name, namespace = %entry.view.namespace,
                         %uid, address = %a.addr, "address chosen; writing the annotation");
                     writes.push(Write {
                         addr: a.addr,
-                        uid: uid.clone(),
-                        namespace: entry.view.namespace.clone(),
-                        name: entry.view.name.clone(),
+                        pod: Arc::clone(&entry.view),
                         value: a.kind.annotation(a.addr, subnet_len),
-                        has_annotations: entry.view.has_annotations,
                     })
                 }
                 AssignOutcome::Exhausted => waiting += 1,
@@ -265,8 +261,10 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             .map(|w| {
                 let cluster = cluster.clone();
                 async move {
+                    let p = &w.pod;
+                    let uid = p.uid.to_string();
                     let outcome = cluster
-                        .annotate_pod(&w.namespace, &w.name, &w.uid, &w.value, w.has_annotations)
+                        .annotate_pod(&p.namespace, &p.name, &uid, &w.value, p.has_annotations)
                         .await;
                     (w, outcome)
                 }
@@ -280,15 +278,17 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             return waiting;
         };
         for (w, outcome) in results {
-            let uid = PodUid(w.uid.clone());
+            let uid = &w.pod.uid;
             match outcome {
                 Ok(AnnotateOutcome::Written) => {
-                    if let Some(entry) = self.pods.get_mut(&w.uid) {
+                    if let Some(entry) = self.pods.get_mut(uid) {
                         let seconds = now.since(entry.seen).as_secs_f64();
                         self.ctx.metrics.pod_ip_assign_seconds.observe(seconds);
-                        entry.written = Some(w.value.clone());
-                        entry.view.ip_annotation = Some(w.value.clone());
-                        entry.adopted = parse_annotation(&w.value);
+                        let value: Box<str> = w.value.as_str().into();
+                        entry.adopted = parse_annotation(&value);
+                        // Until the watch shows the write, this view is the worker's own.
+                        Arc::make_mut(&mut entry.view).ip_annotation = Some(value.clone());
+                        entry.written = Some(value);
                     }
                 }
                 Ok(AnnotateOutcome::AlreadyAnnotated(existing)) => {
@@ -296,29 +296,29 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     // first: the annotation wins, whatever it says.
                     let ours = existing == w.value;
                     if !ours {
-                        ready.pool.cancel(&uid);
+                        ready.pool.cancel(uid);
                     }
-                    if let Some(entry) = self.pods.get_mut(&w.uid) {
+                    if let Some(entry) = self.pods.get_mut(uid) {
                         entry.adopted = if ours {
                             parse_annotation(&existing)
                         } else {
                             None
                         };
-                        entry.view.ip_annotation = Some(existing);
+                        Arc::make_mut(&mut entry.view).ip_annotation = Some(existing.into());
                     }
                 }
                 Ok(AnnotateOutcome::PodGone) => {
                     // Certainly not written: nobody can have seen the address.
-                    tracing::info!(pod = %w.name, namespace = %w.namespace, uid = %w.uid,
+                    tracing::info!(pod = %w.pod.name, namespace = %w.pod.namespace, %uid,
                         address = %w.value, "pod gone (or re-created) before its annotation was written; address taken back");
-                    ready.pool.cancel(&uid);
+                    ready.pool.cancel(uid);
                 }
                 Err(err) => {
                     // The write may have happened: the address cools down before reuse, and the
                     // pod gets a fresh one on the next pass (or adopts what was written).
-                    tracing::warn!(pod = %w.name, namespace = %w.namespace, error = %err,
+                    tracing::warn!(pod = %w.pod.name, namespace = %w.pod.namespace, error = %err,
                         "annotation write failed");
-                    ready.pool.release(&uid, now);
+                    ready.pool.release(uid, now);
                 }
             }
         }
@@ -415,7 +415,7 @@ mod tests {
             phase,
             host_network: false,
             deleting: false,
-            ip_annotation: annotation.map(String::from),
+            ip_annotation: annotation.map(Into::into),
             has_annotations: annotation.is_some(),
         }
     }

@@ -509,7 +509,7 @@ mod tests {
         let now = Timestamp(1_000_000);
         let mut pool = prefix_pool();
         let adopt = |pool: &mut NodePool, uid: &str, addr: &str| {
-            let outcome = pool.adopt(&PodUid(uid.into()), addr.parse().unwrap(), now);
+            let outcome = pool.adopt(&PodUid::new(uid), addr.parse().unwrap(), now);
             assert_eq!(outcome, AdoptOutcome::Ok);
         };
         let written = facts(&["10.0.0.16", "10.0.0.17", "10.0.0.20"]);
@@ -534,7 +534,7 @@ mod tests {
         // Cool-down records: a new one is missing until listed; an expired one need not be.
         let mut written = written;
         assert!(written.lists_all_cooling(&pool, now));
-        pool.release(&PodUid("a".into()), now);
+        pool.release(&PodUid::new("a"), now);
         let records = pool.cooldowns(now);
         assert_eq!(records.len(), 1);
         assert!(!written.lists_all_cooling(&pool, now));

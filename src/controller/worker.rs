@@ -14,34 +14,40 @@ use tokio::task::JoinHandle;
 use super::context::Ctx;
 use super::ec2_ops::Ec2Done;
 use crate::ec2::Ec2Backend;
-use crate::ipam::{Config, InstanceInfo, NodePool, SubnetInfo, Timestamp};
+use crate::ipam::{Config, InstanceInfo, NodePool, PodUid, SubnetInfo, Timestamp};
 use crate::k8s::{Cluster, NodeView, PodView};
 
 enum Woke {
     Message(Option<NodeMsg>),
-    Ec2(Result<Ec2Done, tokio::task::JoinError>),
+    Ec2(Result<Box<Ec2Done>, tokio::task::JoinError>),
     Timer,
 }
 
-/// Waits for the EC2 call in flight; never resolves when there is none.
+/// Waits for the EC2 call in flight; never resolves when there is none. The answer comes boxed:
+/// the loop's state keeps room for what it waits for, in every idle worker.
 async fn wait_for(
     task: &mut Option<JoinHandle<Ec2Done>>,
-) -> Result<Ec2Done, tokio::task::JoinError> {
+) -> Result<Box<Ec2Done>, tokio::task::JoinError> {
     match task {
-        Some(task) => task.await,
+        Some(task) => task.await.map(Box::new),
         None => std::future::pending().await,
     }
 }
 
-/// What the dispatcher tells a worker. Large payloads are boxed: every worker's channel keeps a
-/// block of 32 messages allocated, which for thousands of nodes adds up.
+/// What the dispatcher tells a worker. Payloads are behind one pointer (16 bytes a message):
+/// every worker's channel keeps blocks of 32 messages allocated, which for thousands of nodes
+/// adds up. Pod views are shared with the dispatcher's index, which keeps the same view.
 #[derive(Debug)]
 pub(crate) enum NodeMsg {
     Node(Box<NodeView>),
-    PodApplied(Box<PodView>),
-    PodDeleted(String),
+    PodApplied(Arc<PodView>),
+    PodDeleted(Box<PodUid>),
     /// The complete set of the node's bound pods (after a relist).
-    PodsResynced(Vec<PodView>),
+    #[allow(
+        clippy::box_collection,
+        reason = "one pointer keeps every message, queued or not, at 16 bytes"
+    )]
+    PodsResynced(Box<Vec<Arc<PodView>>>),
     Config(Arc<Config>),
     Blocked(bool),
     /// The periodic re-describe of the instance (SPEC 6.4).
@@ -87,11 +93,12 @@ pub(crate) struct ReadyNode {
 
 /// What the worker remembers of a pod beyond its view.
 pub(crate) struct PodEntry {
-    pub(crate) view: PodView,
+    /// Shared with the dispatcher's index while the two agree (one copy per pod).
+    pub(crate) view: Arc<PodView>,
     /// When the worker first saw it bound (start of time-to-IP).
     pub(crate) seen: Timestamp,
     /// The annotation value we wrote, kept across stale watch views.
-    pub(crate) written: Option<String>,
+    pub(crate) written: Option<Box<str>>,
     pub(crate) pending_reported: bool,
     pub(crate) annotation_reported: bool,
     /// An address we adopted from its annotation (so a changed view is noticed).
@@ -101,7 +108,7 @@ pub(crate) struct PodEntry {
 pub(crate) struct NodeWorker<C, B: Ec2Backend> {
     pub(crate) ctx: Arc<Ctx<C, B>>,
     pub(crate) node: NodeView,
-    pub(crate) pods: BTreeMap<String, PodEntry>,
+    pub(crate) pods: BTreeMap<PodUid, PodEntry>,
     pub(crate) phase: Phase,
     pub(crate) config: Arc<Config>,
     pub(crate) blocked: bool,
@@ -121,7 +128,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     pub(crate) fn spawn(
         ctx: Arc<Ctx<C, B>>,
         node: NodeView,
-        pods: Vec<PodView>,
+        pods: Vec<Arc<PodView>>,
         config: Arc<Config>,
         blocked: bool,
         restored: Restored,
@@ -172,7 +179,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 }
             }
             let initialising = matches!(self.phase, Phase::Init { .. });
-            let wake = self.step().await;
+            // Boxed, like the EC2 answer and the finish below: the state of a pass (every await
+            // in it) would otherwise be part of each idle worker's task, thousands of them.
+            let wake = Box::pin(self.step()).await;
             if initialising && matches!(self.phase, Phase::Ready(_)) {
                 // Just initialised: take in what arrived meanwhile, then reconcile.
                 continue;
@@ -190,7 +199,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             };
             match woke {
                 Woke::Ec2(done) => match done {
-                    Ok(done) => self.apply_ec2(done).await,
+                    Ok(done) => Box::pin(self.apply_ec2(*done)).await,
                     Err(err) => {
                         tracing::error!(node = %self.node.name, error = %err, "EC2 call task failed")
                     }
@@ -207,7 +216,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 Woke::Timer => self.ec2_task = task,
             }
         }
-        self.finish().await;
+        Box::pin(self.finish()).await;
     }
 
     /// On the way out: an EC2 call in flight is allowed to finish so its outcome is not lost
@@ -251,12 +260,13 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     };
                 }
             }
-            NodeMsg::PodApplied(view) => self.pod_applied(*view, now),
+            NodeMsg::PodApplied(view) => self.pod_applied(view, now),
             NodeMsg::PodDeleted(uid) => self.pod_deleted(&uid, now),
             NodeMsg::PodsResynced(views) => {
-                let keep: std::collections::BTreeSet<String> =
-                    views.iter().map(|v| v.uid.clone()).collect();
-                let gone: Vec<String> = self
+                let views = *views;
+                let keep: std::collections::BTreeSet<&PodUid> =
+                    views.iter().map(|v| &v.uid).collect();
+                let gone: Vec<PodUid> = self
                     .pods
                     .keys()
                     .filter(|uid| !keep.contains(*uid))
@@ -311,5 +321,16 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
         self.update_gauges();
         wake
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_stay_small() {
+        // Each worker's channel allocates blocks of 32 messages: one pointer and a tag each.
+        assert_eq!(std::mem::size_of::<NodeMsg>(), 16);
     }
 }

@@ -2,6 +2,11 @@
 //! window joins one batch (at most `max` keys; a full batch goes at once), and each caller gets
 //! its own answer. Used for instances, subnets and instance types (SPEC 6.1: "shared by all nodes
 //! seen in a short window").
+//!
+//! A batcher may also be single-flight: a lookup of a key whose batch is already running joins
+//! that batch instead of opening the next one. Right for answers that do not change (an instance
+//! type's limits); wrong where the caller needs a describe younger than its own last change (an
+//! instance after an assign), so it is a choice per batcher.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,12 +33,16 @@ struct Pending<V> {
 struct State<V> {
     next_generation: u64,
     pending: Option<Pending<V>>,
+    /// Single-flight only: the keys of the batches running, with the callers that joined them
+    /// after they left.
+    running: HashMap<String, Vec<Reply<V>>>,
 }
 
 /// Batches keyed lookups. Cheap to share (`Arc`).
 pub(crate) struct Batcher<V> {
     window: Duration,
     max: usize,
+    single_flight: bool,
     state: Mutex<State<V>>,
 }
 
@@ -42,11 +51,19 @@ impl<V: Clone + Send + 'static> Batcher<V> {
         Batcher {
             window,
             max: max.max(1),
+            single_flight: false,
             state: Mutex::new(State {
                 next_generation: 0,
                 pending: None,
+                running: HashMap::new(),
             }),
         }
+    }
+
+    /// Lookups of a key already being asked join the request in flight (see the module docs).
+    pub(crate) fn single_flight(mut self) -> Self {
+        self.single_flight = true;
+        self
     }
 
     /// Looks `key` up in the current batch: `Ok(None)` when the batch's answer does not contain
@@ -62,8 +79,12 @@ impl<V: Clone + Send + 'static> Batcher<V> {
         Fut: Future<Output = BatchOutcome<V>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let action = {
+        let action = 'action: {
             let mut st = self.lock();
+            if let Some(joined) = st.running.get_mut(key) {
+                joined.push(tx);
+                break 'action Action::Wait;
+            }
             let opened = st.pending.is_none();
             if opened {
                 st.next_generation += 1;
@@ -86,7 +107,9 @@ impl<V: Clone + Send + 'static> Batcher<V> {
                 None => false,
             };
             if full {
-                Action::RunNow(st.pending.take())
+                let batch = st.pending.take();
+                self.mark_running(&mut st, batch.as_ref());
+                Action::RunNow(batch)
             } else if opened {
                 Action::StartTimer(generation)
             } else {
@@ -95,7 +118,7 @@ impl<V: Clone + Send + 'static> Batcher<V> {
         };
         match action {
             Action::RunNow(Some(batch)) => {
-                tokio::spawn(execute(batch, run));
+                tokio::spawn(Arc::clone(self).execute(batch, run));
             }
             Action::StartTimer(generation) => {
                 let me = Arc::clone(self);
@@ -103,13 +126,15 @@ impl<V: Clone + Send + 'static> Batcher<V> {
                     tokio::time::sleep(me.window).await;
                     let batch = {
                         let mut st = me.lock();
-                        match &st.pending {
+                        let batch = match &st.pending {
                             Some(p) if p.generation == generation => st.pending.take(),
                             _ => None,
-                        }
+                        };
+                        me.mark_running(&mut st, batch.as_ref());
+                        batch
                     };
                     if let Some(batch) = batch {
-                        execute(batch, run).await;
+                        me.execute(batch, run).await;
                     }
                 });
             }
@@ -126,6 +151,67 @@ impl<V: Clone + Send + 'static> Batcher<V> {
     fn lock(&self) -> std::sync::MutexGuard<'_, State<V>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The batch leaves for EC2: later lookups of its keys join it (single-flight only).
+    fn mark_running(&self, st: &mut State<V>, batch: Option<&Pending<V>>) {
+        if let (true, Some(batch)) = (self.single_flight, batch) {
+            for key in &batch.keys {
+                st.running.entry(key.clone()).or_default();
+            }
+        }
+    }
+
+    async fn execute<F, Fut>(self: Arc<Self>, batch: Pending<V>, run: F)
+    where
+        F: FnOnce(Vec<String>) -> Fut,
+        Fut: Future<Output = BatchOutcome<V>>,
+    {
+        let Pending {
+            keys, mut waiters, ..
+        } = batch;
+        // Answers go out in the order the keys joined (not the map's random order), so the
+        // callers wake in a reproducible order under the simulator.
+        let order = keys.clone();
+        let _guard = RunningGuard {
+            batcher: &self,
+            keys: &order,
+        };
+        let outcome = run(keys).await;
+        for key in &order {
+            let mut replies = waiters.remove(key).unwrap_or_default();
+            if self.single_flight
+                && let Some(joined) = self.lock().running.remove(key)
+            {
+                replies.extend(joined);
+            }
+            let answer = match &outcome {
+                Ok(found) => Ok(found.get(key).cloned()),
+                Err(e) => Err(e.clone()),
+            };
+            for reply in replies {
+                // A caller that gave up has dropped its receiver; nothing to do.
+                let _ = reply.send(answer.clone());
+            }
+        }
+    }
+}
+
+/// Forgets a batch's keys as running however its run ends (its task dropped included): a caller
+/// that joined it then gets an error rather than waiting for ever.
+struct RunningGuard<'a, V> {
+    batcher: &'a Batcher<V>,
+    keys: &'a [String],
+}
+
+impl<V> Drop for RunningGuard<'_, V> {
+    fn drop(&mut self) {
+        if self.batcher.single_flight {
+            let mut st = self.batcher.state.lock().unwrap_or_else(|e| e.into_inner());
+            for key in self.keys {
+                st.running.remove(key);
+            }
+        }
+    }
 }
 
 enum Action<V> {
@@ -134,46 +220,18 @@ enum Action<V> {
     Wait,
 }
 
-async fn execute<V: Clone, F, Fut>(batch: Pending<V>, run: F)
-where
-    F: FnOnce(Vec<String>) -> Fut,
-    Fut: Future<Output = BatchOutcome<V>>,
-{
-    let Pending {
-        keys, mut waiters, ..
-    } = batch;
-    // Answers go out in the order the keys joined (not the map's random order), so the callers
-    // wake in a reproducible order under the simulator.
-    let order = keys.clone();
-    let outcome = run(keys).await;
-    for key in order {
-        let Some(replies) = waiters.remove(&key) else {
-            continue;
-        };
-        let answer = match &outcome {
-            Ok(found) => Ok(found.get(&key).cloned()),
-            Err(e) => Err(e.clone()),
-        };
-        for reply in replies {
-            // A caller that gave up has dropped its receiver; nothing to do.
-            let _ = reply.send(answer.clone());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipam::Ec2ErrorClass;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    type BoxedRun = std::pin::Pin<Box<dyn Future<Output = BatchOutcome<String>> + Send>>;
 
     fn echo_run(
         calls: Arc<AtomicUsize>,
         sizes: Arc<Mutex<Vec<usize>>>,
-    ) -> impl FnOnce(
-        Vec<String>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = BatchOutcome<String>> + Send>>
-    + Send
-    + 'static {
+    ) -> impl FnOnce(Vec<String>) -> BoxedRun + Send + 'static {
         move |keys| {
             Box::pin(async move {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -266,6 +324,77 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A run that takes `latency`, counting its calls.
+    fn slow_run(
+        calls: Arc<AtomicUsize>,
+        latency: Duration,
+    ) -> impl FnOnce(Vec<String>) -> BoxedRun + Send + 'static {
+        move |keys| {
+            Box::pin(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(latency).await;
+                Ok(keys.into_iter().map(|k| (k.clone(), k)).collect())
+            })
+        }
+    }
+
+    /// Two lookups of one key, the second made while the first one's batch is in flight;
+    /// returns the number of requests made.
+    async fn lookup_during_flight(b: Arc<Batcher<String>>) -> usize {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let latency = Duration::from_millis(120);
+        let first = {
+            let (b, c) = (b.clone(), calls.clone());
+            tokio::spawn(async move { b.get("m5.xlarge", slow_run(c, latency)).await })
+        };
+        // Past the window: the first batch has left and is waiting for EC2.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let second = b.get("m5.xlarge", slow_run(calls.clone(), latency)).await;
+        assert_eq!(second.unwrap().as_deref(), Some("m5.xlarge"));
+        assert_eq!(first.await.unwrap().unwrap().as_deref(), Some("m5.xlarge"));
+        calls.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn single_flight_lookup_joins_the_request_in_flight() {
+        let b = Batcher::new(Duration::from_millis(50), 100).single_flight();
+        assert_eq!(lookup_during_flight(Arc::new(b)).await, 1);
+        // Once answered, the key is no longer in flight: a new lookup asks again.
+        let b = Arc::new(Batcher::new(Duration::from_millis(50), 100).single_flight());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let ms = Duration::from_millis(10);
+        b.get("a", slow_run(calls.clone(), ms)).await.unwrap();
+        b.get("a", slow_run(calls.clone(), ms)).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_single_flight_a_lookup_in_flight_is_asked_again() {
+        let b = Batcher::new(Duration::from_millis(50), 100);
+        assert_eq!(lookup_during_flight(Arc::new(b)).await, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_joining_a_batch_that_dies_gets_an_error() {
+        let b = Arc::new(Batcher::<String>::new(Duration::from_millis(50), 100).single_flight());
+        let dies = |_keys: Vec<String>| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            panic!("batch task dies");
+        };
+        let first = {
+            let b = b.clone();
+            tokio::spawn(async move { b.get("a", dies).await })
+        };
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let joined = b.get("a", dies).await;
+        assert!(
+            matches!(&joined.unwrap_err().class, Ec2ErrorClass::Other { code, .. } if code == "BatchAborted")
+        );
+        assert!(first.await.unwrap().is_err());
+        assert!(b.lock().running.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

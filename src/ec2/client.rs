@@ -5,7 +5,7 @@
 //!
 //! Generic over [`Ec2Backend`]: production uses the SDK backend, the simulator `SimEc2`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -146,7 +146,9 @@ impl<B: Ec2Backend> Ec2Client<B> {
                 instances: Arc::new(Batcher::new(window, MAX_DESCRIBE_IDS)),
                 subnets: Arc::new(Batcher::new(window, MAX_DESCRIBE_IDS)),
                 subnet_cache: Cache::new(),
-                types: Arc::new(Batcher::new(window, MAX_DESCRIBE_TYPES)),
+                // A type's limits never change: a lookup joins one in flight (S4's 5,000 nodes
+                // ask within seconds of each other, across many describe batches).
+                types: Arc::new(Batcher::new(window, MAX_DESCRIBE_TYPES).single_flight()),
                 type_cache: Cache::new(),
                 jitter: AtomicU64::new(config.jitter_seed),
                 config,
@@ -257,8 +259,6 @@ impl<B: Ec2Backend> Ec2Client<B> {
                 inner.types_by_name(types).await
             })
             .await?;
-        // EC2's answer (known or not) is definitive for the life of the process.
-        self.inner.type_cache.insert(instance_type, found.clone());
         Ok(found)
     }
 
@@ -426,18 +426,23 @@ impl<B: Ec2Backend> Inner<B> {
     }
 
     async fn types_by_name(&self, types: Vec<String>) -> BatchOutcome<InstanceTypeLimits> {
-        let found = self
+        let found: HashMap<String, InstanceTypeLimits> = self
             .tolerant(
                 Operation::DescribeInstanceTypes,
-                types,
+                types.clone(),
                 is_unknown_type,
                 |chunk| async move { self.backend.describe_instance_types(&chunk).await },
             )
-            .await?;
-        Ok(found
+            .await?
             .into_iter()
             .map(|t| (t.instance_type.clone(), t))
-            .collect())
+            .collect();
+        // EC2's answer (known or not) is definitive for the life of the process. Cached before
+        // the batch answers, so no lookup falls between the answer and the cache.
+        for t in &types {
+            self.type_cache.insert(t, found.get(t).cloned());
+        }
+        Ok(found)
     }
 
     /// A describe by ids that survives ids EC2 does not know. EC2 fails the whole request when
@@ -488,4 +493,56 @@ fn is_subnet_missing(e: &Ec2Error) -> bool {
 
 fn is_unknown_type(e: &Ec2Error) -> bool {
     e.code.as_deref() == Some("InvalidInstanceType")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::ec2::{SimEc2, SimEc2Config};
+
+    #[tokio::test(start_paused = true)]
+    async fn lookups_of_one_type_share_the_call_in_flight() {
+        let mut config = SimEc2Config::instant(3);
+        // Fixed latency: every describe takes 120 ms, longer than the batch window (50 ms).
+        config.latency.describe_median = Duration::from_millis(120);
+        let sim = SimEc2::new(
+            config,
+            Arc::new(|t: &str| {
+                (t == "m5.xlarge").then(|| InstanceTypeLimits {
+                    instance_type: t.to_string(),
+                    ipv4_per_interface: 15,
+                    nitro: true,
+                })
+            }),
+        );
+        let client = Ec2Client::new(sim.clone(), Ec2ClientConfig::default(), &Registry::new())
+            .expect("fresh registry");
+        // Three waves, as node inits come out of successive describe batches: the first opens
+        // a batch, the next two arrive while its request is in flight.
+        let mut lookups = Vec::new();
+        for _wave in 0..3 {
+            for _ in 0..4 {
+                let client = client.clone();
+                lookups.push(tokio::spawn(async move {
+                    client.instance_type_limits("m5.xlarge").await
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        for lookup in lookups {
+            let limits = lookup.await.expect("lookup task").expect("no EC2 error");
+            assert_eq!(limits.map(|l| l.ipv4_per_interface), Some(15));
+        }
+        assert_eq!(sim.calls(Operation::DescribeInstanceTypes), 1);
+        // Answered: from the cache from now on, and so is a type EC2 does not know.
+        for (t, known) in [
+            ("m5.xlarge", true),
+            ("x9.unknown", false),
+            ("x9.unknown", false),
+        ] {
+            let limits = client.instance_type_limits(t).await.expect("no EC2 error");
+            assert_eq!(limits.is_some(), known, "{t}");
+        }
+        assert_eq!(sim.calls(Operation::DescribeInstanceTypes), 2);
+    }
 }

@@ -19,6 +19,7 @@ pub mod pool;
 pub mod pool_ec2;
 pub mod tally;
 pub mod types;
+pub mod uid;
 
 #[cfg(test)]
 mod plan_tests;
@@ -37,3 +38,4 @@ pub use pool::{AddressKind, AdoptOutcome, AssignOutcome, Assignment, NodePool};
 pub use pool_ec2::{DescribeOutcome, Ec2Addresses, FailureEffect, LostAddress};
 pub use tally::PoolCounts;
 pub use types::*;
+pub use uid::PodUid;

@@ -13,7 +13,8 @@ use super::capacity::{self, ADDRESSES_PER_PREFIX};
 use super::config::{Config, Targets};
 use super::plan::Action;
 use super::tally::AddrState;
-use super::types::{EniSnapshot, InstanceTypeLimits, Mode, PodUid, Timestamp};
+use super::types::{EniSnapshot, InstanceTypeLimits, Mode, Timestamp};
+use super::uid::PodUid;
 
 /// How an address was carved out of the ENI; decides the annotation's prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,10 +82,10 @@ pub struct NodePool {
     /// /28 prefixes confirmed on the ENI.
     pub(crate) prefixes: BTreeSet<Ipv4Net>,
     pub(crate) by_uid: BTreeMap<PodUid, Ipv4Addr>,
-    /// Reverse index of `by_uid`, UIDs sorted; more than one UID only for duplicate annotations.
-    /// A one-element Vec rather than a set: a set allocates a whole B-tree node per address,
-    /// which is most of a 150,000-pod cluster's pool memory.
-    pub(crate) holders: BTreeMap<Ipv4Addr, Vec<PodUid>>,
+    /// How many pods name each address in `by_uid` (more than one: duplicate annotations).
+    /// A count, not the UIDs: every address in use is here, and the UIDs of an address are
+    /// only asked for when it has duplicates (a scan of `by_uid`, which is small per node).
+    pub(crate) holders: BTreeMap<Ipv4Addr, u32>,
     /// Addresses in use per /28-aligned block (keyed by its first address), kept with
     /// `holders`: a /28's tally, asked several times per pass, reads its count here instead of
     /// walking every address in use.
@@ -263,11 +264,14 @@ impl NodePool {
             }
             None => self.hold(uid.clone(), addr),
         }
-        let others: Vec<PodUid> = self
-            .holders_of(addr)
-            .into_iter()
-            .filter(|u| u != uid)
-            .collect();
+        let others: Vec<PodUid> = if self.holders.get(&addr).is_some_and(|n| *n > 1) {
+            self.holders_of(addr)
+                .into_iter()
+                .filter(|u| u != uid)
+                .collect()
+        } else {
+            Vec::new()
+        };
         if !others.is_empty() {
             AdoptOutcome::Duplicate(others)
         } else if !self.on_eni(addr) {
@@ -324,39 +328,43 @@ impl NodePool {
     }
 
     fn hold(&mut self, uid: PodUid, addr: Ipv4Addr) {
-        let uids = self.holders.entry(addr).or_default();
-        if let Err(at) = uids.binary_search(&uid) {
-            uids.insert(at, uid.clone());
-            match uids.len() {
-                1 => *self.used_per_block.entry(block_of(addr)).or_default() += 1,
-                2 => self.shared += 1,
-                _ => {}
-            }
+        if let Some(previous) = self.by_uid.insert(uid, addr) {
+            self.drop_holder(previous);
         }
-        self.by_uid.insert(uid, addr);
+        let n = self.holders.entry(addr).or_insert(0);
+        *n += 1;
+        match *n {
+            1 => *self.used_per_block.entry(block_of(addr)).or_default() += 1,
+            2 => self.shared += 1,
+            _ => {}
+        }
     }
 
     fn unhold(&mut self, uid: &PodUid) -> Option<Ipv4Addr> {
         let addr = self.by_uid.remove(uid)?;
-        if let Some(set) = self.holders.get_mut(&addr) {
-            let before = set.len();
-            set.retain(|u| u != uid);
-            match (before, set.len()) {
-                (2, 1) => self.shared -= 1,
-                (1, 0) => {
-                    self.holders.remove(&addr);
-                    let block = block_of(addr);
-                    if let Some(n) = self.used_per_block.get_mut(&block) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.used_per_block.remove(&block);
-                        }
+        self.drop_holder(addr);
+        Some(addr)
+    }
+
+    fn drop_holder(&mut self, addr: Ipv4Addr) {
+        let Some(n) = self.holders.get_mut(&addr) else {
+            return;
+        };
+        *n = n.saturating_sub(1);
+        match *n {
+            1 => self.shared = self.shared.saturating_sub(1),
+            0 => {
+                self.holders.remove(&addr);
+                let block = block_of(addr);
+                if let Some(count) = self.used_per_block.get_mut(&block) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        self.used_per_block.remove(&block);
                     }
                 }
-                _ => {}
             }
+            _ => {}
         }
-        Some(addr)
     }
 
     // ----- queries -----
@@ -367,7 +375,14 @@ impl NodePool {
 
     /// UIDs whose annotation names `addr` (more than one: a duplicate).
     pub fn holders_of(&self, addr: Ipv4Addr) -> Vec<PodUid> {
-        self.holders.get(&addr).cloned().unwrap_or_default()
+        if !self.holders.contains_key(&addr) {
+            return Vec::new();
+        }
+        self.by_uid
+            .iter()
+            .filter(|(_, a)| **a == addr)
+            .map(|(uid, _)| uid.clone())
+            .collect()
     }
 
     /// Addresses pods hold (their annotations name them), in address order: written to the
@@ -390,7 +405,7 @@ impl NodePool {
     pub fn duplicates(&self) -> Vec<Ipv4Addr> {
         self.holders
             .iter()
-            .filter(|(_, s)| s.len() > 1)
+            .filter(|(_, n)| **n > 1)
             .map(|(a, _)| *a)
             .collect()
     }

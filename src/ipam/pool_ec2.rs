@@ -9,7 +9,8 @@ use ipnet::Ipv4Net;
 
 use super::plan::Action;
 use super::pool::{NodePool, Slot, as_prefix, prefix_addrs};
-use super::types::{Ec2ErrorClass, EniSnapshot, PodUid, Timestamp};
+use super::types::{Ec2ErrorClass, EniSnapshot, Timestamp};
+use super::uid::PodUid;
 
 /// A describe younger than our own change may not show it yet.
 pub const DESCRIBE_GRACE: Duration = Duration::from_secs(60);

@@ -17,7 +17,8 @@ use super::plan::Action;
 use super::pool::{AssignOutcome, NodePool, prefix_addrs};
 use super::pool_ec2::DESCRIBE_GRACE;
 use super::test_support::{FakeAnswer, FakeEni, limits, secs};
-use super::types::{Ec2ErrorClass, Mode, PodUid, Timestamp};
+use super::types::{Ec2ErrorClass, Mode, Timestamp};
+use super::uid::PodUid;
 
 #[derive(Debug, Clone, Copy)]
 enum Outcome {
@@ -268,7 +269,8 @@ impl World {
         match op {
             Op::Bind(n) => {
                 for _ in 0..*n {
-                    self.waiting.push(PodUid(format!("pod-{}", self.next_uid)));
+                    self.waiting
+                        .push(PodUid::from(format!("pod-{}", self.next_uid)));
                     self.next_uid += 1;
                 }
             }

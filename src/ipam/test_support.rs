@@ -9,7 +9,8 @@ use super::config::Config;
 use super::plan::Action;
 use super::pool::NodePool;
 use super::pool_ec2::Ec2Addresses;
-use super::types::{Ec2ErrorClass, EniSnapshot, InstanceTypeLimits, PodUid, Timestamp};
+use super::types::{Ec2ErrorClass, EniSnapshot, InstanceTypeLimits, Timestamp};
+use super::uid::PodUid;
 
 pub const PRIMARY: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 4);
 
@@ -22,7 +23,7 @@ pub fn limits(ipv4_per_interface: u32, nitro: bool) -> InstanceTypeLimits {
 }
 
 pub fn uid(n: usize) -> PodUid {
-    PodUid(format!("uid-{n}"))
+    PodUid::from(format!("uid-{n}"))
 }
 
 pub fn secs(s: u64) -> Timestamp {

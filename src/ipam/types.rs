@@ -47,16 +47,6 @@ impl fmt::Display for Mode {
     }
 }
 
-/// Identity of a pod for address bookkeeping: its UID (never its name, which can be reused).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PodUid(pub String);
-
-impl fmt::Display for PodUid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// What EC2 reports about one primary ENI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EniSnapshot {

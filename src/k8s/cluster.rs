@@ -95,9 +95,9 @@ impl ObjectRef {
     pub fn pod(view: &PodView) -> Self {
         ObjectRef {
             kind: ObjectKind::Pod,
-            name: view.name.clone(),
-            namespace: Some(view.namespace.clone()),
-            uid: view.uid.clone(),
+            name: view.name.to_string(),
+            namespace: Some(view.namespace.to_string()),
+            uid: view.uid.to_string(),
         }
     }
     pub fn config_map(view: &ConfigMapView) -> Self {

@@ -5,8 +5,11 @@
 //! The conversions are pure functions so the compatibility rules of SPEC section 2 are unit-tested.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+
+use crate::ipam::PodUid;
 
 /// Pod annotation and node extended resource (SPEC section 2).
 pub const PRIVATE_IPV4_ADDRESS: &str = "vpc.amazonaws.com/PrivateIPv4Address";
@@ -58,18 +61,22 @@ impl PodPhase {
 }
 
 /// What the controller needs of a bound Pod.
+///
+/// Compact, because a large cluster's controller holds one per pod: the UID in 16 bytes (exact
+/// for any string, see [`PodUid`]), namespace and node name as shared strings (the dispatcher
+/// interns them), no spare capacity in the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodView {
-    pub uid: String,
-    pub namespace: String,
-    pub name: String,
-    pub node_name: String,
+    pub uid: PodUid,
+    pub namespace: Arc<str>,
+    pub name: Box<str>,
+    pub node_name: Arc<str>,
     pub phase: PodPhase,
     pub host_network: bool,
     /// `metadata.deletionTimestamp` is set.
     pub deleting: bool,
     /// The value of the `vpc.amazonaws.com/PrivateIPv4Address` annotation, if any.
-    pub ip_annotation: Option<String>,
+    pub ip_annotation: Option<Box<str>>,
     /// The pod has an annotations map (any annotation at all): decides which form of the
     /// annotation patch to try first.
     pub has_annotations: bool,
@@ -133,12 +140,12 @@ pub fn node_view(node: &Node) -> NodeView {
 pub fn pod_view(pod: &Pod) -> Option<PodView> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref()?;
-    let node_name = spec.node_name.clone().filter(|n| !n.is_empty())?;
+    let node_name = spec.node_name.as_deref().filter(|n| !n.is_empty())?;
     Some(PodView {
-        uid: meta.uid.clone()?,
-        namespace: meta.namespace.clone().unwrap_or_default(),
-        name: meta.name.clone()?,
-        node_name,
+        uid: PodUid::new(meta.uid.as_deref()?),
+        namespace: meta.namespace.as_deref().unwrap_or_default().into(),
+        name: meta.name.as_deref()?.into(),
+        node_name: node_name.into(),
         phase: PodPhase::parse(pod.status.as_ref().and_then(|s| s.phase.as_deref())),
         host_network: spec.host_network.unwrap_or(false),
         deleting: meta.deletion_timestamp.is_some(),
@@ -146,7 +153,7 @@ pub fn pod_view(pod: &Pod) -> Option<PodView> {
             .annotations
             .as_ref()
             .and_then(|a| a.get(PRIVATE_IPV4_ADDRESS))
-            .cloned(),
+            .map(|v| v.as_str().into()),
         has_annotations: meta.annotations.as_ref().is_some_and(|a| !a.is_empty()),
     })
 }

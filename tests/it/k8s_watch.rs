@@ -200,7 +200,7 @@ async fn pod_watch_sees_bound_pods_only_as_views() {
         .create_pod(pod("bound", Some("win-1"), Some(&[("a", "b")])))
         .await;
     let uid = bound.metadata.uid.clone().unwrap();
-    let mine = |v: &PodView| v.namespace == env.ns;
+    let mine = |v: &PodView| *v.namespace == *env.ns;
 
     let seen = until(
         &mut pods,
@@ -214,8 +214,8 @@ async fn pod_watch_sees_bound_pods_only_as_views() {
     assert_eq!(
         view,
         &PodView {
-            uid: uid.clone(),
-            namespace: env.ns.clone(),
+            uid: uid.as_str().into(),
+            namespace: env.ns.as_str().into(),
             name: "bound".into(),
             node_name: "win-1".into(),
             phase: PodPhase::Pending,
@@ -225,6 +225,8 @@ async fn pod_watch_sees_bound_pods_only_as_views() {
             has_annotations: true,
         }
     );
+    // The apiserver's UID comes back exactly, as the annotation patch's precondition needs it.
+    assert_eq!(view.uid.to_string(), uid);
 
     assert_eq!(
         c.annotate_pod(&env.ns, "bound", &uid, "10.0.0.4/19", true)
@@ -252,7 +254,7 @@ async fn pod_watch_sees_bound_pods_only_as_views() {
     let mine_only: Vec<_> = seen
         .iter()
         .filter_map(|e| match e {
-            WatchEvent::Applied(v) | WatchEvent::Deleted(v) if mine(v) => Some(v.name.as_str()),
+            WatchEvent::Applied(v) | WatchEvent::Deleted(v) if mine(v) => Some(&*v.name),
             _ => None,
         })
         .collect();

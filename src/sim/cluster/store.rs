@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::crd::NodeAddressPoolStatus;
+use crate::ipam::PodUid;
 use crate::k8s::{ConfigMapView, EventSeverity, NodeView, ObjectKind, PodPhase, PodView};
 use crate::sim::rng::SplitMix64;
 
@@ -60,14 +61,14 @@ pub(super) struct SimPod {
 impl SimPod {
     pub fn view(&self, namespace: &str, name: &str) -> PodView {
         PodView {
-            uid: uid_string(self.uid),
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            node_name: self.node.to_string(),
+            uid: PodUid::new(&uid_string(self.uid)),
+            namespace: namespace.into(),
+            name: name.into(),
+            node_name: Arc::clone(&self.node),
             phase: self.phase,
             host_network: self.host_network,
             deleting: false,
-            ip_annotation: self.annotation.as_deref().map(str::to_string),
+            ip_annotation: self.annotation.clone(),
             has_annotations: self.annotation.is_some(),
         }
     }

@@ -95,7 +95,7 @@ async fn watches_list_first_then_follow_changes() {
         panic!("pods: list first");
     };
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].uid, uid);
+    assert_eq!(listed[0].uid.to_string(), uid);
 
     c.annotate_pod("ns", "p1", &uid, "10.0.0.9/19", true)
         .await
@@ -115,17 +115,14 @@ async fn watches_list_first_then_follow_changes() {
     let WatchEvent::Deleted(PodView { uid: gone, .. }) = pods.next().await.unwrap() else {
         panic!("deleted");
     };
-    assert_eq!(gone, uid);
+    assert_eq!(gone.to_string(), uid);
     c.bind_pod("ns", "p2", "n1");
     let _ = pods.next().await;
     c.relist_pods();
     let WatchEvent::Resynced(all) = pods.next().await.unwrap() else {
         panic!("relist");
     };
-    assert_eq!(
-        all.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
-        ["p2"]
-    );
+    assert_eq!(all.iter().map(|p| &*p.name).collect::<Vec<_>>(), ["p2"]);
     // list 1 + applied 1 + deleted 1 + applied 1 + relist 1
     assert_eq!(c.pod_events_delivered(), 5);
 }

@@ -305,7 +305,7 @@ async fn watch_pods<C: Cluster, B: Ec2Backend + Clone>(s: Arc<Shared<C, B>>) {
                 for key in keys {
                     if !views
                         .iter()
-                        .any(|v| v.namespace == key.0 && v.name == key.1)
+                        .any(|v| *v.namespace == *key.0 && *v.name == *key.1)
                     {
                         let rec = s.lock().pods.remove(&key);
                         if let Some(rec) = rec {
@@ -323,17 +323,17 @@ async fn watch_pods<C: Cluster, B: Ec2Backend + Clone>(s: Arc<Shared<C, B>>) {
 }
 
 fn pod_applied<C, B>(s: &Shared<C, B>, view: PodView) {
-    let key = (view.namespace.clone(), view.name.clone());
+    let key = pod_key(&view);
     let mut st = s.lock();
     unpark(&mut st, &view.node_name, &key);
     st.pods.insert(
         key.clone(),
         PodRec {
-            uid: view.uid,
-            node: view.node_name,
+            uid: view.uid.to_string(),
+            node: view.node_name.to_string(),
             phase: view.phase,
             host_network: view.host_network,
-            annotation: view.ip_annotation,
+            annotation: view.ip_annotation.map(String::from),
         },
     );
     drop(st);
@@ -341,17 +341,22 @@ fn pod_applied<C, B>(s: &Shared<C, B>, view: PodView) {
 }
 
 fn pod_deleted<C, B>(s: &Shared<C, B>, view: PodView) {
-    let key = (view.namespace.clone(), view.name.clone());
+    let key = pod_key(&view);
     let mut st = s.lock();
     unpark(&mut st, &view.node_name, &key);
     st.pods.remove(&key);
     drop(st);
     s.pods_q.add(PodItem::Deleted(
         key,
-        view.uid,
-        view.node_name,
-        view.ip_annotation,
+        view.uid.to_string(),
+        view.node_name.to_string(),
+        view.ip_annotation.map(String::from),
     ));
+}
+
+/// The model keys its pods by (namespace, name), as plain strings.
+fn pod_key(view: &PodView) -> PodKey {
+    (view.namespace.to_string(), view.name.to_string())
 }
 
 fn unpark(st: &mut ModelState, node: &str, key: &PodKey) {
