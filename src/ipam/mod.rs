@@ -20,6 +20,8 @@ pub mod pool_ec2;
 pub mod types;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
 mod pool_proptest;
