@@ -312,5 +312,21 @@ fn annotation_value() -> impl Strategy<Value = String> {
             ip.pop();
             format!("{a}{ip}{slash}{len}{b}")
         });
-    prop_oneof![4 => shaped, 1 => any::<String>()]
+    // Four octets, each valid or nearly so, and a length: what a person or tool may write.
+    let near = (
+        prop::collection::vec(
+            prop_oneof![
+                3 => (0u32..=255).prop_map(|n| n.to_string()),
+                1 => (0u32..=255).prop_map(|n| format!("0{n}")),
+                1 => (256u32..1000).prop_map(|n| n.to_string()),
+            ],
+            4,
+        ),
+        prop_oneof![
+            (0u32..=33).prop_map(|n| n.to_string()),
+            (0u32..=32).prop_map(|n| format!("0{n}"))
+        ],
+    )
+        .prop_map(|(octets, len)| format!("{}/{len}", octets.join(".")));
+    prop_oneof![3 => near, 3 => shaped, 1 => any::<String>()]
 }

@@ -179,7 +179,11 @@ fn check_both(body: &[u8]) -> Result<(), TestCaseError> {
         let out = serde_json::to_value(&review).expect("a review serializes");
         prop_assert_eq!(&out["apiVersion"], "admission.k8s.io/v1");
         prop_assert_eq!(&out["kind"], "AdmissionReview");
-        let input: Value = serde_json::from_slice(body).expect("the handler read it as JSON");
+        // serde_json skips fields a type ignores without checking their escapes, so a body
+        // the handler reads may still not be a JSON value (a lone surrogate in such a field).
+        let Ok(input) = serde_json::from_slice::<Value>(body) else {
+            continue;
+        };
         let (request, response) = (&input["request"], &out["response"]);
         prop_assert!(response["uid"].is_string());
         prop_assert_eq!(&response["uid"], &request["uid"]);
