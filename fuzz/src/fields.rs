@@ -13,7 +13,7 @@ use winipam::k8s::views::{
     pod_view,
 };
 use winipam::run::RunArgs;
-use winipam::run::flags::{check_lease_timings, parse_duration};
+use winipam::run::flags::{check_lease_timings, check_resync_period, parse_duration};
 
 use crate::split_selector;
 
@@ -197,7 +197,12 @@ pub fn flags(data: &[u8]) {
         assert_eq!(
             verdict,
             check_lease_timings(run.lease_duration, run.renew_deadline, run.retry_period)
+                .and_then(|()| check_resync_period(run.resync_period))
         );
+        if verdict.is_err() {
+            return;
+        }
+        assert!(!run.resync_period.is_zero() && run.resync_period <= Duration::from_secs(86_400));
         assert!(!run.controller_service_accounts().is_empty());
         for rate in [run.ec2_mutating_rate, run.ec2_describe_rate] {
             assert!(rate.is_finite() && rate > 0.0, "rate {rate}");
