@@ -26,3 +26,6 @@ pub mod server;
 pub mod sim;
 pub mod telemetry;
 pub mod webhook;
+
+#[cfg(test)]
+mod fuzz_support;

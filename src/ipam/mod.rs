@@ -22,6 +22,8 @@ pub mod types;
 pub mod uid;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
 mod pool_proptest;

@@ -10,6 +10,8 @@ pub mod cluster;
 pub mod error;
 mod kube_cluster;
 pub mod views;
+#[cfg(test)]
+mod views_fuzz_tests;
 mod watch;
 
 pub use cluster::{

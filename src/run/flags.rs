@@ -157,9 +157,11 @@ const DEFAULT_NAMESPACE: &str = "winipam-system";
 pub const SERVICE_ACCOUNT: &str = "winipam";
 
 impl RunArgs {
-    /// Checks what clap cannot: the leader-election timings must nest.
+    /// Checks what clap cannot: the leader-election timings must nest, and the resync period
+    /// must be one the dispatcher can schedule.
     pub fn validate(&self) -> Result<(), String> {
-        check_lease_timings(self.lease_duration, self.renew_deadline, self.retry_period)
+        check_lease_timings(self.lease_duration, self.renew_deadline, self.retry_period)?;
+        check_resync_period(self.resync_period)
     }
 
     /// The controller's namespace (see `--namespace`).
@@ -249,9 +251,34 @@ pub fn check_lease_timings(
     if lease < Duration::from_secs(2) {
         return Err(format!("--lease-duration ({lease:?}) must be at least 2s"));
     }
+    // Lease objects hold `leaseDurationSeconds` as an int32: a longer one fails every write.
+    if lease > MAX_LEASE_DURATION {
+        return Err(format!(
+            "--lease-duration ({lease:?}) must be at most {}s (Lease objects hold int32 seconds)",
+            MAX_LEASE_DURATION.as_secs()
+        ));
+    }
     if lease.subsec_nanos() != 0 {
         return Err(format!(
             "--lease-duration ({lease:?}) must be whole seconds (Lease objects count in seconds)"
+        ));
+    }
+    Ok(())
+}
+
+/// The longest `--lease-duration`: `leaseDurationSeconds` is an int32.
+const MAX_LEASE_DURATION: Duration = Duration::from_secs(i32::MAX as u64);
+/// The longest `--resync-period`: a day (resync is the safety net for missed events; anything
+/// longer is a typo, and a far-away deadline would overflow the clock arithmetic).
+const MAX_RESYNC_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
+/// At least a second (0 would resync, describing every instance, in a busy loop) and at most
+/// [`MAX_RESYNC_PERIOD`].
+pub fn check_resync_period(period: Duration) -> Result<(), String> {
+    if period < Duration::from_secs(1) || period > MAX_RESYNC_PERIOD {
+        return Err(format!(
+            "--resync-period ({period:?}) must be between 1s and {}h",
+            MAX_RESYNC_PERIOD.as_secs() / 3600
         ));
     }
     Ok(())
@@ -440,3 +467,7 @@ mod tests {
         assert_eq!(resolve_namespace(None, no_env, || None), "winipam-system");
     }
 }
+
+#[cfg(test)]
+#[path = "flags_fuzz_tests.rs"]
+mod fuzz_tests;

@@ -24,6 +24,11 @@ pub mod tls;
 pub mod validate;
 mod x509_time;
 
+#[cfg(test)]
+mod certs_fuzz_tests;
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -4,6 +4,9 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::{DynamicObject, Resource};
 use serde::de::DeserializeOwned;
 
+const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
+const REVIEW_KIND: &str = "AdmissionReview";
+
 /// A body that is not an AdmissionReview with a request: answered with HTTP 400 and this
 /// message (the apiserver then applies the webhook's failurePolicy).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +23,17 @@ where
             "the request body is not an admission.k8s.io/v1 AdmissionReview of a {kind}: {e}"
         ))
     })?;
+    // The response repeats the request's apiVersion and kind, so anything but the version the
+    // webhook configurations register (v1) would be answered with a review the apiserver
+    // cannot read.
+    let types = &review.types;
+    if types.api_version != REVIEW_API_VERSION || types.kind != REVIEW_KIND {
+        return Err(BadRequest(format!(
+            "the request body is a {:?} of apiVersion {:?}, not an {REVIEW_API_VERSION} \
+             {REVIEW_KIND}",
+            types.kind, types.api_version
+        )));
+    }
     review
         .try_into()
         .map_err(|_| BadRequest("the AdmissionReview has no `request`".to_owned()))

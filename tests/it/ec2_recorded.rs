@@ -6,14 +6,14 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use aws_sdk_ec2::config::{BehaviorVersion, Builder as ConfigBuilder, Credentials, Region};
 use aws_smithy_http_client::test_util::{NeverClient, ReplayEvent, StaticReplayClient};
-use aws_smithy_types::body::SdkBody;
 use ipnet::Ipv4Net;
 use prometheus::Registry;
 use winipam::ec2::aws::{AwsEc2, AwsEc2Options};
 use winipam::ec2::{Ec2Client, Ec2ClientConfig, Operation};
 use winipam::ipam::Ec2ErrorClass;
+
+use crate::support::ec2_replay::{self, sdk_config};
 
 const ENI: &str = "eni-0a1b2c3d4e5f60718";
 
@@ -23,29 +23,7 @@ fn fixture(name: &str) -> String {
 }
 
 fn answer(status: u16, file: &str) -> ReplayEvent {
-    let request = http::Request::builder()
-        .uri("https://ec2.us-east-1.amazonaws.com/")
-        .body(SdkBody::empty())
-        .unwrap();
-    let response = http::Response::builder()
-        .status(status)
-        .header("content-type", "text/xml;charset=UTF-8")
-        .body(SdkBody::from(fixture(file)))
-        .unwrap();
-    ReplayEvent::new(request, response)
-}
-
-fn sdk_config() -> ConfigBuilder {
-    ConfigBuilder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "AKIDEXAMPLE",
-            "secret",
-            None,
-            None,
-            "test",
-        ))
+    ec2_replay::answer(status, fixture(file))
 }
 
 fn client_on(events: Vec<ReplayEvent>) -> (Ec2Client<AwsEc2>, StaticReplayClient, Registry) {

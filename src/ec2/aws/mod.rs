@@ -10,6 +10,8 @@
 //! - Every throttled attempt, SDK retries included, is reported through an interceptor.
 
 mod convert;
+#[cfg(test)]
+mod fuzz_tests;
 mod throttle;
 
 use std::net::Ipv4Addr;

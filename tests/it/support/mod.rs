@@ -5,6 +5,7 @@
 pub mod controlplane;
 pub mod deploy;
 pub mod e2e;
+pub mod ec2_replay;
 pub mod moto;
 pub mod observe;
 pub mod winipam;
