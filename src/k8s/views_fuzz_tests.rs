@@ -192,7 +192,7 @@ proptest! {
         let bound = node_name.is_some() && value["metadata"]["uid"].is_string();
         prop_assert_eq!(view.is_some(), bound);
         if let Some(v) = view {
-            prop_assert_eq!(Some(v.node_name.as_str()), node_name);
+            prop_assert_eq!(Some(&*v.node_name), node_name);
             prop_assert_eq!(
                 v.ip_annotation.as_deref(),
                 value["metadata"]["annotations"][PRIVATE_IPV4_ADDRESS].as_str()
