@@ -8,6 +8,7 @@
 //! - [`report`], [`plot`], [`progress`]: the table, the JSON, the SVG and the progress line.
 //! - [`rng`]: the seeded randomness everything draws from.
 
+pub mod chaos;
 pub mod cli;
 pub mod cluster;
 pub mod ec2;
