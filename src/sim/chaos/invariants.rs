@@ -279,9 +279,11 @@ pub fn check_quiescent(
             return violation(
                 "unannotated",
                 format!(
-                    "{waiting} of the {} live pods on {name} ({}, capacity {cap}) have no address",
+                    "{waiting} of the {} live pods on {name} ({}, capacity {cap}) have no \
+                     address; {}",
                     live.len(),
-                    node.instance_type
+                    node.instance_type,
+                    describe_node(world, name, &pods)
                 ),
             );
         }
@@ -296,15 +298,32 @@ pub fn check_quiescent(
             return violation(
                 "leak",
                 format!(
-                    "{name} ({}, {mode}) holds {over} addresses beyond its targets: {} secondary \
-                     IPs, prefixes {:?}, {} used",
+                    "{name} ({}, {mode}) holds {over} addresses beyond its targets; {}",
                     node.instance_type,
-                    eni.secondary_ips.len(),
-                    eni.prefixes,
-                    used.len()
+                    describe_node(world, name, &pods)
                 ),
             );
         }
     }
     Ok(())
+}
+
+/// The node's ENI, pods and NodeAddressPool status, for a failure report.
+fn describe_node(world: &ChaosWorld, name: &str, pods: &[PodInfo]) -> String {
+    let eni = world
+        .nodes
+        .get(name)
+        .and_then(|n| world.ec2.instance(&n.instance_id))
+        .map(|i| i.primary_eni);
+    let pods: Vec<String> = pods
+        .iter()
+        .filter(|p| p.node == name)
+        .map(|p| format!("{} {:?} {:?}", p.name, p.phase, p.annotation))
+        .collect();
+    format!(
+        "ENI {:?}; pods [{}]; status {:?}",
+        eni.map(|e| (e.secondary_ips, e.prefixes)),
+        pods.join(", "),
+        world.cluster.pool_status(name)
+    )
 }

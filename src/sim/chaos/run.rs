@@ -21,8 +21,9 @@ use crate::sim::scenario::policy::{CONFIG_NAME, CONFIG_NAMESPACE};
 const RECENT: usize = 30;
 /// Invariants are checked at least this often while time passes.
 const TICK: Duration = Duration::from_secs(1);
-/// Time given at quiescence: the longest cool-down, a few resyncs, an init retry backoff.
-const SETTLE: Duration = Duration::from_secs(150);
+/// Time given at quiescence: a subnet hold (2 min) after the last InsufficientFreeAddresses,
+/// the longest cool-down, a few resyncs and init retries.
+const SETTLE: Duration = Duration::from_secs(240);
 
 /// What one seed did.
 #[derive(Debug, Clone)]
@@ -231,7 +232,7 @@ impl Runner {
     /// Faults off, the configuration fixed, a live process; then time passes.
     async fn quiesce(&mut self) -> Result<(), Violation> {
         self.note("quiescence: faults off".into());
-        self.world.ec2.set_random_faults(RandomFaults::default());
+        self.world.ec2.clear_faults();
         if self.foreign_set {
             self.world.foreign_ipam(false);
         }

@@ -27,9 +27,9 @@ const INSTANCE_TYPES: [&str; 7] = [
 /// EC2 error codes a fault may answer with.
 pub const EC2_ERROR_CODES: [&str; 4] = [
     "RequestLimitExceeded",
+    "InternalError",
     "InsufficientCidrBlocks",
     "InsufficientFreeAddressesInSubnet",
-    "InternalError",
 ];
 
 /// What goes wrong with EC2 calls.
@@ -248,10 +248,17 @@ fn action(rng: &mut SplitMix64) -> Action {
                     Operation::DescribeInstances,
                 ],
             );
+            // The codes EC2 answers for that action: only an Assign meets a full subnet.
+            let codes: &[&'static str] = if op == Operation::AssignPrivateIpAddresses {
+                &EC2_ERROR_CODES
+            } else {
+                &EC2_ERROR_CODES[..2]
+            };
             let fault = match rng.below(4) {
                 0 => Ec2FaultKind::Timeout,
-                1 => Ec2FaultKind::LostResponse,
-                _ => Ec2FaultKind::Error(pick(rng, &EC2_ERROR_CODES)),
+                1 if op.is_mutating() => Ec2FaultKind::LostResponse,
+                1 => Ec2FaultKind::Error("InternalError"),
+                _ => Ec2FaultKind::Error(pick(rng, codes)),
             };
             Action::Ec2Fault {
                 op,

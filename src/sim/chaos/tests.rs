@@ -17,7 +17,42 @@ fn seeds(from: u64, count: u64) {
 
 #[test]
 fn chaos_seeds_0000_to_0250() {
-    seeds(0, 40);
+    seeds(0, 250);
+}
+
+#[test]
+fn chaos_seeds_0250_to_0500() {
+    seeds(250, 250);
+}
+
+#[test]
+fn chaos_seeds_0500_to_0750() {
+    seeds(500, 250);
+}
+
+#[test]
+fn chaos_seeds_0750_to_1000() {
+    seeds(750, 250);
+}
+
+#[test]
+fn chaos_seeds_1000_to_1250() {
+    seeds(1000, 250);
+}
+
+#[test]
+fn chaos_seeds_1250_to_1500() {
+    seeds(1250, 250);
+}
+
+#[test]
+fn chaos_seeds_1500_to_1750() {
+    seeds(1500, 250);
+}
+
+#[test]
+fn chaos_seeds_1750_to_2000() {
+    seeds(1750, 250);
 }
 
 /// Replays the seed in `WINIPAM_CHAOS_SEED` with the controller's logs (debugging a failure).
@@ -35,4 +70,16 @@ fn chaos_replay() {
     let outcome = run_seed(seed).unwrap();
     eprintln!("{}", report(&outcome));
     assert!(outcome.violation.is_none());
+}
+
+fn replay(seed: u64) {
+    let outcome = run_seed(seed).unwrap();
+    assert!(outcome.violation.is_none(), "{}", report(&outcome));
+}
+
+/// A pod deleted while `enable-windows-ipam` paused releases kept its address in the pool for
+/// good: the node stayed one short of capacity (fixed: released on resume and on resync).
+#[test]
+fn chaos_seed_20_pod_deleted_while_paused_keeps_its_address() {
+    replay(20);
 }
