@@ -246,6 +246,21 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 ));
             }
             Phase::Parked { .. } | Phase::Init { .. } => {
+                // Not rebuilt yet: the previous leader's records stay in the status. Without
+                // them a process that dies before its rebuild ends erases them, and the next
+                // leader hands out addresses whose pods went meanwhile before their cool-down
+                // ends.
+                status.used_addresses = self.restored.used.iter().map(|a| a.to_string()).collect();
+                status.cooldowns = self
+                    .restored
+                    .cooldowns
+                    .iter()
+                    .filter(|(_, until)| *until > now)
+                    .map(|(addr, until)| CooldownRecord {
+                        address: addr.to_string(),
+                        until: rfc3339(*until),
+                    })
+                    .collect();
                 let parked = matches!(self.phase, Phase::Parked { .. });
                 conditions.push(condition(
                     "Ready",

@@ -294,7 +294,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
         if let Phase::Ready(ready) = &mut self.phase {
             let pods = &self.pods;
-            let freed = ready.pool.release_gone(|uid| pods.contains_key(&uid.0), now);
+            let freed = ready
+                .pool
+                .release_gone(|uid| pods.contains_key(&uid.0), now);
             if freed > 0 {
                 tracing::info!(node = %self.node.name, freed, "addresses of pods deleted while releases were paused cool down");
             }

@@ -440,6 +440,9 @@ fn release_gone_frees_holders_of_pods_that_no_longer_exist_into_cool_down() {
     assert_eq!(pool.address_of(&uid(1)), None);
     assert_eq!(pool.address_of(&uid(2)), Some(ip(11)));
     // Freed into cool-down, not free at once.
-    assert_eq!(pool.cooldowns(secs(5)), vec![(ip(10), secs(5).plus(Duration::from_secs(30)))]);
+    assert_eq!(
+        pool.cooldowns(secs(5)),
+        vec![(ip(10), secs(5).plus(Duration::from_secs(30)))]
+    );
     assert_eq!(pool.release_gone(|_| true, secs(6)), 0);
 }

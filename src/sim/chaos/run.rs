@@ -18,7 +18,7 @@ use crate::sim::ec2::{Fault, RandomFaults};
 use crate::sim::scenario::policy::{CONFIG_NAME, CONFIG_NAMESPACE};
 
 /// Lines of the run's history a failure report shows.
-const RECENT: usize = 30;
+const RECENT: usize = 40;
 /// Invariants are checked at least this often while time passes.
 const TICK: Duration = Duration::from_secs(1);
 /// Time given at quiescence: a subnet hold (2 min) after the last InsufficientFreeAddresses,
@@ -63,6 +63,8 @@ struct Runner {
     invalid_configs: u64,
     foreign_set: bool,
     recent: VecDeque<String>,
+    /// Annotation writes already in `recent`.
+    log_noted: usize,
     actions: BTreeMap<&'static str, u64>,
 }
 
@@ -113,6 +115,19 @@ impl Runner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        for w in log.get(self.log_noted..).unwrap_or_default() {
+            let line = format!(
+                "  process {} wrote {}/{} (UID {}) = {} at {} ms",
+                w.process,
+                w.namespace,
+                w.name,
+                w.uid,
+                w.value,
+                w.at.0 - crate::sim::scenario::world::EPOCH.0
+            );
+            self.note(line);
+        }
+        self.log_noted = log.len();
         self.tracker.check(&self.world, &log)
     }
 
@@ -318,6 +333,7 @@ async fn play(seed: u64) -> SeedOutcome {
         invalid_configs: 0,
         foreign_set: false,
         recent: VecDeque::new(),
+        log_noted: 0,
         actions: BTreeMap::new(),
     };
     runner.note(format!(

@@ -83,3 +83,11 @@ fn replay(seed: u64) {
 fn chaos_seed_20_pod_deleted_while_paused_keeps_its_address() {
     replay(20);
 }
+
+/// A process that died before its rebuild ended had written a status without the previous
+/// leader's addresses in use; the next leader handed out one whose pod went meanwhile, 3 s into
+/// its 5 s cool-down (fixed: a worker not yet rebuilt keeps the records it read).
+#[test]
+fn chaos_seed_469_status_of_an_unbuilt_pool_kept_the_records() {
+    replay(469);
+}

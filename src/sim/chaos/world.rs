@@ -185,7 +185,10 @@ impl ChaosWorld {
         }?;
         self.free(&pod, t);
         self.cluster.delete_pod(&pod.namespace, &pod.name);
-        Some(format!("{}/{}", pod.namespace, pod.name))
+        Some(format!(
+            "{}/{} {} {:?}",
+            pod.namespace, pod.name, pod.uid, pod.annotation
+        ))
     }
 
     /// Deletes a live pod and binds one of the same name (new UID) to the same node.
@@ -195,7 +198,10 @@ impl ChaosWorld {
         self.cluster.delete_pod(&pod.namespace, &pod.name);
         let uid = self.cluster.bind_pod(&pod.namespace, &pod.name, &pod.node);
         t.bound(&uid, &pod.node);
-        Some(format!("{}/{}", pod.namespace, pod.name))
+        Some(format!(
+            "{}/{} {} -> {uid}",
+            pod.namespace, pod.name, pod.uid
+        ))
     }
 
     pub fn pod_succeeded(&mut self, pick: u64, t: &mut Tracker) -> Option<String> {
