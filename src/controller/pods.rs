@@ -241,9 +241,27 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
         // The status names the addresses in use before any annotation does: if this process
         // dies now and a pod goes before the next leader starts, the next leader still knows
-        // the address was in use and cools it down (a failed write is logged; the pods are not
-        // held back for it).
+        // the address was in use and cools it down. So an address the status could not record
+        // is not written either: it goes back, and its pod waits for the next pass (otherwise
+        // a failed status write, a crash and the pod's deletion let the next leader hand the
+        // address out within its cool-down).
         self.write_status(now).await;
+        let (writes, unrecorded): (Vec<Write>, Vec<Write>) = writes
+            .into_iter()
+            .partition(|w| parse_annotation(&w.value).is_some_and(|a| self.status.records_used(a)));
+        if !unrecorded.is_empty() {
+            tracing::info!(node = %self.node.name, pods = unrecorded.len(),
+                "the NodeAddressPool status does not record the addresses yet; annotations wait");
+            if let Phase::Ready(ready) = &mut self.phase {
+                for w in &unrecorded {
+                    ready.pool.cancel(&PodUid(w.uid.clone()));
+                }
+            }
+            waiting += unrecorded.len() as u32;
+        }
+        if writes.is_empty() {
+            return waiting;
+        }
 
         let cluster = self.ctx.cluster.clone();
         let results: Vec<(Write, _)> = futures::stream::iter(writes)

@@ -41,6 +41,16 @@ pub(crate) struct StatusState {
     checked: Option<(Timestamp, UrgentInputs)>,
 }
 
+impl StatusState {
+    /// Whether the last status written names `addr` as in use.
+    pub(crate) fn records_used(&self, addr: std::net::Ipv4Addr) -> bool {
+        let addr = addr.to_string();
+        self.written
+            .as_ref()
+            .is_some_and(|s| s.used_addresses.contains(&addr))
+    }
+}
+
 /// What makes a status write urgent: cool-down records and addresses in use.
 type UrgentInputs = (
     Vec<(std::net::Ipv4Addr, Timestamp)>,
