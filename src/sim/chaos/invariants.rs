@@ -21,7 +21,7 @@ use std::time::Duration;
 use super::gate::Written;
 use super::world::ChaosWorld;
 use crate::controller::reasons;
-use crate::ipam::{Config, Timestamp, capacity, parse_annotation};
+use crate::ipam::{Config, Mode, Timestamp, capacity, parse_annotation};
 use crate::sim::cluster::PodInfo;
 use crate::sim::scenario::checks::excess;
 
@@ -273,7 +273,23 @@ pub fn check_quiescent(
             continue;
         };
         let mode = capacity::effective_mode(&limits, config.requested_mode());
-        let cap = capacity::pod_capacity(&limits, config.requested_mode()).pods;
+        // While the other mode's addresses drain (SPEC 4), its used ones take ENI slots: the
+        // pods on them fit, and the current mode has the slots left.
+        let in_other = |a: &Ipv4Addr| match mode {
+            Mode::Prefix => eni.secondary_ips.contains(a),
+            Mode::Secondary => eni.prefixes.iter().any(|p| p.contains(a)),
+        };
+        let other_pods = used.iter().filter(|a| in_other(a)).count() as u32;
+        let other_slots = match mode {
+            Mode::Prefix => other_pods,
+            Mode::Secondary => eni
+                .prefixes
+                .iter()
+                .filter(|p| used.iter().any(|a| p.contains(a)))
+                .count() as u32,
+        };
+        let cap =
+            other_pods + capacity::switch_capacity(capacity::pod_slots(&limits), mode, other_slots);
         let waiting = live.iter().filter(|p| p.annotation.is_none()).count();
         if waiting > 0 && live.len() <= cap as usize {
             return violation(
@@ -289,7 +305,10 @@ pub fn check_quiescent(
         }
         let over = excess(
             mode,
-            config.targets(mode, cap),
+            config.targets(
+                mode,
+                capacity::pod_capacity(&limits, config.requested_mode()).pods,
+            ),
             &eni.secondary_ips,
             &eni.prefixes,
             &used,

@@ -9,11 +9,11 @@ use std::time::Duration;
 use super::gate::Tally;
 use super::invariants::{Tracker, Violation, check_quiescent};
 use super::process::Process;
-use super::schedule::{Action, ApiFaultKind, Ec2FaultKind, Schedule};
+use super::schedule::{Action, ApiChaos, ApiFaultKind, Ec2FaultKind, Schedule};
 use super::world::ChaosWorld;
 use crate::ipam::Config;
 use crate::k8s::ClusterError;
-use crate::sim::cluster::WriteFault;
+use crate::sim::cluster::{ApiFaults, WriteFault};
 use crate::sim::ec2::{Fault, RandomFaults};
 use crate::sim::scenario::policy::{CONFIG_NAME, CONFIG_NAMESPACE};
 
@@ -37,13 +37,19 @@ pub struct SeedOutcome {
     pub recent: Vec<String>,
 }
 
-/// Plays `seed` on a fresh current-thread runtime with paused (virtual) time.
+/// Plays `seed` (with apiserver trouble) on a fresh current-thread runtime with paused
+/// (virtual) time.
 pub fn run_seed(seed: u64) -> std::io::Result<SeedOutcome> {
+    run_schedule(Schedule::from_seed(seed).with_api_chaos())
+}
+
+/// Plays a schedule on a fresh current-thread runtime with paused (virtual) time.
+pub fn run_schedule(schedule: Schedule) -> std::io::Result<SeedOutcome> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()?;
-    Ok(runtime.block_on(play(seed)))
+    Ok(runtime.block_on(play(schedule)))
 }
 
 struct Runner {
@@ -62,6 +68,7 @@ struct Runner {
     config_valid: bool,
     invalid_configs: u64,
     foreign_set: bool,
+    watch_cut: bool,
     recent: VecDeque<String>,
     /// Annotation writes already in `recent`.
     log_noted: usize,
@@ -244,10 +251,36 @@ impl Runner {
         self.note(line);
     }
 
+    fn api(&mut self, api: &ApiChaos) {
+        *self.actions.entry(api.kind()).or_default() += 1;
+        let cluster = &self.world.cluster;
+        match api {
+            ApiChaos::RandomWriteFaults {
+                conflict,
+                server_error,
+                apply_then_fail,
+            } => cluster.set_random_write_faults(ApiFaults {
+                conflict_rate: *conflict,
+                server_error_rate: *server_error,
+                apply_then_fail_rate: *apply_then_fail,
+            }),
+            ApiChaos::CutWatches(outage) => {
+                // A ConfigMap changed back within the outage is never seen: nothing to reject.
+                self.watch_cut = true;
+                cluster.cut_watches(*outage)
+            }
+            ApiChaos::RelistAll => cluster.relist_all(),
+        }
+        self.note(format!("{api:?}"));
+    }
+
     /// Faults off, the configuration fixed, a live process; then time passes.
     async fn quiesce(&mut self) -> Result<(), Violation> {
         self.note("quiescence: faults off".into());
         self.world.ec2.clear_faults();
+        self.world
+            .cluster
+            .set_random_write_faults(ApiFaults::default());
         if self.foreign_set {
             self.world.foreign_ipam(false);
         }
@@ -316,8 +349,8 @@ fn config_data(config: &Config) -> BTreeMap<String, String> {
     data
 }
 
-async fn play(seed: u64) -> SeedOutcome {
-    let schedule = Schedule::from_seed(seed);
+async fn play(schedule: Schedule) -> SeedOutcome {
+    let seed = schedule.seed;
     let world = ChaosWorld::new(seed, schedule.ec2_latency, schedule.stale_describes);
     let mut runner = Runner {
         world,
@@ -332,6 +365,7 @@ async fn play(seed: u64) -> SeedOutcome {
         config_valid: true,
         invalid_configs: 0,
         foreign_set: false,
+        watch_cut: false,
         recent: VecDeque::new(),
         log_noted: 0,
         actions: BTreeMap::new(),
@@ -357,6 +391,9 @@ async fn play(seed: u64) -> SeedOutcome {
     let mut result = Ok(());
     for step in &schedule.steps {
         runner.act(&step.action);
+        if let Some(api) = &step.api {
+            runner.api(api);
+        }
         result = runner.pass(step.wait).await;
         if result.is_err() {
             break;
@@ -365,7 +402,7 @@ async fn play(seed: u64) -> SeedOutcome {
     if result.is_ok() {
         result = runner.quiesce().await;
     }
-    if runner.invalid_configs > 0 && result.is_ok() {
+    if runner.invalid_configs > 0 && !runner.watch_cut && result.is_ok() {
         let events = runner
             .tally
             .events

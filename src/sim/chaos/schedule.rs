@@ -145,10 +145,38 @@ impl Action {
     }
 }
 
+/// Apiserver trouble laid over a step, drawn from a stream of its own so the workload and the
+/// other faults of a seed do not depend on whether it is on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiChaos {
+    /// Every write of any kind meets these random faults from now on (zero: off).
+    RandomWriteFaults {
+        conflict: f64,
+        server_error: f64,
+        apply_then_fail: f64,
+    },
+    /// Every watch misses everything for this long, then relists.
+    CutWatches(Duration),
+    /// 410 Gone on every watch: the full set again.
+    RelistAll,
+}
+
+impl ApiChaos {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiChaos::RandomWriteFaults { .. } => "api-random-faults",
+            ApiChaos::CutWatches(_) => "watch-cut",
+            ApiChaos::RelistAll => "relist-all",
+        }
+    }
+}
+
 /// One step: the action, then this much virtual time passes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub action: Action,
+    /// Apiserver trouble starting with the step (see [`Schedule::with_api_chaos`]).
+    pub api: Option<ApiChaos>,
     pub wait: Duration,
 }
 
@@ -321,6 +349,7 @@ impl Schedule {
         let steps = (0..count)
             .map(|_| Step {
                 action: action(&mut rng),
+                api: None,
                 wait: secs(&mut rng, 0.05, 8.0),
             })
             .collect();
@@ -333,6 +362,33 @@ impl Schedule {
             stale_describes,
             steps,
         }
+    }
+}
+
+impl Schedule {
+    /// The schedule with apiserver trouble laid over some steps (random write faults, watch
+    /// outages, relists), drawn from a stream of its own: the steps themselves are unchanged.
+    pub fn with_api_chaos(mut self) -> Schedule {
+        let mut rng = SplitMix64::new(self.seed ^ 0x0a91_c4a0);
+        if !rng.chance(0.6) {
+            return self;
+        }
+        for step in &mut self.steps {
+            step.api = match rng.below(100) {
+                0..=5 => {
+                    let rate = pick(&mut rng, &[0.0, 0.02, 0.1, 0.3]);
+                    Some(ApiChaos::RandomWriteFaults {
+                        conflict: rate / 3.0,
+                        server_error: rate / 3.0,
+                        apply_then_fail: rate / 3.0,
+                    })
+                }
+                6..=9 => Some(ApiChaos::CutWatches(secs(&mut rng, 0.5, 10.0))),
+                10..=12 => Some(ApiChaos::RelistAll),
+                _ => None,
+            };
+        }
+        self
     }
 }
 
