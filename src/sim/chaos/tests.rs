@@ -102,3 +102,11 @@ fn chaos_seed_469_status_of_an_unbuilt_pool_kept_the_records() {
 fn chaos_seed_1720_annotation_written_after_a_failed_status_write() {
     replay(1720);
 }
+
+/// An annotation write answered 500 after it was applied: the address went to a cool-down of
+/// 0 s, then back to EC2 as surplus while the pod's annotation named it (fixed: after a failed
+/// write the pod keeps its address; the retry writes the same one).
+#[test]
+fn chaos_seed_1086_address_released_after_an_applied_but_failed_annotation() {
+    replay(1086);
+}
