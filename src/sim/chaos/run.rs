@@ -69,6 +69,8 @@ struct Runner {
     invalid_configs: u64,
     foreign_set: bool,
     watch_cut: bool,
+    /// When the last watch outage ends.
+    watch_cut_until: crate::ipam::Timestamp,
     recent: VecDeque<String>,
     /// Annotation writes already in `recent`.
     log_noted: usize,
@@ -159,7 +161,10 @@ impl Runner {
             Ok(parsed) => {
                 self.config = parsed.config;
                 self.config_valid = true;
-                self.tracker.config(self.world.now(), &self.config);
+                // During a watch outage the controller keeps the old configuration until the
+                // watch relists.
+                let at = self.world.now().max(self.watch_cut_until);
+                self.tracker.config(at, &self.config);
             }
             Err(_) => {
                 self.config_valid = false;
@@ -267,6 +272,8 @@ impl Runner {
             ApiChaos::CutWatches(outage) => {
                 // A ConfigMap changed back within the outage is never seen: nothing to reject.
                 self.watch_cut = true;
+                let until = self.world.now().plus(*outage);
+                self.watch_cut_until = self.watch_cut_until.max(until);
                 cluster.cut_watches(*outage)
             }
             ApiChaos::RelistAll => cluster.relist_all(),
@@ -366,6 +373,7 @@ async fn play(schedule: Schedule) -> SeedOutcome {
         invalid_configs: 0,
         foreign_set: false,
         watch_cut: false,
+        watch_cut_until: crate::ipam::Timestamp(0),
         recent: VecDeque::new(),
         log_noted: 0,
         actions: BTreeMap::new(),

@@ -177,7 +177,7 @@ impl ChaosWorld {
     /// Deletes a pod (finished ones first half of the time: they wait for deletion). Returns
     /// what was deleted.
     pub fn delete_pod(&mut self, pick: u64, t: &mut Tracker) -> Option<String> {
-        let pod = if pick % 2 == 0 {
+        let pod = if pick.is_multiple_of(2) {
             self.choose(pick / 2, |p| p.phase.is_terminal())
                 .or_else(|| self.choose(pick / 2, |_| true))
         } else {
