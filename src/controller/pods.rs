@@ -314,11 +314,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     ready.pool.cancel(uid);
                 }
                 Err(err) => {
-                    // The write may have happened: the address cools down before reuse, and the
-                    // pod gets a fresh one on the next pass (or adopts what was written).
+                    // The write may have happened: the pod keeps the address (the next pass
+                    // writes the same one again, or adopts what was written), and if the pod
+                    // goes it cools down. Releasing it here let a short cool-down end and the
+                    // address leave the ENI while the annotation named it.
                     tracing::warn!(pod = %w.pod.name, namespace = %w.pod.namespace, error = %err,
-                        "annotation write failed");
-                    ready.pool.release(uid, now);
+                        "annotation write failed; the address stays the pod's");
                 }
             }
         }

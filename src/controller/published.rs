@@ -34,6 +34,17 @@ pub(crate) struct Published {
     pub(crate) error_at: Option<Timestamp>,
     /// Set in the Ready stage.
     pub(crate) pool: Option<PoolFacts>,
+    /// Before the pool is rebuilt (Init, Parked): the previous leader's records, written back
+    /// unchanged. Without them a process that dies before its rebuild ends erases them, and the
+    /// next leader hands out, within their cool-down, addresses whose pods went meanwhile.
+    pub(crate) kept: Option<KeptRecords>,
+}
+
+/// Addresses in use and running cool-down records read from the status at start, both sorted.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct KeptRecords {
+    pub(crate) used: Vec<Ipv4Addr>,
+    pub(crate) cooldowns: Vec<(Ipv4Addr, Timestamp)>,
 }
 
 /// What the status says about a ready node's pool.
@@ -170,6 +181,16 @@ pub(crate) fn render(
                 until: rfc3339(until),
             },
         );
+    } else if let Some(kept) = &new.kept {
+        status.used_addresses = kept.used.iter().map(|a| ip_text(*a)).collect();
+        status.cooldowns = kept
+            .cooldowns
+            .iter()
+            .map(|&(addr, until)| CooldownRecord {
+                address: ip_text(addr),
+                until: rfc3339(until),
+            })
+            .collect();
     }
     status.conditions = match old {
         Some(old) if condition_inputs(old) == condition_inputs(new) => {
@@ -418,6 +439,7 @@ mod tests {
             subnet_held: false,
             error_at: None,
             pool: Some(f),
+            kept: None,
         }
     }
 

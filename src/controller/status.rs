@@ -5,7 +5,7 @@
 
 use k8s_openapi::jiff;
 
-use super::published::{PoolFacts, Published, Stage, render, restore_conditions};
+use super::published::{KeptRecords, PoolFacts, Published, Stage, render, restore_conditions};
 use super::worker::{NodeWorker, Phase};
 use crate::crd::NodeAddressPoolStatus;
 use crate::ec2::{Ec2Backend, Ec2Error};
@@ -180,8 +180,23 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             blocked: self.blocked,
             subnet_held: self.subnet_held(now),
             error_at: self.status.last_error.as_ref().map(|(_, at)| *at),
+            kept: pool.is_none().then(|| self.kept_records(now)),
             pool,
         }
+    }
+
+    /// The previous leader's records while this worker has no pool of its own (see
+    /// `Published::kept`): cool-downs that ended are dropped.
+    fn kept_records(&self, now: Timestamp) -> KeptRecords {
+        let mut used = self.restored.used.clone();
+        used.sort_unstable();
+        used.dedup();
+        let mut cooldowns: Vec<_> = (self.restored.cooldowns.iter())
+            .filter(|(_, until)| *until > now)
+            .copied()
+            .collect();
+        cooldowns.sort_unstable();
+        KeptRecords { used, cooldowns }
     }
 
     /// `self.published_now(now) == *published`, without building it.
@@ -190,8 +205,14 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             (Phase::Ready(ready), Some(facts)) => {
                 published.stage == Stage::Ready && facts.same_as(ready, now)
             }
-            (Phase::Parked { .. }, None) => published.stage == Stage::Parked,
-            (Phase::Init { .. }, None) => published.stage == Stage::Init,
+            (Phase::Parked { .. }, None) => {
+                published.stage == Stage::Parked
+                    && published.kept.as_ref() == Some(&self.kept_records(now))
+            }
+            (Phase::Init { .. }, None) => {
+                published.stage == Stage::Init
+                    && published.kept.as_ref() == Some(&self.kept_records(now))
+            }
             _ => false,
         };
         stage_and_pool

@@ -285,8 +285,29 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 }
                 self.config = config;
             }
-            NodeMsg::Blocked(blocked) => self.blocked = blocked,
-            NodeMsg::Resync(info) => self.apply_resync(*info, now),
+            NodeMsg::Blocked(blocked) => {
+                self.blocked = blocked;
+                self.release_gone(now);
+            }
+            NodeMsg::Resync(info) => {
+                self.apply_resync(*info, now);
+                self.release_gone(now);
+            }
+        }
+    }
+
+    /// Pods deleted while releases were paused (foreign IPAM) still hold their address in the
+    /// pool: they go to cool-down once releases resume (SPEC 6.4).
+    fn release_gone(&mut self, now: Timestamp) {
+        if self.blocked {
+            return;
+        }
+        if let Phase::Ready(ready) = &mut self.phase {
+            let pods = &self.pods;
+            let freed = ready.pool.release_gone(|uid| pods.contains_key(uid), now);
+            if freed > 0 {
+                tracing::info!(node = %self.node.name, freed, "addresses of pods deleted while releases were paused cool down");
+            }
         }
     }
 

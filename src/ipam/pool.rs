@@ -291,6 +291,17 @@ impl NodePool {
         Some(addr)
     }
 
+    /// Releases (to cool-down) the address of every holder `live` says is gone: a pod deleted
+    /// while releases were paused (foreign IPAM) is otherwise never given back (SPEC 6.4:
+    /// addresses held by pods that no longer exist are freed). Returns how many.
+    pub fn release_gone(&mut self, live: impl Fn(&PodUid) -> bool, now: Timestamp) -> usize {
+        let gone: Vec<PodUid> = self.by_uid.keys().filter(|u| !live(u)).cloned().collect();
+        for uid in &gone {
+            self.release(uid, now);
+        }
+        gone.len()
+    }
+
     /// Takes back an address whose annotation was certainly never written (the patch was
     /// refused): no pod can have seen it, so it is free again at once.
     pub fn cancel(&mut self, uid: &PodUid) -> Option<Ipv4Addr> {

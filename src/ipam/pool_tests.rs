@@ -503,3 +503,21 @@ fn shared_addresses_count_once_in_tallies_and_once_as_duplicates() {
     assert_eq!(used(&pool), 0);
     assert_eq!(pool.used_per_block.values().sum::<u32>(), 1);
 }
+
+#[test]
+fn release_gone_frees_holders_of_pods_that_no_longer_exist_into_cool_down() {
+    // Chaos seed 20: a pod deleted while releases were paused kept its address forever.
+    let mut pool = pool_with_ips(&[10, 11]);
+    let now = secs(0);
+    assigned(pool.assign(&uid(1), now));
+    assigned(pool.assign(&uid(2), now));
+    assert_eq!(pool.release_gone(|u| *u == uid(2), secs(5)), 1);
+    assert_eq!(pool.address_of(&uid(1)), None);
+    assert_eq!(pool.address_of(&uid(2)), Some(ip(11)));
+    // Freed into cool-down, not free at once.
+    assert_eq!(
+        pool.cooldowns(secs(5)),
+        vec![(ip(10), secs(5).plus(Duration::from_secs(30)))]
+    );
+    assert_eq!(pool.release_gone(|_| true, secs(6)), 0);
+}

@@ -42,6 +42,16 @@ pub struct SimulateArgs {
     /// The scaled-down scenario the test suite runs.
     #[arg(long)]
     pub small: bool,
+    /// Chaos mode: random faults, crashes and churn from each seed, with invariants checked
+    /// after every step (issue 9); `--scenario`, `--policy` and the output files do not apply.
+    #[arg(long)]
+    pub chaos: bool,
+    /// Chaos mode: how many seeds to play.
+    #[arg(long, default_value_t = 100, requires = "chaos")]
+    pub seeds: u64,
+    /// Chaos mode: the first seed (seeds FROM..FROM+SEEDS are played).
+    #[arg(long, default_value_t = 0, requires = "chaos")]
+    pub from: u64,
     /// Run one policy and write its result as JSON to FILE, printing nothing (how `--policy
     /// both` runs each policy in a process of its own).
     #[arg(long, hide = true, value_name = "FILE")]
@@ -137,6 +147,9 @@ fn simulate_inner(
     separate_processes: bool,
     out: &mut dyn Write,
 ) -> Result<u8, String> {
+    if args.chaos {
+        return chaos(args, out);
+    }
     if let Some(path) = &args.child_result {
         let policy = *args.policies().first().ok_or("no policy")?;
         let result = run_here(args, policy)?;
@@ -167,4 +180,21 @@ fn simulate_inner(
         .iter()
         .any(|r| r.policy == PolicyKind::Winipam && !r.checks.ok());
     Ok(u8::from(ours_failed))
+}
+
+/// `--chaos`: plays the seeds, prints the summary and each failure; exit code 1 on any failure.
+fn chaos(args: &SimulateArgs, out: &mut dyn Write) -> Result<u8, String> {
+    let started = std::time::Instant::now();
+    let summary = crate::sim::chaos::run_seeds(args.from, args.seeds)
+        .map_err(|e| format!("cannot start the simulation runtime: {e}"))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    write!(out, "{}", summary.render()).map_err(|e| e.to_string())?;
+    writeln!(
+        out,
+        "{:.1} s, {:.1} ms per seed",
+        elapsed,
+        1000.0 * elapsed / summary.seeds.max(1) as f64
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(u8::from(!summary.failed.is_empty()))
 }

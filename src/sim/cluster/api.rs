@@ -1,14 +1,14 @@
 //! The [`Cluster`] trait on the simulated cluster: each request takes a few (virtual)
 //! milliseconds, is counted, may meet an injected fault, and changes what the watches show.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::Stream;
 
+use super::faults::{lost_answer, refused};
 use super::store::uid_string;
 use super::watch::{self, ConfigWatcher};
-use super::{PlannedFault, SimCluster, State, WriteFault, WriteKind};
+use super::{SimCluster, State, WriteKind};
 use crate::crd::NodeAddressPoolStatus;
 use crate::k8s::{
     AnnotateOutcome, Cluster, ClusterError, ConfigMapView, EnsureOutcome, EventSeverity,
@@ -16,18 +16,6 @@ use crate::k8s::{
 };
 
 use super::store::{EventRecord, PoolObject};
-
-/// The next planned fault for a write of `kind`, if any.
-fn take_fault(faults: &mut VecDeque<PlannedFault>, kind: WriteKind) -> Option<WriteFault> {
-    let i = faults.iter().position(|f| f.kind == kind)?;
-    let planned = &mut faults[i];
-    planned.remaining = planned.remaining.saturating_sub(1);
-    let fault = planned.fault.clone();
-    if planned.remaining == 0 {
-        faults.remove(i);
-    }
-    Some(fault)
-}
 
 impl SimCluster {
     /// One request's latency, drawn from the seed.
@@ -53,27 +41,6 @@ impl SimCluster {
     }
 }
 
-/// A refusing fault is returned at once; an apply-then-fail one after the change.
-fn refused(state: &mut State, fault: &Option<WriteFault>) -> Option<ClusterError> {
-    match fault {
-        Some(WriteFault::Refuse(e)) => {
-            state.store.counts.faulted += 1;
-            Some(e.clone())
-        }
-        _ => None,
-    }
-}
-
-fn lost_answer(state: &mut State, fault: Option<WriteFault>) -> Result<(), ClusterError> {
-    match fault {
-        Some(WriteFault::ApplyThenFail(e)) => {
-            state.store.counts.faulted += 1;
-            Err(e)
-        }
-        _ => Ok(()),
-    }
-}
-
 impl Cluster for SimCluster {
     async fn annotate_pod(
         &self,
@@ -88,7 +55,7 @@ impl Cluster for SimCluster {
         let now = self.now_ms();
         let mut st = self.lock();
         st.store.counts.annotate += 1;
-        let fault = take_fault(&mut st.faults, WriteKind::Annotate);
+        let fault = st.write_fault(WriteKind::Annotate, name);
         if let Some(e) = refused(&mut st, &fault) {
             return Err(e);
         }
@@ -131,7 +98,7 @@ impl Cluster for SimCluster {
         self.request().await;
         let mut st = self.lock();
         st.store.counts.node_capacity += 1;
-        let fault = take_fault(&mut st.faults, WriteKind::NodeCapacity);
+        let fault = st.write_fault(WriteKind::NodeCapacity, node);
         if let Some(e) = refused(&mut st, &fault) {
             return Err(e);
         }
@@ -158,7 +125,7 @@ impl Cluster for SimCluster {
         self.request().await;
         let mut st = self.lock();
         st.store.counts.pool_create += 1;
-        let fault = take_fault(&mut st.faults, WriteKind::PoolCreate);
+        let fault = st.write_fault(WriteKind::PoolCreate, node_name);
         if let Some(e) = refused(&mut st, &fault) {
             return Err(e);
         }
@@ -191,7 +158,7 @@ impl Cluster for SimCluster {
         self.request().await;
         let mut st = self.lock();
         st.store.counts.pool_status += 1;
-        let fault = take_fault(&mut st.faults, WriteKind::PoolStatus);
+        let fault = st.write_fault(WriteKind::PoolStatus, node_name);
         if let Some(e) = refused(&mut st, &fault) {
             return Err(e);
         }
@@ -227,7 +194,7 @@ impl Cluster for SimCluster {
     ) -> Result<(), ClusterError> {
         self.request().await;
         let mut st = self.lock();
-        let fault = take_fault(&mut st.faults, WriteKind::Event);
+        let fault = st.write_fault(WriteKind::Event, &object.name);
         if let Some(e) = refused(&mut st, &fault) {
             return Err(e);
         }

@@ -10,9 +10,12 @@
 //! the assertions' (every pod's annotation, Events, counters, time-to-IP).
 
 mod api;
+mod faults;
 mod store;
 mod watch;
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod tests;
 
@@ -24,12 +27,13 @@ use tokio::time::Instant;
 
 use crate::crd::NodeAddressPoolStatus;
 use crate::k8s::{
-    ClusterError, ConfigMapView, FOREIGN_IPAM_CONFIG_MAP, FOREIGN_IPAM_NAMESPACE, PodPhase,
-    WatchEvent,
+    ConfigMapView, FOREIGN_IPAM_CONFIG_MAP, FOREIGN_IPAM_NAMESPACE, PodPhase, WatchEvent,
 };
 
+pub use faults::{ApiFaults, WriteFault, WriteKind, conflict, lost_answer_error, server_error};
 pub use store::{EventRecord, NodeSpec, PodInfo, RequestCounts, uid_string};
 
+use faults::{Outage, PlannedFault, RandomFaults};
 use store::{SimNode, SimPod, Store};
 use watch::Watchers;
 
@@ -67,35 +71,14 @@ impl SimClusterConfig {
     }
 }
 
-/// Kinds of write a fault can target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteKind {
-    Annotate,
-    NodeCapacity,
-    PoolCreate,
-    PoolStatus,
-    Event,
-}
-
-/// What an injected fault does to one write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteFault {
-    /// Refused before anything is applied (a 409 or a 500).
-    Refuse(ClusterError),
-    /// Applied, then the answer is lost: the caller sees the error.
-    ApplyThenFail(ClusterError),
-}
-
-struct PlannedFault {
-    kind: WriteKind,
-    fault: WriteFault,
-    remaining: u32,
-}
-
 struct State {
     store: Store,
     watchers: Watchers,
     faults: VecDeque<PlannedFault>,
+    /// Random write faults, once configured.
+    random: Option<RandomFaults>,
+    /// Watch subscribers cut off, while an outage lasts.
+    outage: Option<Outage>,
 }
 
 struct Inner {
@@ -122,6 +105,8 @@ impl SimCluster {
                     store,
                     watchers: Watchers::default(),
                     faults: VecDeque::new(),
+                    random: None,
+                    outage: None,
                 }),
             }),
         }
@@ -329,15 +314,6 @@ impl SimCluster {
     }
 
     // ----- faults -----
-
-    /// The next `times` writes of `kind` get `fault`.
-    pub fn inject(&self, kind: WriteKind, fault: WriteFault, times: u32) {
-        self.lock().faults.push_back(PlannedFault {
-            kind,
-            fault,
-            remaining: times,
-        });
-    }
 
     /// Every pod watcher gets the complete set again, as after a watch restart (410 Gone).
     pub fn relist_pods(&self) {

@@ -4,9 +4,11 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::*;
-use crate::k8s::{AnnotateOutcome, Cluster, EnsureOutcome, EventSeverity, ObjectRef, PodView};
+use crate::k8s::{
+    AnnotateOutcome, Cluster, ClusterError, EnsureOutcome, EventSeverity, ObjectRef, PodView,
+};
 
-fn node(name: &str) -> NodeSpec {
+pub(super) fn node(name: &str) -> NodeSpec {
     NodeSpec {
         name: name.into(),
         instance_id: Some(format!("i-{:017x}", name.len())),

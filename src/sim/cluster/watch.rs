@@ -5,7 +5,10 @@
 use futures::Stream;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use crate::k8s::{ConfigMapView, NodeView, PodView, WatchEvent};
+use super::store::Store;
+use crate::k8s::{
+    ConfigMapView, FOREIGN_IPAM_CONFIG_MAP, FOREIGN_IPAM_NAMESPACE, NodeView, PodView, WatchEvent,
+};
 
 /// One ConfigMap watcher: the object it watches and where its states go.
 pub(super) struct ConfigWatcher {
@@ -60,6 +63,46 @@ impl Watchers {
     /// `kube-system/amazon-vpc-cni` changed (`None`: deleted).
     pub fn foreign(&mut self, state: Option<ConfigMapView>) {
         fan_out(&mut self.foreign, state);
+    }
+
+    /// Sends every subscriber the complete current state, as after a relist; returns the pod
+    /// watch events that makes (one per pod per subscriber; the caller counts them where its
+    /// subscribers are counted).
+    pub fn relist(&mut self, store: &Store) -> u64 {
+        let mut pod_events = 0;
+        if !self.nodes.is_empty() {
+            fan_out(
+                &mut self.nodes,
+                WatchEvent::Resynced(store.windows_node_views()),
+            );
+        }
+        if !self.pods.is_empty() {
+            let views = store.pod_views();
+            let per_subscriber = views.len() as u64;
+            let subscribers = fan_out(&mut self.pods, WatchEvent::Resynced(views));
+            pod_events = per_subscriber * subscribers as u64;
+        }
+        self.configs.retain(|w| !w.tx.is_closed());
+        for w in &self.configs {
+            let key = (w.namespace.clone(), w.name.clone());
+            let _ = w.tx.send(store.config_maps.get(&key).cloned());
+        }
+        if !self.foreign.is_empty() {
+            let key = (
+                FOREIGN_IPAM_NAMESPACE.to_string(),
+                FOREIGN_IPAM_CONFIG_MAP.to_string(),
+            );
+            fan_out(&mut self.foreign, store.config_maps.get(&key).cloned());
+        }
+        pod_events
+    }
+
+    /// Moves every subscriber (not the counters) into `other`.
+    pub fn move_subscribers_into(&mut self, other: &mut Watchers) {
+        other.nodes.append(&mut self.nodes);
+        other.pods.append(&mut self.pods);
+        other.configs.append(&mut self.configs);
+        other.foreign.append(&mut self.foreign);
     }
 }
 

@@ -263,6 +263,11 @@ impl SimEc2 {
         self.lock().faults.set_random(faults);
     }
 
+    /// No more faults: planned ones are dropped, random ones turned off.
+    pub fn clear_faults(&self) {
+        self.lock().faults = FaultPlan::default();
+    }
+
     /// Planned faults not yet handed out.
     pub fn pending_faults(&self) -> u32 {
         self.lock().faults.pending()

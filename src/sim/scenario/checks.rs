@@ -96,8 +96,8 @@ pub(super) fn check(world: &World, config: &Config) -> Checks {
     out
 }
 
-/// Addresses a settled node holds beyond its targets.
-fn excess(
+/// Addresses a settled node holds beyond its targets (also the chaos mode's leak check).
+pub(crate) fn excess(
     mode: Mode,
     targets: Targets,
     ips: &[Ipv4Addr],

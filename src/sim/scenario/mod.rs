@@ -6,12 +6,12 @@
 //! - [`Scenario`]: what is played (the standard S1-S4 and demo, or scaled-down versions).
 //! - [`run`]: plays one scenario with one policy and returns what was measured.
 
-mod checks;
+pub(crate) mod checks;
 mod demo;
 pub mod measure;
-mod policy;
+pub(crate) mod policy;
 mod workload;
-mod world;
+pub(crate) mod world;
 
 use std::time::Duration;
 

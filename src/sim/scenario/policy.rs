@@ -8,8 +8,10 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::world::World;
+use crate::clock::TokioClock;
 use crate::controller::{Controller, Ctx, Settings};
-use crate::ec2::{Ec2Client, Ec2ClientConfig};
+use crate::ec2::{Ec2Backend, Ec2Client, Ec2ClientConfig};
+use crate::k8s::Cluster;
 use crate::metrics::Metrics;
 use crate::server::Readiness;
 use crate::sim::vpcrc::{VpcRcModel, VpcRcReady};
@@ -104,6 +106,46 @@ fn start_winipam(
     readiness: Readiness,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
+    // As the lease elector does: not leading at first, then leading (readiness then waits for
+    // every pool to be rebuilt). The only replica: it leads for its whole life.
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let _ = leader_tx.send(true);
+    let stopped = async move {
+        stopped.await;
+        drop(leader_tx);
+    };
+    spawn_controller(
+        Arc::new(world.cluster.clone()),
+        world.ec2.clone(),
+        world.clock,
+        WinipamProcess {
+            seed,
+            readiness,
+            settings: Settings::default(),
+        },
+        leader_rx,
+        stopped,
+    )
+}
+
+/// What makes one winipam process its own: the seed of its EC2 client's jitter, its readiness
+/// and its loop settings.
+pub(crate) struct WinipamProcess {
+    pub seed: u64,
+    pub readiness: Readiness,
+    pub settings: Settings,
+}
+
+/// Starts one winipam process (fresh metrics, EC2 client and controller: nothing shared with an
+/// earlier process) on `cluster` and `ec2`, led by `leader`, until `stopped` resolves.
+pub(crate) fn spawn_controller<C: Cluster, B: Ec2Backend>(
+    cluster: Arc<C>,
+    ec2: B,
+    clock: TokioClock,
+    process: WinipamProcess,
+    leader: watch::Receiver<bool>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
     let metrics = match Metrics::new() {
         Ok(m) => Arc::new(m),
         Err(err) => {
@@ -113,9 +155,9 @@ fn start_winipam(
         }
     };
     let ec2 = match Ec2Client::new(
-        world.ec2.clone(),
+        ec2,
         Ec2ClientConfig {
-            jitter_seed: seed,
+            jitter_seed: process.seed,
             ..Ec2ClientConfig::default()
         },
         metrics.registry(),
@@ -127,22 +169,16 @@ fn start_winipam(
         }
     };
     let ctx = Arc::new(Ctx::new(
-        Arc::new(world.cluster.clone()),
+        cluster,
         ec2,
-        Arc::new(world.clock),
+        Arc::new(clock),
         metrics,
-        readiness,
-        Settings::default(),
+        process.readiness,
+        process.settings,
     ));
-    // As the lease elector does: not leading at first, then leading (readiness then waits for
-    // every pool to be rebuilt).
-    let (leader_tx, leader_rx) = watch::channel(false);
-    let _ = leader_tx.send(true);
     tokio::spawn(async move {
-        // The only replica: it leads for its whole life.
-        let _leading = leader_tx;
         Controller::new(ctx, CONFIG_NAMESPACE, CONFIG_NAME)
-            .run(leader_rx, stopped)
+            .run(leader, stopped)
             .await;
     })
 }
