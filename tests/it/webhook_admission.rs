@@ -8,13 +8,15 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
+use std::time::Duration;
 use winipam::webhook::validate::IP_ANNOTATION;
 
 use crate::support::controlplane::ControlPlane;
+use crate::support::e2e::eventually;
 use crate::webhook_support::*;
 
 /// Lets the controller's ServiceAccount create, read and patch pods in `namespace`.
-async fn grant_pod_writes(admin: &Client, namespace: &str) {
+async fn grant_pod_writes(admin: &Client, controller: &Client, namespace: &str) {
     let meta = ObjectMeta {
         name: Some("winipam-pods".to_owned()),
         namespace: Some(namespace.to_owned()),
@@ -51,6 +53,20 @@ async fn grant_pod_writes(admin: &Client, namespace: &str) {
         .create(&PostParams::default(), &binding)
         .await
         .expect("create the RoleBinding");
+    // The apiserver's RBAC authorizer sees a new binding through its informer, a moment later:
+    // wait until a get of a missing pod is answered 404 rather than 403.
+    let pods = Api::<Pod>::namespaced(controller.clone(), namespace);
+    eventually(
+        "the RoleBinding takes effect",
+        Duration::from_secs(10),
+        || async {
+            match pods.get("no-such-pod").await {
+                Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
 }
 
 fn annotation_patch(value: Option<&str>) -> Patch<serde_json::Value> {
@@ -202,7 +218,7 @@ async fn webhooks_through_the_apiserver() {
     );
 
     // The controller's ServiceAccount may create a pod with it, and set it on a pod.
-    grant_pod_writes(&admin, &namespace).await;
+    grant_pod_writes(&admin, &controller, &namespace).await;
     let as_controller = Api::<Pod>::namespaced(controller.clone(), &namespace);
     annotated.metadata.name = Some("controller-annotated".to_owned());
     let created = as_controller
