@@ -145,6 +145,8 @@ impl Runner {
                 // tick late).
                 if let (Some(lease), Some(identity)) = (&self.lease, &p.identity) {
                     lease.partition(identity, true);
+                    // A partition of it that heals later must not bring its elector back.
+                    self.heals.retain(|(_, h)| h != identity);
                 }
                 self.note(format!("process {} died", p.gate.id));
                 self.dead.push(p);
@@ -172,6 +174,8 @@ impl Runner {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         for &(_, id, leading) in log.get(self.leader_seen..).unwrap_or_default() {
+            let verb = if leading { "leads" } else { "stops leading" };
+            self.note(format!("process {id} {verb}"));
             if !leading {
                 self.leading.remove(&id);
                 continue;
@@ -449,8 +453,15 @@ impl Runner {
         Err(Violation {
             invariant: "one-leader",
             detail: format!(
-                "at quiescence {alive} of {} replicas alive, leading: {leaders:?}",
-                self.slots.len()
+                "at quiescence {alive} of {} replicas alive, leading: {leaders:?}; lease held by {:?}, last changes {:?}",
+                self.slots.len(),
+                self.lease.as_ref().and_then(|l| l.holder()),
+                self.lease.as_ref().map(|l| l
+                    .transitions()
+                    .into_iter()
+                    .rev()
+                    .take(4)
+                    .collect::<Vec<_>>()),
             ),
         })
     }
