@@ -74,6 +74,10 @@ struct Runner {
     /// Entries of `leader_log` already checked, and who leads after them.
     leader_seen: usize,
     leading: std::collections::BTreeSet<u32>,
+    /// Replicas that started on a rejected ConfigMap and have seen no valid one since.
+    on_defaults: std::collections::BTreeSet<u32>,
+    /// The defaults came into force with a leader that started on a rejected ConfigMap.
+    defaults_led: bool,
     /// Partitions to heal: (when, identity).
     heals: Vec<(tokio::time::Instant, String)>,
     /// Crashed processes: kept so their tasks stay parked (never stopped cleanly).
@@ -106,9 +110,12 @@ impl Runner {
         self.next_id += 1;
         if !self.config_valid {
             // A process starting on a rejected ConfigMap has no last good one: the defaults
-            // are in force for it.
-            let defaults = Config::default();
-            self.tracker.config(self.world.now(), &defaults);
+            // are in force for it (from when it leads: at once for the only replica).
+            if self.lease.is_some() {
+                self.on_defaults.insert(id);
+            } else {
+                self.tracker.config(self.world.now(), &Config::default());
+            }
             self.invalid_configs += 1;
         }
         let leadership = match &self.lease {
@@ -173,12 +180,24 @@ impl Runner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        for &(_, id, leading) in log.get(self.leader_seen..).unwrap_or_default() {
+        for &(at, id, leading) in log.get(self.leader_seen..).unwrap_or_default() {
             let verb = if leading { "leads" } else { "stops leading" };
             self.note(format!("process {id} {verb}"));
             if !leading {
                 self.leading.remove(&id);
                 continue;
+            }
+            // The configuration in force changes with the leader when one of them started on
+            // a rejected ConfigMap (the defaults) and the other on the last good one.
+            let ago = tokio::time::Instant::now().saturating_duration_since(at);
+            let now =
+                crate::ipam::Timestamp(self.world.now().0.saturating_sub(ago.as_millis() as u64));
+            if self.on_defaults.contains(&id) {
+                self.tracker.config(now, &Config::default());
+                self.defaults_led = true;
+            } else if std::mem::take(&mut self.defaults_led) {
+                let config = self.config.clone();
+                self.tracker.config(now, &config);
             }
             if let Some(other) = self.leading.iter().find(|&&o| o != id) {
                 return Err(Violation {
@@ -238,6 +257,7 @@ impl Runner {
             Ok(parsed) => {
                 self.config = parsed.config;
                 self.config_valid = true;
+                self.on_defaults.clear();
                 // During a watch outage the controller keeps the old configuration until the
                 // watch relists.
                 let at = self.world.now().max(self.watch_cut_until);
@@ -525,6 +545,8 @@ async fn play(schedule: Schedule) -> SeedOutcome {
         leader_log: LeaderLog::default(),
         leader_seen: 0,
         leading: Default::default(),
+        on_defaults: Default::default(),
+        defaults_led: false,
         heals: Vec::new(),
         dead: Vec::new(),
         next_id: 1,
