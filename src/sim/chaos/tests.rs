@@ -130,3 +130,16 @@ fn chaos_seed_151_deposed_leader_overwrote_the_new_leaders_status() {
     assert!(schedule.two_replicas);
     replay_seed(151);
 }
+
+/// Two replicas: the leader, cut off from the Lease, stopped its workers one by one, each
+/// after the one before had finished its EC2 call in flight; a worker not yet told kept
+/// reconciling and, 7 s after the lead went, unassigned as surplus an address the new leader
+/// had meanwhile handed to a pod (fixed: every worker is told at once, then awaited).
+#[test]
+fn chaos_seed_1125_deposed_leader_kept_releasing_after_the_lead_went() {
+    let schedule = schedule::Schedule::from_seed(1125)
+        .with_api_chaos()
+        .with_failover();
+    assert!(schedule.two_replicas);
+    replay_seed(1125);
+}
