@@ -86,6 +86,8 @@ struct Runner {
     config: Config,
     config_valid: bool,
     invalid_configs: u64,
+    /// When `invalid_configs` last counted a bad ConfigMap a live process would see.
+    invalid_counted_at: Option<tokio::time::Instant>,
     foreign_set: bool,
     watch_cut: bool,
     /// When the last watch outage ends.
@@ -268,6 +270,7 @@ impl Runner {
                 // Only a process that sees it can reject it.
                 if self.any_alive() {
                     self.invalid_configs += 1;
+                    self.invalid_counted_at = Some(tokio::time::Instant::now());
                 }
             }
         }
@@ -413,6 +416,11 @@ impl Runner {
             }
         }
         self.processes();
+        // Killed in the very instant a bad ConfigMap was written: no process saw it.
+        if self.invalid_counted_at == Some(tokio::time::Instant::now()) && !self.any_alive() {
+            self.invalid_configs -= 1;
+            self.invalid_counted_at = None;
+        }
         self.note(format!("{failover:?} (leader slot {leader})"));
     }
 
@@ -553,6 +561,7 @@ async fn play(schedule: Schedule) -> SeedOutcome {
         config: Config::default(),
         config_valid: true,
         invalid_configs: 0,
+        invalid_counted_at: None,
         foreign_set: false,
         watch_cut: false,
         watch_cut_until: crate::ipam::Timestamp(0),
