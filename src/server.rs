@@ -41,6 +41,11 @@ impl Readiness {
         self.0.leader.store(leader, Ordering::SeqCst);
     }
 
+    /// Whether this process leads (as the controller last heard from its elector).
+    pub fn leader(&self) -> bool {
+        self.0.leader.load(Ordering::SeqCst)
+    }
+
     pub fn set_pools_rebuilt(&self, rebuilt: bool) {
         self.0.pools_rebuilt.store(rebuilt, Ordering::SeqCst);
     }

@@ -467,10 +467,15 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
 
     async fn stop_all(&mut self) {
         self.started = false;
-        let handles: Vec<WorkerHandle> = std::mem::take(&mut self.workers).into_values().collect();
-        for h in handles {
-            drop(h.tx);
-            if let Err(err) = h.task.await {
+        // Every worker is told at once, then awaited: told one by one, a worker kept reconciling
+        // (and calling EC2 as if it led) while an earlier one finished its EC2 call in flight,
+        // seconds after the lead went and while the next leader already ran.
+        let tasks: Vec<_> = std::mem::take(&mut self.workers)
+            .into_values()
+            .map(|h| h.task)
+            .collect();
+        for task in tasks {
+            if let Err(err) = task.await {
                 tracing::error!(error = %err, "node worker ended abnormally");
             }
         }

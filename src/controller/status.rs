@@ -235,6 +235,15 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     /// first write of a worker creates the NodeAddressPool if needed (nodes that cannot be
     /// managed get one too, saying why).
     pub(crate) async fn write_status(&mut self, now: Timestamp) -> Option<Timestamp> {
+        // A worker of a deposed leader (a pass still running or an EC2 call finishing when the
+        // lead went) writes nothing: its records are stale and the next leader may already
+        // have written newer ones, which it would overwrite. Seen with an unbuilt pool's
+        // records replacing the new leader's: an address in use went missing from the status,
+        // its pod went, and the address was handed out inside its cool-down. Annotations wait
+        // too (they need a status that lists their address).
+        if !self.ctx.readiness.leader() {
+            return None;
+        }
         // The common case, several times per pass: nothing the status shows has changed. It
         // is decided on the typed record, without building (formatting) a status.
         if !self.status.object_missing

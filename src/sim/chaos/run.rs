@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use super::gate::Tally;
 use super::invariants::{Tracker, Violation, check_quiescent};
-use super::process::Process;
-use super::schedule::{Action, ApiChaos, ApiFaultKind, Ec2FaultKind, Schedule};
+use super::process::{LeaderLog, Leadership, Process, lease_timings};
+use super::schedule::{Action, ApiChaos, ApiFaultKind, Ec2FaultKind, Failover, Schedule};
 use super::world::ChaosWorld;
 use crate::ipam::Config;
 use crate::k8s::ClusterError;
 use crate::sim::cluster::{ApiFaults, WriteFault};
 use crate::sim::ec2::{Fault, RandomFaults};
+use crate::sim::lease::SimLease;
 use crate::sim::scenario::policy::{CONFIG_NAME, CONFIG_NAMESPACE};
 
 /// Lines of the run's history a failure report shows.
@@ -37,10 +38,10 @@ pub struct SeedOutcome {
     pub recent: Vec<String>,
 }
 
-/// Plays `seed` (with apiserver trouble) on a fresh current-thread runtime with paused
-/// (virtual) time.
+/// Plays `seed` (with apiserver trouble, and for half the seeds two replicas with failovers)
+/// on a fresh current-thread runtime with paused (virtual) time.
 pub fn run_seed(seed: u64) -> std::io::Result<SeedOutcome> {
-    run_schedule(Schedule::from_seed(seed).with_api_chaos())
+    run_schedule(Schedule::from_seed(seed).with_api_chaos().with_failover())
 }
 
 /// Plays a schedule on a fresh current-thread runtime with paused (virtual) time.
@@ -52,21 +53,41 @@ pub fn run_schedule(schedule: Schedule) -> std::io::Result<SeedOutcome> {
     Ok(runtime.block_on(play(schedule)))
 }
 
-struct Runner {
-    world: ChaosWorld,
-    tracker: Tracker,
-    tally: Arc<Tally>,
+/// One replica's place: the process in it, or when a new one starts there.
+#[derive(Default)]
+struct Slot {
     current: Option<Process>,
-    /// Crashed processes: kept so their tasks stay parked (never stopped cleanly).
-    dead: Vec<Process>,
-    next_id: u32,
     /// When the crashed process comes back.
     restart_at: Option<tokio::time::Instant>,
     /// How long after its (targeted) crash the process comes back.
     restart_after: Duration,
+}
+
+struct Runner {
+    world: ChaosWorld,
+    tracker: Tracker,
+    tally: Arc<Tally>,
+    /// One replica, or two campaigning on `lease`.
+    slots: Vec<Slot>,
+    lease: Option<SimLease>,
+    leader_log: LeaderLog,
+    /// Entries of `leader_log` already checked, and who leads after them.
+    leader_seen: usize,
+    leading: std::collections::BTreeSet<u32>,
+    /// Replicas that started on a rejected ConfigMap and have seen no valid one since.
+    on_defaults: std::collections::BTreeSet<u32>,
+    /// The defaults came into force with a leader that started on a rejected ConfigMap.
+    defaults_led: bool,
+    /// Partitions to heal: (when, identity).
+    heals: Vec<(tokio::time::Instant, String)>,
+    /// Crashed processes: kept so their tasks stay parked (never stopped cleanly).
+    dead: Vec<Process>,
+    next_id: u32,
     config: Config,
     config_valid: bool,
     invalid_configs: u64,
+    /// When `invalid_configs` last counted a bad ConfigMap a live process would see.
+    invalid_counted_at: Option<tokio::time::Instant>,
     foreign_set: bool,
     watch_cut: bool,
     /// When the last watch outage ends.
@@ -86,34 +107,110 @@ impl Runner {
         self.recent.push_back(format!("t={t:8.3}s {line}"));
     }
 
-    fn start_process(&mut self) {
+    fn start_process(&mut self, slot: usize) {
         let id = self.next_id;
         self.next_id += 1;
         if !self.config_valid {
             // A process starting on a rejected ConfigMap has no last good one: the defaults
-            // are in force for it.
-            let defaults = Config::default();
-            self.tracker.config(self.world.now(), &defaults);
+            // are in force for it (from when it leads: at once for the only replica).
+            if self.lease.is_some() {
+                self.on_defaults.insert(id);
+            } else {
+                self.tracker.config(self.world.now(), &Config::default());
+            }
             self.invalid_configs += 1;
         }
-        self.current = Some(Process::start(id, &self.world, Arc::clone(&self.tally)));
+        let leadership = match &self.lease {
+            Some(lease) => Leadership::Lease(lease, &self.leader_log),
+            None => Leadership::Always,
+        };
+        let process = Process::start(id, &self.world, Arc::clone(&self.tally), leadership);
+        self.slots[slot].current = Some(process);
         self.note(format!("process {id} started"));
     }
 
-    /// Notices a crash (a targeted one happens inside a call) and restarts when due.
+    /// Whether any process is alive.
+    fn any_alive(&self) -> bool {
+        self.slots.iter().any(|s| s.current.is_some())
+    }
+
+    /// The slot a crash of "the process" hits: the leader's (else the first live one's).
+    fn target(&self) -> usize {
+        let live = |s: &Slot| s.current.as_ref().is_some_and(|p| p.alive());
+        let leading = |s: &Slot| s.current.as_ref().is_some_and(|p| p.alive() && p.leading());
+        let i = self.slots.iter().position(leading);
+        i.or_else(|| self.slots.iter().position(live)).unwrap_or(0)
+    }
+
+    /// Notices a crash (a targeted one happens inside a call), heals partitions and restarts
+    /// when due.
     fn processes(&mut self) {
-        if let Some(p) = self.current.take_if(|p| !p.alive()) {
-            self.note(format!("process {} died", p.gate.id));
-            self.dead.push(p);
-            self.restart_at = Some(tokio::time::Instant::now() + self.restart_after);
+        let now = tokio::time::Instant::now();
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            if let Some(p) = slot.current.take_if(|p| !p.alive()) {
+                slot.restart_at = Some(now + slot.restart_after);
+                // A dead process renews nothing (a targeted crash is noticed here, up to a
+                // tick late).
+                if let (Some(lease), Some(identity)) = (&self.lease, &p.identity) {
+                    lease.partition(identity, true);
+                    // A partition of it that heals later must not bring its elector back.
+                    self.heals.retain(|(_, h)| h != identity);
+                }
+                self.note(format!("process {} died", p.gate.id));
+                self.dead.push(p);
+            }
         }
-        if self
-            .restart_at
-            .is_some_and(|at| at <= tokio::time::Instant::now())
-        {
-            self.restart_at = None;
-            self.start_process();
+        if let Some(lease) = &self.lease {
+            for (_, identity) in self.heals.extract_if(.., |(at, _)| *at <= now) {
+                lease.partition(&identity, false);
+            }
         }
+        for i in 0..self.slots.len() {
+            if self.slots[i].restart_at.is_some_and(|at| at <= now) {
+                self.slots[i].restart_at = None;
+                self.start_process(i);
+            }
+        }
+    }
+
+    /// `two-leaders`: no two electors say "leading" at the same virtual instant (the deposed
+    /// leader's calls in flight may still land: that is not leading).
+    fn check_leaders(&mut self) -> Result<(), Violation> {
+        let log = self
+            .leader_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for &(at, id, leading) in log.get(self.leader_seen..).unwrap_or_default() {
+            let verb = if leading { "leads" } else { "stops leading" };
+            self.note(format!("process {id} {verb}"));
+            if !leading {
+                self.leading.remove(&id);
+                continue;
+            }
+            // The configuration in force changes with the leader when one of them started on
+            // a rejected ConfigMap (the defaults) and the other on the last good one.
+            let ago = tokio::time::Instant::now().saturating_duration_since(at);
+            let now =
+                crate::ipam::Timestamp(self.world.now().0.saturating_sub(ago.as_millis() as u64));
+            if self.on_defaults.contains(&id) {
+                self.tracker.config(now, &Config::default());
+                self.defaults_led = true;
+            } else if std::mem::take(&mut self.defaults_led) {
+                let config = self.config.clone();
+                self.tracker.config(now, &config);
+            }
+            if let Some(other) = self.leading.iter().find(|&&o| o != id) {
+                return Err(Violation {
+                    invariant: "two-leaders",
+                    detail: format!("process {id} leads while process {other} does"),
+                });
+            }
+            self.leading.insert(id);
+        }
+        self.leader_seen = log.len();
+        Ok(())
     }
 
     fn check(&mut self) -> Result<(), Violation> {
@@ -137,6 +234,7 @@ impl Runner {
             self.note(line);
         }
         self.log_noted = log.len();
+        self.check_leaders()?;
         self.tracker.check(&self.world, &log)
     }
 
@@ -161,6 +259,7 @@ impl Runner {
             Ok(parsed) => {
                 self.config = parsed.config;
                 self.config_valid = true;
+                self.on_defaults.clear();
                 // During a watch outage the controller keeps the old configuration until the
                 // watch relists.
                 let at = self.world.now().max(self.watch_cut_until);
@@ -169,8 +268,9 @@ impl Runner {
             Err(_) => {
                 self.config_valid = false;
                 // Only a process that sees it can reject it.
-                if self.current.is_some() {
+                if self.any_alive() {
                     self.invalid_configs += 1;
+                    self.invalid_counted_at = Some(tokio::time::Instant::now());
                 }
             }
         }
@@ -178,6 +278,8 @@ impl Runner {
 
     fn act(&mut self, action: &Action) {
         *self.actions.entry(action.kind()).or_default() += 1;
+        let target = self.target();
+        let slot = &mut self.slots[target];
         let w = &mut self.world;
         let t = &mut self.tracker;
         let detail = match action {
@@ -228,22 +330,22 @@ impl Runner {
                 None
             }
             Action::Crash { restart_after } => {
-                self.restart_after = *restart_after;
-                self.current.as_ref().map(|p| {
+                slot.restart_after = *restart_after;
+                slot.current.as_ref().map(|p| {
                     p.gate.kill();
                     format!("process {}", p.gate.id)
                 })
             }
             Action::CrashAfterMutations { n, restart_after } => {
-                self.restart_after = *restart_after;
-                self.current.as_ref().map(|p| {
+                slot.restart_after = *restart_after;
+                slot.current.as_ref().map(|p| {
                     p.gate.die_after_mutations(*n);
                     format!("process {}", p.gate.id)
                 })
             }
             Action::CrashAfterAnnotations { n, restart_after } => {
-                self.restart_after = *restart_after;
-                self.current.as_ref().map(|p| {
+                slot.restart_after = *restart_after;
+                slot.current.as_ref().map(|p| {
                     p.gate.die_after_annotations(*n);
                     format!("process {}", p.gate.id)
                 })
@@ -281,6 +383,47 @@ impl Runner {
         self.note(format!("{api:?}"));
     }
 
+    /// Kills the process in `slot` now; a new one starts there `restart_after` later.
+    fn kill(&mut self, slot: usize, restart_after: Duration) {
+        let slot = &mut self.slots[slot];
+        slot.restart_after = restart_after;
+        if let Some(p) = &slot.current {
+            p.gate.kill();
+        }
+    }
+
+    fn failover(&mut self, failover: &Failover) {
+        *self.actions.entry(failover.kind()).or_default() += 1;
+        let leader = self.target();
+        let follower = 1 - leader.min(1);
+        match failover {
+            Failover::PartitionLeader { heal_after } => {
+                let identity = self.slots[leader]
+                    .current
+                    .as_ref()
+                    .and_then(|p| p.identity.clone());
+                if let (Some(lease), Some(identity)) = (&self.lease, identity) {
+                    lease.partition(&identity, true);
+                    let at = tokio::time::Instant::now() + *heal_after;
+                    self.heals.push((at, identity));
+                }
+            }
+            Failover::KillLeader { restart_after } => self.kill(leader, *restart_after),
+            Failover::KillFollower { restart_after } => self.kill(follower, *restart_after),
+            Failover::KillBoth { restart_after } => {
+                self.kill(leader, *restart_after);
+                self.kill(follower, *restart_after);
+            }
+        }
+        self.processes();
+        // Killed in the very instant a bad ConfigMap was written: no process saw it.
+        if self.invalid_counted_at == Some(tokio::time::Instant::now()) && !self.any_alive() {
+            self.invalid_configs -= 1;
+            self.invalid_counted_at = None;
+        }
+        self.note(format!("{failover:?} (leader slot {leader})"));
+    }
+
     /// Faults off, the configuration fixed, a live process; then time passes.
     async fn quiesce(&mut self) -> Result<(), Violation> {
         self.note("quiescence: faults off".into());
@@ -295,15 +438,22 @@ impl Runner {
             let data = config_data(&self.config);
             self.set_config(&data);
         }
-        if let Some(p) = &self.current {
+        for p in self.slots.iter().filter_map(|s| s.current.as_ref()) {
             p.gate.disarm();
         }
+        let now = tokio::time::Instant::now();
+        for heal in &mut self.heals {
+            heal.0 = now;
+        }
         self.processes();
-        if self.current.is_none() {
-            self.restart_at = None;
-            self.start_process();
+        for i in 0..self.slots.len() {
+            if self.slots[i].current.is_none() {
+                self.slots[i].restart_at = None;
+                self.start_process(i);
+            }
         }
         self.pass(SETTLE).await?;
+        self.check_one_leader()?;
         let events = self
             .tally
             .events
@@ -311,6 +461,37 @@ impl Runner {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         check_quiescent(&self.world, &self.config, &events)
+    }
+}
+
+impl Runner {
+    /// At quiescence: every replica alive and exactly one leading.
+    fn check_one_leader(&self) -> Result<(), Violation> {
+        let alive = self.slots.iter().filter(|s| s.current.is_some()).count();
+        let leaders: Vec<u32> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.current.as_ref())
+            .filter(|p| p.leading())
+            .map(|p| p.gate.id)
+            .collect();
+        if alive == self.slots.len() && leaders.len() == 1 {
+            return Ok(());
+        }
+        Err(Violation {
+            invariant: "one-leader",
+            detail: format!(
+                "at quiescence {alive} of {} replicas alive, leading: {leaders:?}; lease held by {:?}, last changes {:?}",
+                self.slots.len(),
+                self.lease.as_ref().and_then(|l| l.holder()),
+                self.lease.as_ref().map(|l| l
+                    .transitions()
+                    .into_iter()
+                    .rev()
+                    .take(4)
+                    .collect::<Vec<_>>()),
+            ),
+        })
     }
 }
 
@@ -363,14 +544,24 @@ async fn play(schedule: Schedule) -> SeedOutcome {
         world,
         tracker: Tracker::default(),
         tally: Arc::new(Tally::default()),
-        current: None,
+        slots: (0..if schedule.two_replicas { 2 } else { 1 })
+            .map(|_| Slot::default())
+            .collect(),
+        lease: schedule
+            .two_replicas
+            .then(|| SimLease::new(lease_timings())),
+        leader_log: LeaderLog::default(),
+        leader_seen: 0,
+        leading: Default::default(),
+        on_defaults: Default::default(),
+        defaults_led: false,
+        heals: Vec::new(),
         dead: Vec::new(),
         next_id: 1,
-        restart_at: None,
-        restart_after: Duration::ZERO,
         config: Config::default(),
         config_valid: true,
         invalid_configs: 0,
+        invalid_counted_at: None,
         foreign_set: false,
         watch_cut: false,
         watch_cut_until: crate::ipam::Timestamp(0),
@@ -379,11 +570,12 @@ async fn play(schedule: Schedule) -> SeedOutcome {
         actions: BTreeMap::new(),
     };
     runner.note(format!(
-        "world: nodes {:?}, {} pods, EC2 latency {}, stale describes {}",
+        "world: nodes {:?}, {} pods, EC2 latency {}, stale describes {}, replicas {}",
         schedule.instance_types,
         schedule.initial_pods,
         schedule.ec2_latency,
-        schedule.stale_describes
+        schedule.stale_describes,
+        runner.slots.len()
     ));
     runner.set_config(&schedule.config);
     for (i, instance_type) in schedule.instance_types.iter().enumerate() {
@@ -395,12 +587,17 @@ async fn play(schedule: Schedule) -> SeedOutcome {
             .world
             .bind(&names[i % names.len()], &mut runner.tracker);
     }
-    runner.start_process();
+    for slot in 0..runner.slots.len() {
+        runner.start_process(slot);
+    }
     let mut result = Ok(());
     for step in &schedule.steps {
         runner.act(&step.action);
         if let Some(api) = &step.api {
             runner.api(api);
+        }
+        if let Some(failover) = &step.failover {
+            runner.failover(failover);
         }
         result = runner.pass(step.wait).await;
         if result.is_err() {

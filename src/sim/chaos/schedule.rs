@@ -171,12 +171,41 @@ impl ApiChaos {
     }
 }
 
+/// What happens to the replicas of a two-replica run, drawn from a stream of its own (see
+/// [`Schedule::with_failover`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failover {
+    /// The leader can no longer reach the Lease: it keeps running (and writing) until its renew
+    /// deadline; the other takes over once the lease expires. Healed `heal_after` later.
+    PartitionLeader { heal_after: Duration },
+    /// The leader dies; the other takes over once the lease expires; a new process takes the
+    /// dead one's place `restart_after` later and campaigns.
+    KillLeader { restart_after: Duration },
+    /// The replica not leading dies; a new one takes its place `restart_after` later.
+    KillFollower { restart_after: Duration },
+    /// Both die; new ones start `restart_after` later.
+    KillBoth { restart_after: Duration },
+}
+
+impl Failover {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failover::PartitionLeader { .. } => "partition-leader",
+            Failover::KillLeader { .. } => "kill-leader",
+            Failover::KillFollower { .. } => "kill-follower",
+            Failover::KillBoth { .. } => "kill-both",
+        }
+    }
+}
+
 /// One step: the action, then this much virtual time passes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub action: Action,
     /// Apiserver trouble starting with the step (see [`Schedule::with_api_chaos`]).
     pub api: Option<ApiChaos>,
+    /// A failover starting with the step (two replicas only).
+    pub failover: Option<Failover>,
     pub wait: Duration,
 }
 
@@ -191,6 +220,8 @@ pub struct Schedule {
     pub ec2_latency: bool,
     /// Some describes show the ENI as it was up to a few seconds ago.
     pub stale_describes: bool,
+    /// Two replicas campaign on one lease (else one process leads throughout).
+    pub two_replicas: bool,
     pub steps: Vec<Step>,
 }
 
@@ -350,6 +381,7 @@ impl Schedule {
             .map(|_| Step {
                 action: action(&mut rng),
                 api: None,
+                failover: None,
                 wait: secs(&mut rng, 0.05, 8.0),
             })
             .collect();
@@ -360,6 +392,7 @@ impl Schedule {
             initial_pods,
             ec2_latency,
             stale_describes,
+            two_replicas: false,
             steps,
         }
     }
@@ -392,6 +425,37 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// For half the seeds: two replicas on one lease, with failovers laid over some steps,
+    /// drawn from a stream of their own: the steps themselves are unchanged (a seed's
+    /// workload and faults are the same with one replica or two).
+    pub fn with_failover(mut self) -> Schedule {
+        let mut rng = SplitMix64::new(self.seed ^ 0xfa11_0ae5);
+        if !rng.chance(0.5) {
+            return self;
+        }
+        self.two_replicas = true;
+        for step in &mut self.steps {
+            step.failover = match rng.below(100) {
+                0..=5 => Some(Failover::PartitionLeader {
+                    heal_after: secs(&mut rng, 1.0, 15.0),
+                }),
+                6..=9 => Some(Failover::KillLeader {
+                    restart_after: restart_after(&mut rng),
+                }),
+                10..=12 => Some(Failover::KillFollower {
+                    restart_after: restart_after(&mut rng),
+                }),
+                13..=14 => Some(Failover::KillBoth {
+                    restart_after: restart_after(&mut rng),
+                }),
+                _ => None,
+            };
+        }
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,5 +470,26 @@ mod tests {
             assert!((20..=60).contains(&s.steps.len()));
             assert!(s.initial_pods <= 20);
         }
+    }
+
+    #[test]
+    fn failovers_leave_the_steps_unchanged() {
+        let mut two = 0;
+        for seed in 0..200 {
+            let plain = Schedule::from_seed(seed).with_api_chaos();
+            let failover = plain.clone().with_failover();
+            two += u32::from(failover.two_replicas);
+            assert_eq!(plain.steps.len(), failover.steps.len());
+            for (a, b) in plain.steps.iter().zip(&failover.steps) {
+                assert_eq!((&a.action, &a.api, a.wait), (&b.action, &b.api, b.wait));
+            }
+            if !failover.two_replicas {
+                assert_eq!(plain, failover);
+            }
+        }
+        assert!(
+            (60..140).contains(&two),
+            "{two} of 200 seeds with two replicas"
+        );
     }
 }

@@ -110,3 +110,36 @@ fn chaos_seed_1720_annotation_written_after_a_failed_status_write() {
 fn chaos_seed_1086_address_released_after_an_applied_but_failed_annotation() {
     replay(1086);
 }
+
+/// Replays `seed` as the seed range plays it (apiserver trouble, two replicas and failovers).
+fn replay_seed(seed: u64) {
+    let outcome = run_seed(seed).unwrap();
+    assert!(outcome.violation.is_none(), "{}", report(&outcome));
+}
+
+/// Two replicas: a deposed leader's worker, still initialising when the lead went (describes
+/// failing), wrote its unbuilt pool's records 7 s later over the new leader's status, which
+/// then lacked an address in use; the pod went with both processes down and the next leader
+/// handed the address out 7 s into its 30 s cool-down (fixed: a worker writes no status once
+/// its process no longer leads).
+#[test]
+fn chaos_seed_151_deposed_leader_overwrote_the_new_leaders_status() {
+    let schedule = schedule::Schedule::from_seed(151)
+        .with_api_chaos()
+        .with_failover();
+    assert!(schedule.two_replicas);
+    replay_seed(151);
+}
+
+/// Two replicas: the leader, cut off from the Lease, stopped its workers one by one, each
+/// after the one before had finished its EC2 call in flight; a worker not yet told kept
+/// reconciling and, 7 s after the lead went, unassigned as surplus an address the new leader
+/// had meanwhile handed to a pod (fixed: every worker is told at once, then awaited).
+#[test]
+fn chaos_seed_1125_deposed_leader_kept_releasing_after_the_lead_went() {
+    let schedule = schedule::Schedule::from_seed(1125)
+        .with_api_chaos()
+        .with_failover();
+    assert!(schedule.two_replicas);
+    replay_seed(1125);
+}
