@@ -71,6 +71,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     seen: now,
                     written: None,
                     pending_reported: false,
+                    maybe_written: false,
                     annotation_reported: false,
                     adopted: None,
                 },
@@ -308,10 +309,18 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     }
                 }
                 Ok(AnnotateOutcome::PodGone) => {
-                    // Certainly not written: nobody can have seen the address.
+                    // This write certainly did not happen, but an earlier one that failed may
+                    // have: the pod may have run with the address, so it cools down (SPEC 6.2).
+                    // Taking it back at once let the pod re-created under the same name get it
+                    // 5 s into a 10 s cool-down.
+                    let maybe_written = self.pods.get(uid).is_some_and(|e| e.maybe_written);
                     tracing::info!(pod = %w.pod.name, namespace = %w.pod.namespace, %uid,
-                        address = %w.value, "pod gone (or re-created) before its annotation was written; address taken back");
-                    ready.pool.cancel(uid);
+                        address = %w.value, maybe_written, "pod gone (or re-created) before its annotation was written; address taken back");
+                    if maybe_written {
+                        ready.pool.release(uid, now);
+                    } else {
+                        ready.pool.cancel(uid);
+                    }
                 }
                 Err(err) => {
                     // The write may have happened: the pod keeps the address (the next pass
@@ -320,6 +329,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     // address leave the ENI while the annotation named it.
                     tracing::warn!(pod = %w.pod.name, namespace = %w.pod.namespace, error = %err,
                         "annotation write failed; the address stays the pod's");
+                    if let Some(entry) = self.pods.get_mut(uid) {
+                        entry.maybe_written = true;
+                    }
                 }
             }
         }

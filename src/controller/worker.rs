@@ -101,6 +101,9 @@ pub(crate) struct PodEntry {
     pub(crate) written: Option<Box<str>>,
     pub(crate) pending_reported: bool,
     pub(crate) annotation_reported: bool,
+    /// An annotation write for this pod failed in a way that may have applied it: the
+    /// address may have been seen, so it is never taken back without a cool-down.
+    pub(crate) maybe_written: bool,
     /// An address we adopted from its annotation (so a changed view is noticed).
     pub(crate) adopted: Option<Ipv4Addr>,
 }

@@ -57,7 +57,7 @@ fn chaos_seeds_1750_to_2000() {
 
 /// Replays the seed in `WINIPAM_CHAOS_SEED` with the controller's logs (debugging a failure).
 #[test]
-#[ignore]
+#[ignore = "debugging aid: WINIPAM_CHAOS_SEED=N cargo test --lib chaos_replay -- --ignored --nocapture"]
 fn chaos_replay() {
     let seed: u64 = std::env::var("WINIPAM_CHAOS_SEED")
         .unwrap()
@@ -142,4 +142,20 @@ fn chaos_seed_1125_deposed_leader_kept_releasing_after_the_lead_went() {
         .with_failover();
     assert!(schedule.two_replicas);
     replay_seed(1125);
+}
+
+/// An annotation write answered 500 after it was applied; the pod was re-created under the same
+/// name during a watch outage; the retry found the old pod gone and took the address back at
+/// once, and the new pod got it 5.6 s into its 10 s cool-down (fixed: after a failed write a
+/// gone pod's address cools down).
+#[test]
+fn chaos_seed_24551_address_taken_back_after_a_failed_write_without_cool_down() {
+    replay_seed(24551);
+}
+
+/// As 24551: a gone pod's address taken back after an applied-but-failed write, reused 4.7 s
+/// into a 30 s cool-down.
+#[test]
+fn chaos_seed_40570_address_taken_back_after_a_failed_write_without_cool_down() {
+    replay_seed(40570);
 }
