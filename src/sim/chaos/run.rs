@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::gate::Tally;
 use super::invariants::{Tracker, Violation, check_quiescent};
-use super::process::{LeaderLog, Leadership, Process, lease_timings};
-use super::schedule::{Action, ApiChaos, ApiFaultKind, Ec2FaultKind, Failover, Schedule};
+use super::process::{LeaderLog, Process, lease_timings};
+use super::schedule::{Action, ApiChaos, ApiFaultKind, Ec2FaultKind, Schedule};
 use super::world::ChaosWorld;
 use crate::ipam::Config;
 use crate::k8s::ClusterError;
@@ -19,6 +19,10 @@ use crate::sim::lease::SimLease;
 use crate::sim::scenario::policy::{CONFIG_NAME, CONFIG_NAMESPACE};
 
 /// Lines of the run's history a failure report shows.
+mod replicas;
+
+use replicas::Slot;
+
 const RECENT: usize = 40;
 /// Invariants are checked at least this often while time passes.
 const TICK: Duration = Duration::from_secs(1);
@@ -51,16 +55,6 @@ pub fn run_schedule(schedule: Schedule) -> std::io::Result<SeedOutcome> {
         .start_paused(true)
         .build()?;
     Ok(runtime.block_on(play(schedule)))
-}
-
-/// One replica's place: the process in it, or when a new one starts there.
-#[derive(Default)]
-struct Slot {
-    current: Option<Process>,
-    /// When the crashed process comes back.
-    restart_at: Option<tokio::time::Instant>,
-    /// How long after its (targeted) crash the process comes back.
-    restart_after: Duration,
 }
 
 struct Runner {
@@ -105,112 +99,6 @@ impl Runner {
             self.recent.pop_front();
         }
         self.recent.push_back(format!("t={t:8.3}s {line}"));
-    }
-
-    fn start_process(&mut self, slot: usize) {
-        let id = self.next_id;
-        self.next_id += 1;
-        if !self.config_valid {
-            // A process starting on a rejected ConfigMap has no last good one: the defaults
-            // are in force for it (from when it leads: at once for the only replica).
-            if self.lease.is_some() {
-                self.on_defaults.insert(id);
-            } else {
-                self.tracker.config(self.world.now(), &Config::default());
-            }
-            self.invalid_configs += 1;
-        }
-        let leadership = match &self.lease {
-            Some(lease) => Leadership::Lease(lease, &self.leader_log),
-            None => Leadership::Always,
-        };
-        let process = Process::start(id, &self.world, Arc::clone(&self.tally), leadership);
-        self.slots[slot].current = Some(process);
-        self.note(format!("process {id} started"));
-    }
-
-    /// Whether any process is alive.
-    fn any_alive(&self) -> bool {
-        self.slots.iter().any(|s| s.current.is_some())
-    }
-
-    /// The slot a crash of "the process" hits: the leader's (else the first live one's).
-    fn target(&self) -> usize {
-        let live = |s: &Slot| s.current.as_ref().is_some_and(|p| p.alive());
-        let leading = |s: &Slot| s.current.as_ref().is_some_and(|p| p.alive() && p.leading());
-        let i = self.slots.iter().position(leading);
-        i.or_else(|| self.slots.iter().position(live)).unwrap_or(0)
-    }
-
-    /// Notices a crash (a targeted one happens inside a call), heals partitions and restarts
-    /// when due.
-    fn processes(&mut self) {
-        let now = tokio::time::Instant::now();
-        for i in 0..self.slots.len() {
-            let slot = &mut self.slots[i];
-            if let Some(p) = slot.current.take_if(|p| !p.alive()) {
-                slot.restart_at = Some(now + slot.restart_after);
-                // A dead process renews nothing (a targeted crash is noticed here, up to a
-                // tick late).
-                if let (Some(lease), Some(identity)) = (&self.lease, &p.identity) {
-                    lease.partition(identity, true);
-                    // A partition of it that heals later must not bring its elector back.
-                    self.heals.retain(|(_, h)| h != identity);
-                }
-                self.note(format!("process {} died", p.gate.id));
-                self.dead.push(p);
-            }
-        }
-        if let Some(lease) = &self.lease {
-            for (_, identity) in self.heals.extract_if(.., |(at, _)| *at <= now) {
-                lease.partition(&identity, false);
-            }
-        }
-        for i in 0..self.slots.len() {
-            if self.slots[i].restart_at.is_some_and(|at| at <= now) {
-                self.slots[i].restart_at = None;
-                self.start_process(i);
-            }
-        }
-    }
-
-    /// `two-leaders`: no two electors say "leading" at the same virtual instant (the deposed
-    /// leader's calls in flight may still land: that is not leading).
-    fn check_leaders(&mut self) -> Result<(), Violation> {
-        let log = self
-            .leader_log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for &(at, id, leading) in log.get(self.leader_seen..).unwrap_or_default() {
-            let verb = if leading { "leads" } else { "stops leading" };
-            self.note(format!("process {id} {verb}"));
-            if !leading {
-                self.leading.remove(&id);
-                continue;
-            }
-            // The configuration in force changes with the leader when one of them started on
-            // a rejected ConfigMap (the defaults) and the other on the last good one.
-            let ago = tokio::time::Instant::now().saturating_duration_since(at);
-            let now =
-                crate::ipam::Timestamp(self.world.now().0.saturating_sub(ago.as_millis() as u64));
-            if self.on_defaults.contains(&id) {
-                self.tracker.config(now, &Config::default());
-                self.defaults_led = true;
-            } else if std::mem::take(&mut self.defaults_led) {
-                let config = self.config.clone();
-                self.tracker.config(now, &config);
-            }
-            if let Some(other) = self.leading.iter().find(|&&o| o != id) {
-                return Err(Violation {
-                    invariant: "two-leaders",
-                    detail: format!("process {id} leads while process {other} does"),
-                });
-            }
-            self.leading.insert(id);
-        }
-        self.leader_seen = log.len();
-        Ok(())
     }
 
     fn check(&mut self) -> Result<(), Violation> {
@@ -383,47 +271,6 @@ impl Runner {
         self.note(format!("{api:?}"));
     }
 
-    /// Kills the process in `slot` now; a new one starts there `restart_after` later.
-    fn kill(&mut self, slot: usize, restart_after: Duration) {
-        let slot = &mut self.slots[slot];
-        slot.restart_after = restart_after;
-        if let Some(p) = &slot.current {
-            p.gate.kill();
-        }
-    }
-
-    fn failover(&mut self, failover: &Failover) {
-        *self.actions.entry(failover.kind()).or_default() += 1;
-        let leader = self.target();
-        let follower = 1 - leader.min(1);
-        match failover {
-            Failover::PartitionLeader { heal_after } => {
-                let identity = self.slots[leader]
-                    .current
-                    .as_ref()
-                    .and_then(|p| p.identity.clone());
-                if let (Some(lease), Some(identity)) = (&self.lease, identity) {
-                    lease.partition(&identity, true);
-                    let at = tokio::time::Instant::now() + *heal_after;
-                    self.heals.push((at, identity));
-                }
-            }
-            Failover::KillLeader { restart_after } => self.kill(leader, *restart_after),
-            Failover::KillFollower { restart_after } => self.kill(follower, *restart_after),
-            Failover::KillBoth { restart_after } => {
-                self.kill(leader, *restart_after);
-                self.kill(follower, *restart_after);
-            }
-        }
-        self.processes();
-        // Killed in the very instant a bad ConfigMap was written: no process saw it.
-        if self.invalid_counted_at == Some(tokio::time::Instant::now()) && !self.any_alive() {
-            self.invalid_configs -= 1;
-            self.invalid_counted_at = None;
-        }
-        self.note(format!("{failover:?} (leader slot {leader})"));
-    }
-
     /// Faults off, the configuration fixed, a live process; then time passes.
     async fn quiesce(&mut self) -> Result<(), Violation> {
         self.note("quiescence: faults off".into());
@@ -461,37 +308,6 @@ impl Runner {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         check_quiescent(&self.world, &self.config, &events)
-    }
-}
-
-impl Runner {
-    /// At quiescence: every replica alive and exactly one leading.
-    fn check_one_leader(&self) -> Result<(), Violation> {
-        let alive = self.slots.iter().filter(|s| s.current.is_some()).count();
-        let leaders: Vec<u32> = self
-            .slots
-            .iter()
-            .filter_map(|s| s.current.as_ref())
-            .filter(|p| p.leading())
-            .map(|p| p.gate.id)
-            .collect();
-        if alive == self.slots.len() && leaders.len() == 1 {
-            return Ok(());
-        }
-        Err(Violation {
-            invariant: "one-leader",
-            detail: format!(
-                "at quiescence {alive} of {} replicas alive, leading: {leaders:?}; lease held by {:?}, last changes {:?}",
-                self.slots.len(),
-                self.lease.as_ref().and_then(|l| l.holder()),
-                self.lease.as_ref().map(|l| l
-                    .transitions()
-                    .into_iter()
-                    .rev()
-                    .take(4)
-                    .collect::<Vec<_>>()),
-            ),
-        })
     }
 }
 
