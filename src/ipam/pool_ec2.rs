@@ -138,20 +138,20 @@ impl NodePool {
         self.backoff_until = None;
     }
 
+    /// Every slot of the release is marked as changed now, even one a describe had already
+    /// taken out of the pool: a stale describe may still show it, and must not bring it back.
     fn forget_released(&mut self, action: &Action, now: Timestamp) {
         match action {
             Action::ReleaseIps(ips) => {
                 for ip in ips {
-                    if self.ips.remove(ip) {
-                        self.recent.insert(Slot::Ip(*ip), now);
-                    }
+                    self.ips.remove(ip);
+                    self.recent.insert(Slot::Ip(*ip), now);
                 }
             }
             Action::ReleasePrefixes(nets) => {
                 for net in nets {
-                    if self.prefixes.remove(net) {
-                        self.recent.insert(Slot::Prefix(*net), now);
-                    }
+                    self.prefixes.remove(net);
+                    self.recent.insert(Slot::Prefix(*net), now);
                 }
             }
             _ => {}
