@@ -77,6 +77,11 @@ pub struct NodeAddressPoolStatus {
     /// Read back on restart so a cool-down is never shortened.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cooldowns: Vec<CooldownRecord>,
+    /// Secondary IPs (as /32) and /28 prefixes being given back to EC2, listed before the call
+    /// goes out and for 60 s after it (EC2's describes may show them that long). Read back on
+    /// restart: a new leader does not count them as free until a later describe shows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub releasing: Vec<String>,
     /// Ready, Unsupported, SubnetExhausted, Blocked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -424,7 +424,19 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
                         .iter()
                         .filter_map(|a| a.parse().ok())
                         .collect();
-                    restored.insert(node, Restored { cooldowns, used });
+                    let releasing = status
+                        .releasing
+                        .iter()
+                        .filter_map(|n| n.parse().ok())
+                        .collect();
+                    restored.insert(
+                        node,
+                        Restored {
+                            cooldowns,
+                            used,
+                            releasing,
+                        },
+                    );
                 }
             }
             Err(err) => {

@@ -33,11 +33,32 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         if let Some(until) = self.ctx.subnet_hold(&ready.subnet.subnet_id, now) {
             ready.pool.hold_assigns_until(until);
         }
-        let action = ready.pool.plan(now);
-        if action == Action::None || (self.blocked && action != Action::Describe) {
+        let action = match ready.pool.in_flight() {
+            // A release begun on an earlier pass, waiting for a status that lists it.
+            Some((action, _)) if is_release(action) => {
+                if self.blocked {
+                    ready.pool.abandon_release();
+                    return;
+                }
+                action.clone()
+            }
+            Some(_) => return,
+            None => {
+                let action = ready.pool.plan(now);
+                if action == Action::None || (self.blocked && action != Action::Describe) {
+                    return;
+                }
+                ready.pool.begin(&action, now);
+                action
+            }
+        };
+        // Slots go back to EC2 only once a written status lists them: if this process dies
+        // with the call applied, the next leader's first describe may still show them, and
+        // only the status tells it they are not free. Meanwhile they are neither handed out
+        // nor planned again (the release is the pool's call in flight).
+        if is_release(&action) && !self.status.lists_release(&action) {
             return;
         }
-        ready.pool.begin(&action, now);
         tracing::debug!(node = %self.node.name, ?action, "EC2 call");
         let ec2 = self.ctx.ec2.clone();
         let eni = ready.instance.primary_eni.eni_id.clone();
@@ -244,4 +265,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             self.report_lost(lost).await;
         }
     }
+}
+
+fn is_release(action: &Action) -> bool {
+    matches!(action, Action::ReleaseIps(_) | Action::ReleasePrefixes(_))
 }

@@ -119,6 +119,13 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         for (addr, until) in std::mem::take(&mut self.restored.cooldowns) {
             pool.restore_cooldown(addr, until);
         }
+        // The previous leader's releases may have landed after the describe above was served.
+        let releasing = std::mem::take(&mut self.restored.releasing);
+        let held_back = pool.restore_releasing(&releasing, now);
+        if held_back > 0 {
+            tracing::info!(node = %self.node.name, held_back,
+                "slots the previous leader was releasing stay out of the pool until a later describe");
+        }
         if pool.mode_downgraded() {
             let note = format!(
                 "prefix delegation is enabled but {} is not a Nitro instance: this node uses \

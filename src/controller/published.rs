@@ -14,7 +14,7 @@ use super::status::rfc3339;
 use super::worker::ReadyNode;
 use crate::crd::{AddressCounts, CooldownRecord, Ec2ErrorRecord, NodeAddressPoolStatus};
 use crate::ec2::Ec2Error;
-use crate::ipam::{Mode, NodePool, PoolCounts, Timestamp};
+use crate::ipam::{Action, Mode, NodePool, PoolCounts, Timestamp};
 
 /// Where the node stands, as far as the status shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,7 @@ pub(crate) struct Published {
 pub(crate) struct KeptRecords {
     pub(crate) used: Vec<Ipv4Addr>,
     pub(crate) cooldowns: Vec<(Ipv4Addr, Timestamp)>,
+    pub(crate) releasing: Vec<Ipv4Net>,
 }
 
 /// What the status says about a ready node's pool.
@@ -62,6 +63,9 @@ pub(crate) struct PoolFacts {
     /// Sorted (the pool keeps them in address order).
     pub(crate) used: Vec<Ipv4Addr>,
     pub(crate) cooldowns: Vec<(Ipv4Addr, Timestamp)>,
+    /// Slots being given back to EC2 (sorted): a release goes out only once a written status
+    /// lists its slots.
+    pub(crate) releasing: Vec<Ipv4Net>,
 }
 
 impl PoolFacts {
@@ -79,6 +83,7 @@ impl PoolFacts {
             prefixes: pool.prefixes_iter().collect(),
             used: pool.used_iter().collect(),
             cooldowns: pool.cooldowns_iter(now).collect(),
+            releasing: pool.releasing_slots(now),
         }
     }
 
@@ -88,6 +93,7 @@ impl PoolFacts {
         self.counts == pool.counts(now)
             && self.used.iter().copied().eq(pool.used_iter())
             && self.cooldowns.iter().copied().eq(pool.cooldowns_iter(now))
+            && self.releasing == pool.releasing_slots(now)
             && self.prefixes.iter().copied().eq(pool.prefixes_iter())
             && self.capacity == pool.capacity(now)
             && self.mode == pool.mode()
@@ -111,6 +117,24 @@ impl PoolFacts {
     /// Every cool-down record of `pool` running at `now` is listed (expired ones may be).
     pub(crate) fn lists_all_cooling(&self, pool: &NodePool, now: Timestamp) -> bool {
         is_subset(pool.cooldowns_iter(now), &self.cooldowns)
+    }
+
+    /// Every slot `pool` is giving back is listed (ones past their grace may be).
+    pub(crate) fn lists_all_releasing(&self, pool: &NodePool, now: Timestamp) -> bool {
+        is_subset(pool.releasing_slots(now).into_iter(), &self.releasing)
+    }
+
+    /// Every slot of the release `action` is listed: its call may go out.
+    pub(crate) fn lists_release(&self, action: &Action) -> bool {
+        match action {
+            Action::ReleaseIps(ips) => ips
+                .iter()
+                .all(|ip| self.releasing.binary_search(&Ipv4Net::from(*ip)).is_ok()),
+            Action::ReleasePrefixes(nets) => nets
+                .iter()
+                .all(|net| self.releasing.binary_search(net).is_ok()),
+            _ => true,
+        }
     }
 }
 
@@ -181,6 +205,7 @@ pub(crate) fn render(
                 until: rfc3339(until),
             },
         );
+        status.releasing = facts.releasing.iter().map(|n| net_text(*n)).collect();
     } else if let Some(kept) = &new.kept {
         status.used_addresses = kept.used.iter().map(|a| ip_text(*a)).collect();
         status.cooldowns = kept
@@ -191,6 +216,7 @@ pub(crate) fn render(
                 until: rfc3339(until),
             })
             .collect();
+        status.releasing = kept.releasing.iter().map(|n| net_text(*n)).collect();
     }
     status.conditions = match old {
         Some(old) if condition_inputs(old) == condition_inputs(new) => {
@@ -423,6 +449,7 @@ mod tests {
             prefixes: Vec::new(),
             used: used.iter().map(|a| a.parse().unwrap()).collect(),
             cooldowns: Vec::new(),
+            releasing: Vec::new(),
         }
     }
 

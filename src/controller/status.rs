@@ -44,6 +44,14 @@ pub(crate) struct StatusState {
 }
 
 impl StatusState {
+    /// The written status lists every slot of the release `action`: its call may go out.
+    pub(crate) fn lists_release(&self, action: &crate::ipam::Action) -> bool {
+        self.published
+            .as_ref()
+            .and_then(|p| p.pool.as_ref())
+            .is_some_and(|facts| facts.lists_release(action))
+    }
+
     /// The written status lists `addr` as used: its annotation may be written (SPEC 5.3).
     pub(crate) fn lists_used(&self, addr: std::net::Ipv4Addr) -> bool {
         self.published
@@ -121,6 +129,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         self.start_ec2_op(now);
         self.write_capacity().await;
         let status_due = self.write_status(now).await;
+        // A release begun above goes out once the status just written lists it.
+        self.start_ec2_op(self.ctx.now());
         let pending_due = self.report_pending(now).await;
         let pool_due = match &self.phase {
             Phase::Ready(ready) => ready.pool.next_wakeup(now),
@@ -196,7 +206,14 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             .copied()
             .collect();
         cooldowns.sort_unstable();
-        KeptRecords { used, cooldowns }
+        let mut releasing = self.restored.releasing.clone();
+        releasing.sort_unstable();
+        releasing.dedup();
+        KeptRecords {
+            used,
+            cooldowns,
+            releasing,
+        }
     }
 
     /// `self.published_now(now) == *published`, without building it.
@@ -262,6 +279,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     !published.pool.as_ref().is_some_and(|facts| {
                         facts.lists_all_used(&ready.pool)
                             && facts.lists_all_cooling(&ready.pool, now)
+                            && facts.lists_all_releasing(&ready.pool, now)
                     })
                 }
                 (Some(_), _) => false,

@@ -61,6 +61,8 @@ pub(crate) struct Restored {
     pub(crate) cooldowns: Vec<(Ipv4Addr, Timestamp)>,
     /// Addresses pods held.
     pub(crate) used: Vec<Ipv4Addr>,
+    /// Slots being given back to EC2 (/32s and /28s).
+    pub(crate) releasing: Vec<ipnet::Ipv4Net>,
 }
 
 /// The dispatcher's handle on a worker.

@@ -9,7 +9,9 @@
 //! 2. for pods: [`NodePool::assign`] / [`NodePool::release`] / [`NodePool::set_waiting`];
 //! 3. loop: `let a = pool.plan(now)`; if not `Action::None`, [`NodePool::begin`] it, call EC2,
 //!    then `apply_assign_ok` / `apply_release_ok` / `apply_describe` / `apply_failure`;
-//!    requeue at [`NodePool::next_wakeup`].
+//!    requeue at [`NodePool::next_wakeup`]. A release goes out only once a written status lists
+//!    [`NodePool::releasing_slots`]; a rebuilt pool takes that list back with
+//!    [`NodePool::restore_releasing`].
 
 pub mod annotation;
 pub mod capacity;
@@ -29,6 +31,8 @@ mod plan_tests;
 mod pool_proptest;
 #[cfg(test)]
 mod pool_tests;
+#[cfg(test)]
+mod release_record_tests;
 #[cfg(test)]
 mod test_support;
 

@@ -270,6 +270,74 @@ impl NodePool {
         out
     }
 
+    /// Slots we are giving back to EC2: the release in flight (or waiting to go out) and those
+    /// given back less than [`DESCRIBE_GRACE`] ago, as /32s and /28s, sorted. The status lists
+    /// them before the call goes out: a next leader whose first describe is older than the
+    /// release would otherwise count them as free (SPEC 6.3, 6.4).
+    pub fn releasing_slots(&self, now: Timestamp) -> Vec<Ipv4Net> {
+        let mut out: Vec<Ipv4Net> = match &self.in_flight {
+            Some((Action::ReleaseIps(ips), _)) => ips.iter().map(|ip| Ipv4Net::from(*ip)).collect(),
+            Some((Action::ReleasePrefixes(nets), _)) => nets.clone(),
+            _ => Vec::new(),
+        };
+        for (slot, at) in &self.recent {
+            if now.since(*at) >= DESCRIBE_GRACE {
+                continue;
+            }
+            match *slot {
+                Slot::Ip(ip) if !self.ips.contains(&ip) => out.push(Ipv4Net::from(ip)),
+                Slot::Prefix(net) if !self.prefixes.contains(&net) => out.push(net),
+                _ => {}
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// On a rebuild: the slots the previous leader listed as releasing leave the pool as if
+    /// released now with an unknown outcome (its call may have landed after the describe this
+    /// pool was built from); a describe [`DESCRIBE_GRACE`] later brings back any that stayed.
+    /// A slot a pod's address is in is kept: no release gives back an address in use. Returns
+    /// how many slots left the pool.
+    pub fn restore_releasing(&mut self, slots: &[Ipv4Net], now: Timestamp) -> u32 {
+        let mut left = 0;
+        for net in slots {
+            let slot = if net.prefix_len() == 32 {
+                Slot::Ip(net.addr())
+            } else if let Some(prefix) = as_prefix(*net) {
+                Slot::Prefix(prefix)
+            } else {
+                continue;
+            };
+            let in_use = match slot {
+                Slot::Ip(ip) => self.holders.contains_key(&ip),
+                Slot::Prefix(prefix) => prefix_addrs(prefix).any(|a| self.holders.contains_key(&a)),
+            };
+            if in_use {
+                continue;
+            }
+            let removed = match slot {
+                Slot::Ip(ip) => self.ips.remove(&ip),
+                Slot::Prefix(prefix) => self.prefixes.remove(&prefix),
+            };
+            self.recent.insert(slot, now);
+            left += u32::from(removed);
+        }
+        left
+    }
+
+    /// The release planned and begun is dropped before its call went out (winipam was paused
+    /// meanwhile): its slots are free again.
+    pub fn abandon_release(&mut self) {
+        if matches!(
+            self.in_flight,
+            Some((Action::ReleaseIps(_) | Action::ReleasePrefixes(_), _))
+        ) {
+            self.in_flight = None;
+        }
+    }
+
     fn report_lost(&self, addr: Ipv4Addr, out: &mut DescribeOutcome) {
         let uids = self.holders_of(addr);
         if !uids.is_empty() {

@@ -159,3 +159,17 @@ fn chaos_seed_24551_address_taken_back_after_a_failed_write_without_cool_down() 
 fn chaos_seed_40570_address_taken_back_after_a_failed_write_without_cool_down() {
     replay_seed(40570);
 }
+
+#[test]
+fn chaos_seed_29010_release_applied_then_crash_before_recording_it() {
+    // A process released an address, the Unassign was applied, and the process died; the next
+    // one's first describe still showed the address and handed it to a pod. Fixed: a release
+    // goes out only once the status lists it, and a new leader keeps listed slots out of the
+    // pool until a later describe.
+    replay_seed(29010);
+}
+
+#[test]
+fn chaos_seed_60676_release_applied_then_crash_before_recording_it() {
+    replay_seed(60676);
+}
