@@ -87,9 +87,9 @@ impl Tracker {
         self.manual.contains_key(&(eni.to_string(), addr))
     }
 
-    /// The shortest cool-down in force at any time in `[from, to]` (several set in one
-    /// millisecond, a takeover and the new leader's first read, all count).
-    fn cooldown_between(&self, from: Timestamp, to: Timestamp) -> Duration {
+    /// The shortest cool-down in force at any time in `[from, to]` (all those set in the
+    /// millisecond in force at `from` count: a takeover and the new leader's first read).
+    pub(super) fn cooldown_between(&self, from: Timestamp, to: Timestamp) -> Duration {
         let start = self
             .cooldowns
             .iter()

@@ -47,3 +47,71 @@ impl InForce {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(process: u32, at: u64, secs: u64) -> ConfigRead {
+        ConfigRead {
+            process,
+            at: Timestamp(at),
+            cooldown: Duration::from_secs(secs),
+        }
+    }
+
+    /// The cool-down (s) an address freed at `from` and handed out at `to` is held to.
+    fn secs(tracker: &Tracker, from: u64, to: u64) -> u64 {
+        tracker
+            .cooldown_between(Timestamp(from), Timestamp(to))
+            .as_secs()
+    }
+
+    #[test]
+    fn the_leaders_cool_down_is_in_force_and_changes_with_the_leader() {
+        let mut t = Tracker::default();
+        let mut in_force = InForce::default();
+        in_force.read(&read(1, 0, 30), &mut t);
+        in_force.read(&read(2, 0, 5), &mut t);
+        // Nobody leads yet: nothing is in force.
+        assert_eq!(secs(&t, 0, 0), 0);
+        in_force.leads(1, Timestamp(1_000), &mut t);
+        assert_eq!(secs(&t, 2_000, 9_000), 30);
+        // A follower's ConfigMap is not in force while it follows.
+        in_force.read(&read(2, 3_000, 0), &mut t);
+        assert_eq!(secs(&t, 2_000, 9_000), 30);
+        in_force.stops(1);
+        in_force.leads(2, Timestamp(10_000), &mut t);
+        assert_eq!(secs(&t, 2_000, 9_000), 30);
+        assert_eq!(secs(&t, 2_000, 10_000), 0);
+        assert_eq!(secs(&t, 10_000, 20_000), 0);
+    }
+
+    #[test]
+    fn a_leader_that_read_nothing_yet_counts_from_its_first_read() {
+        let mut t = Tracker::default();
+        let mut in_force = InForce::default();
+        in_force.read(&read(1, 0, 5), &mut t);
+        in_force.leads(1, Timestamp(0), &mut t);
+        in_force.stops(1);
+        // Process 2 leads before its first read (it hands nothing out yet): the 5 s stay in
+        // force until it reads 45 s.
+        in_force.leads(2, Timestamp(4_000), &mut t);
+        assert_eq!(secs(&t, 4_500, 9_000), 5);
+        in_force.read(&read(2, 4_500, 45), &mut t);
+        assert_eq!(secs(&t, 1_000, 4_500), 5);
+        assert_eq!(secs(&t, 4_500, 9_000), 45);
+        // The deposed leader's reads no longer count.
+        in_force.read(&read(1, 6_000, 0), &mut t);
+        assert_eq!(secs(&t, 4_500, 9_000), 45);
+    }
+
+    #[test]
+    fn two_cool_downs_set_in_one_millisecond_both_count() {
+        let mut t = Tracker::default();
+        t.cooldown(Timestamp(1_000), Duration::from_secs(5));
+        t.cooldown(Timestamp(1_000), Duration::from_secs(30));
+        assert_eq!(secs(&t, 1_000, 9_000), 5);
+        assert_eq!(secs(&t, 2_000, 9_000), 5);
+    }
+}
