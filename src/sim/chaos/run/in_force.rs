@@ -23,12 +23,13 @@ pub(super) struct InForce {
 }
 
 impl InForce {
-    /// Process `read.process` read a ConfigMap.
-    pub(super) fn read(&mut self, read: &ConfigRead, tracker: &mut Tracker) {
-        self.cooldowns.insert(read.process, read.cooldown);
+    /// Process `read.process` read a ConfigMap; whether its cool-down changed (or is its first).
+    pub(super) fn read(&mut self, read: &ConfigRead, tracker: &mut Tracker) -> bool {
+        let before = self.cooldowns.insert(read.process, read.cooldown);
         if self.leader == Some(read.process) {
             tracker.cooldown(read.at, read.cooldown);
         }
+        before != Some(read.cooldown)
     }
 
     /// Process `id` leads from `at`: its cool-down is in force (once it has read a ConfigMap;

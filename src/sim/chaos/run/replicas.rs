@@ -116,12 +116,24 @@ impl Runner {
     /// force follows the leader's.
     fn configs_read(&mut self, until: Option<crate::ipam::Timestamp>) {
         let reads = self.tally.configs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changed = Vec::new();
         for read in reads.get(self.in_force.reads_seen..).unwrap_or_default() {
             if until.is_some_and(|until| read.at > until) {
                 break;
             }
-            self.in_force.read(read, &mut self.tracker);
+            if self.in_force.read(read, &mut self.tracker) {
+                changed.push(*read);
+            }
             self.in_force.reads_seen += 1;
+        }
+        drop(reads);
+        for read in changed {
+            self.note(format!(
+                "  process {} read a ConfigMap: cool-down {} s for it from {} ms",
+                read.process,
+                read.cooldown.as_secs(),
+                read.at.0 - crate::sim::scenario::world::EPOCH.0
+            ));
         }
     }
 
