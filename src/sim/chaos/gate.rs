@@ -13,13 +13,14 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use ipnet::Ipv4Net;
 
 use crate::crd::NodeAddressPoolStatus;
 use crate::ec2::{Ec2Backend, Ec2Error, ThrottleSink};
-use crate::ipam::{InstanceInfo, InstanceTypeLimits, SubnetInfo, Timestamp};
+use crate::ipam::{Config, InstanceInfo, InstanceTypeLimits, SubnetInfo, Timestamp};
 use crate::k8s::{
     AnnotateOutcome, Cluster, ClusterError, ConfigMapView, EnsureOutcome, EventSeverity, NodeView,
     ObjectRef, PodView, WatchEvent,
@@ -47,6 +48,22 @@ pub struct Tally {
     /// Every Event a live process tried to record, as (object UID, reason): an Event the
     /// apiserver refused (an injected fault) was still reported as far as the controller can.
     pub events: Mutex<Vec<(String, String)>>,
+    /// Invalid ConfigMaps a live process received (each must be answered by a ConfigRejected
+    /// Event: the controller records it as it reads the ConfigMap, with no wait in between).
+    pub invalid_configs: AtomicU64,
+    /// Each ConfigMap a live process received, with the cool-down in force for that process
+    /// after it, in the order received.
+    pub configs: Mutex<Vec<ConfigRead>>,
+}
+
+/// A ConfigMap a process received, and the cool-down in force for it from then on: the
+/// ConfigMap's if valid, the defaults if there is none, else (rejected) the one before, which is
+/// the defaults if this was the first it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigRead {
+    pub process: u32,
+    pub at: Timestamp,
+    pub cooldown: Duration,
 }
 
 /// The life of one process.
@@ -56,6 +73,8 @@ pub struct Gate {
     /// Die right after the mutation/annotation whose global number is this (0: never).
     die_at_mutation: AtomicU64,
     die_at_annotation: AtomicU64,
+    /// The cool-down in force for this process (`None` until it read a ConfigMap).
+    cooldown: Mutex<Option<Duration>>,
     tally: Arc<Tally>,
     clock: crate::clock::TokioClock,
 }
@@ -67,6 +86,7 @@ impl Gate {
             alive: AtomicBool::new(true),
             die_at_mutation: AtomicU64::new(0),
             die_at_annotation: AtomicU64::new(0),
+            cooldown: Mutex::new(None),
             tally,
             clock,
         })
@@ -135,6 +155,30 @@ impl Gate {
         }
         self.check().await;
         out
+    }
+
+    /// Notes a ConfigMap the process received (the controller applies it as it reads it): the
+    /// configuration in force for it follows as SPEC 3.1 says, and an invalid one is counted.
+    fn config_read(&self, cm: Option<&ConfigMapView>) {
+        let parsed = cm.map(|cm| Config::parse(&cm.data).map(|p| p.config.cooldown));
+        let mut cooldown = self.cooldown.lock().unwrap_or_else(|e| e.into_inner());
+        let now = match parsed {
+            None => Config::default().cooldown,
+            Some(Ok(c)) => c,
+            Some(Err(_)) => {
+                self.tally.invalid_configs.fetch_add(1, Ordering::SeqCst);
+                cooldown.unwrap_or(Config::default().cooldown)
+            }
+        };
+        *cooldown = Some(now);
+        let read = ConfigRead {
+            process: self.id,
+            at: crate::clock::Clock::now(&self.clock),
+            cooldown: now,
+        };
+        drop(cooldown);
+        let mut configs = self.tally.configs.lock().unwrap_or_else(|e| e.into_inner());
+        configs.push(read);
     }
 
     /// A watch stream that stops yielding (without ending) once the process is dead.
@@ -263,7 +307,10 @@ impl Cluster for GatedCluster {
         namespace: &str,
         name: &str,
     ) -> impl Stream<Item = Option<ConfigMapView>> + Send + 'static {
-        self.gate.stream(self.inner.watch_config(namespace, name))
+        let gate = Arc::clone(&self.gate);
+        self.gate
+            .stream(self.inner.watch_config(namespace, name))
+            .inspect(move |cm| gate.config_read(cm.as_ref()))
     }
 
     fn watch_foreign_ipam(&self) -> impl Stream<Item = Option<ConfigMapView>> + Send + 'static {

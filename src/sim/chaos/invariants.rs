@@ -74,9 +74,9 @@ impl Tracker {
         });
     }
 
-    /// A valid configuration is in force from `at`.
-    pub fn config(&mut self, at: Timestamp, config: &Config) {
-        self.cooldowns.push((at, config.cooldown));
+    /// `cooldown` is in force from `at` (pushed in time order).
+    pub fn cooldown(&mut self, at: Timestamp, cooldown: Duration) {
+        self.cooldowns.push((at, cooldown));
     }
 
     pub fn manual(&mut self, eni: &str, addr: Ipv4Addr, at: Timestamp) {
@@ -87,19 +87,19 @@ impl Tracker {
         self.manual.contains_key(&(eni.to_string(), addr))
     }
 
-    /// The shortest cool-down in force at any time in `[from, to]`.
-    fn cooldown_between(&self, from: Timestamp, to: Timestamp) -> Duration {
+    /// The shortest cool-down in force at any time in `[from, to]` (all those set in the
+    /// millisecond in force at `from` count: a takeover and the new leader's first read).
+    pub(super) fn cooldown_between(&self, from: Timestamp, to: Timestamp) -> Duration {
         let start = self
             .cooldowns
             .iter()
             .rev()
             .find(|(t, _)| *t <= from)
-            .map(|(_, c)| *c);
+            .map_or(from, |(t, _)| *t);
         self.cooldowns
             .iter()
-            .filter(|(t, _)| *t > from && *t <= to)
+            .filter(|(t, _)| *t >= start && *t <= to)
             .map(|(_, c)| *c)
-            .chain(start)
             .min()
             .unwrap_or_default()
     }

@@ -18,11 +18,13 @@ use crate::sim::ec2::{Fault, RandomFaults};
 use crate::sim::lease::SimLease;
 use crate::sim::scenario::policy::{CONFIG_NAME, CONFIG_NAMESPACE};
 
-/// Lines of the run's history a failure report shows.
+mod in_force;
 mod replicas;
 
+use in_force::InForce;
 use replicas::Slot;
 
+/// Lines of the run's history a failure report shows.
 const RECENT: usize = 40;
 /// Invariants are checked at least this often while time passes.
 const TICK: Duration = Duration::from_secs(1);
@@ -68,24 +70,17 @@ struct Runner {
     /// Entries of `leader_log` already checked, and who leads after them.
     leader_seen: usize,
     leading: std::collections::BTreeSet<u32>,
-    /// Replicas that started on a rejected ConfigMap and have seen no valid one since.
-    on_defaults: std::collections::BTreeSet<u32>,
-    /// The defaults came into force with a leader that started on a rejected ConfigMap.
-    defaults_led: bool,
+    /// The configuration in force, per process, and the leader's for the cool-down invariant.
+    in_force: InForce,
     /// Partitions to heal: (when, identity).
     heals: Vec<(tokio::time::Instant, String)>,
     /// Crashed processes: kept so their tasks stay parked (never stopped cleanly).
     dead: Vec<Process>,
     next_id: u32,
+    /// The last valid ConfigMap written (put back at quiescence if an invalid one is there).
     config: Config,
     config_valid: bool,
-    invalid_configs: u64,
-    /// When `invalid_configs` last counted a bad ConfigMap a live process would see.
-    invalid_counted_at: Option<tokio::time::Instant>,
     foreign_set: bool,
-    watch_cut: bool,
-    /// When the last watch outage ends.
-    watch_cut_until: crate::ipam::Timestamp,
     recent: VecDeque<String>,
     /// Annotation writes already in `recent`.
     log_noted: usize,
@@ -143,24 +138,13 @@ impl Runner {
         self.world
             .cluster
             .set_config_map(CONFIG_NAMESPACE, CONFIG_NAME, data.clone());
+        // Which processes read it (and so what is in force) is seen at their watches.
         match Config::parse(data) {
             Ok(parsed) => {
                 self.config = parsed.config;
                 self.config_valid = true;
-                self.on_defaults.clear();
-                // During a watch outage the controller keeps the old configuration until the
-                // watch relists.
-                let at = self.world.now().max(self.watch_cut_until);
-                self.tracker.config(at, &self.config);
             }
-            Err(_) => {
-                self.config_valid = false;
-                // Only a process that sees it can reject it.
-                if self.any_alive() {
-                    self.invalid_configs += 1;
-                    self.invalid_counted_at = Some(tokio::time::Instant::now());
-                }
-            }
+            Err(_) => self.config_valid = false,
         }
     }
 
@@ -259,13 +243,7 @@ impl Runner {
                 server_error_rate: *server_error,
                 apply_then_fail_rate: *apply_then_fail,
             }),
-            ApiChaos::CutWatches(outage) => {
-                // A ConfigMap changed back within the outage is never seen: nothing to reject.
-                self.watch_cut = true;
-                let until = self.world.now().plus(*outage);
-                self.watch_cut_until = self.watch_cut_until.max(until);
-                cluster.cut_watches(*outage)
-            }
+            ApiChaos::CutWatches(outage) => cluster.cut_watches(*outage),
             ApiChaos::RelistAll => cluster.relist_all(),
         }
         self.note(format!("{api:?}"));
@@ -353,6 +331,30 @@ fn config_data(config: &Config) -> BTreeMap<String, String> {
     data
 }
 
+/// `config-rejected`: every invalid ConfigMap a live process received was answered by a
+/// ConfigRejected Event. Counted on what the processes received, not on what was written: one
+/// overwritten during a watch outage, or before a new process read it, is never seen (and each
+/// replica reads, and rejects, on its own).
+fn check_rejected(tally: &Tally) -> Result<(), Violation> {
+    let received = tally
+        .invalid_configs
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let events = tally.events.lock().unwrap_or_else(|e| e.into_inner());
+    let rejected = events
+        .iter()
+        .filter(|(_, reason)| reason == crate::controller::reasons::CONFIG_REJECTED)
+        .count() as u64;
+    if rejected < received {
+        return Err(Violation {
+            invariant: "config-rejected",
+            detail: format!(
+                "{received} invalid ConfigMaps received and {rejected} ConfigRejected Events"
+            ),
+        });
+    }
+    Ok(())
+}
+
 async fn play(schedule: Schedule) -> SeedOutcome {
     let seed = schedule.seed;
     let world = ChaosWorld::new(seed, schedule.ec2_latency, schedule.stale_describes);
@@ -369,18 +371,13 @@ async fn play(schedule: Schedule) -> SeedOutcome {
         leader_log: LeaderLog::default(),
         leader_seen: 0,
         leading: Default::default(),
-        on_defaults: Default::default(),
-        defaults_led: false,
+        in_force: InForce::default(),
         heals: Vec::new(),
         dead: Vec::new(),
         next_id: 1,
         config: Config::default(),
         config_valid: true,
-        invalid_configs: 0,
-        invalid_counted_at: None,
         foreign_set: false,
-        watch_cut: false,
-        watch_cut_until: crate::ipam::Timestamp(0),
         recent: VecDeque::new(),
         log_noted: 0,
         actions: BTreeMap::new(),
@@ -423,25 +420,8 @@ async fn play(schedule: Schedule) -> SeedOutcome {
     if result.is_ok() {
         result = runner.quiesce().await;
     }
-    if runner.invalid_configs > 0 && !runner.watch_cut && result.is_ok() {
-        let events = runner
-            .tally
-            .events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let rejected = events
-            .iter()
-            .any(|(_, reason)| reason == crate::controller::reasons::CONFIG_REJECTED);
-        if !rejected {
-            result = Err(Violation {
-                invariant: "config-rejected",
-                detail: format!(
-                    "{} invalid ConfigMaps and no ConfigRejected Event",
-                    runner.invalid_configs
-                ),
-            });
-        }
+    if result.is_ok() {
+        result = check_rejected(&runner.tally);
     }
     SeedOutcome {
         seed,

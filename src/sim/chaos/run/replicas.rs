@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Runner;
-use crate::ipam::Config;
 use crate::sim::chaos::invariants::Violation;
 use crate::sim::chaos::process::{Leadership, Process};
 use crate::sim::chaos::schedule::Failover;
@@ -25,15 +24,9 @@ impl Runner {
     pub(super) fn start_process(&mut self, slot: usize) {
         let id = self.next_id;
         self.next_id += 1;
-        if !self.config_valid {
-            // A process starting on a rejected ConfigMap has no last good one: the defaults
-            // are in force for it (from when it leads: at once for the only replica).
-            if self.lease.is_some() {
-                self.on_defaults.insert(id);
-            } else {
-                self.tracker.config(self.world.now(), &Config::default());
-            }
-            self.invalid_configs += 1;
+        if self.lease.is_none() {
+            // The only replica leads from its start.
+            self.in_force.leads(id, self.world.now(), &mut self.tracker);
         }
         let leadership = match &self.lease {
             Some(lease) => Leadership::Lease(lease, &self.leader_log),
@@ -42,11 +35,6 @@ impl Runner {
         let process = Process::start(id, &self.world, Arc::clone(&self.tally), leadership);
         self.slots[slot].current = Some(process);
         self.note(format!("process {id} started"));
-    }
-
-    /// Whether any process is alive.
-    pub(super) fn any_alive(&self) -> bool {
-        self.slots.iter().any(|s| s.current.is_some())
     }
 
     /// The slot a crash of "the process" hits: the leader's (else the first live one's).
@@ -100,22 +88,17 @@ impl Runner {
         for &(at, id, leading) in log.get(self.leader_seen..).unwrap_or_default() {
             let verb = if leading { "leads" } else { "stops leading" };
             self.note(format!("process {id} {verb}"));
+            let ago = tokio::time::Instant::now().saturating_duration_since(at);
+            let at =
+                crate::ipam::Timestamp(self.world.now().0.saturating_sub(ago.as_millis() as u64));
+            // The ConfigMaps read before this change, in the order things happened.
+            self.configs_read(Some(at));
             if !leading {
                 self.leading.remove(&id);
+                self.in_force.stops(id);
                 continue;
             }
-            // The configuration in force changes with the leader when one of them started on
-            // a rejected ConfigMap (the defaults) and the other on the last good one.
-            let ago = tokio::time::Instant::now().saturating_duration_since(at);
-            let now =
-                crate::ipam::Timestamp(self.world.now().0.saturating_sub(ago.as_millis() as u64));
-            if self.on_defaults.contains(&id) {
-                self.tracker.config(now, &Config::default());
-                self.defaults_led = true;
-            } else if std::mem::take(&mut self.defaults_led) {
-                let config = self.config.clone();
-                self.tracker.config(now, &config);
-            }
+            self.in_force.leads(id, at, &mut self.tracker);
             if let Some(other) = self.leading.iter().find(|&&o| o != id) {
                 return Err(Violation {
                     invariant: "two-leaders",
@@ -125,7 +108,33 @@ impl Runner {
             self.leading.insert(id);
         }
         self.leader_seen = log.len();
+        self.configs_read(None);
         Ok(())
+    }
+
+    /// Applies the ConfigMaps processes read (up to `until`, else all): the configuration in
+    /// force follows the leader's.
+    fn configs_read(&mut self, until: Option<crate::ipam::Timestamp>) {
+        let reads = self.tally.configs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changed = Vec::new();
+        for read in reads.get(self.in_force.reads_seen..).unwrap_or_default() {
+            if until.is_some_and(|until| read.at > until) {
+                break;
+            }
+            if self.in_force.read(read, &mut self.tracker) {
+                changed.push(*read);
+            }
+            self.in_force.reads_seen += 1;
+        }
+        drop(reads);
+        for read in changed {
+            self.note(format!(
+                "  process {} read a ConfigMap: cool-down {} s for it from {} ms",
+                read.process,
+                read.cooldown.as_secs(),
+                read.at.0 - crate::sim::scenario::world::EPOCH.0
+            ));
+        }
     }
 
     /// Kills the process in `slot` now; a new one starts there `restart_after` later.
@@ -161,11 +170,6 @@ impl Runner {
             }
         }
         self.processes();
-        // Killed in the very instant a bad ConfigMap was written: no process saw it.
-        if self.invalid_counted_at == Some(tokio::time::Instant::now()) && !self.any_alive() {
-            self.invalid_configs -= 1;
-            self.invalid_counted_at = None;
-        }
         self.note(format!("{failover:?} (leader slot {leader})"));
     }
 
