@@ -244,11 +244,14 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         // One status write covers every pod of the pass. If it fails, the pods keep their
         // addresses in the pool and their annotations wait: the next pass (a retry of the
         // status write is scheduled, see `write_status`) writes the status, then them.
-        if writes.iter().any(|w| !self.status.lists_used(w.addr)) {
+        // The status must also have been written after the address last changed hands: one
+        // written for the pod before lists the same address, and a new leader whose pod cache
+        // lags would take it for that pod's and give it away.
+        if writes.iter().any(|w| !self.status_lists_holder(w.addr)) {
             self.write_status(now).await;
         }
         let before = writes.len();
-        writes.retain(|w| self.status.lists_used(w.addr));
+        writes.retain(|w| self.status_lists_holder(w.addr));
         if writes.len() < before {
             tracing::debug!(node = %self.node.name, held = before - writes.len(),
                 "annotations wait for a status that lists their addresses");

@@ -216,11 +216,20 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
     }
 
+    /// The written status lists `addr` as used, and for the pod that holds it now (it did not
+    /// change hands since): that pod's annotation may be written (SPEC 5.3, 6.3).
+    pub(crate) fn status_lists_holder(&self, addr: std::net::Ipv4Addr) -> bool {
+        self.status.lists_used(addr)
+            && matches!(&self.phase, Phase::Ready(ready) if ready.pool.same_holder_since_published(addr))
+    }
+
     /// `self.published_now(now) == *published`, without building it.
     fn still_published(&self, published: &Published, now: Timestamp) -> bool {
         let stage_and_pool = match (&self.phase, &published.pool) {
             (Phase::Ready(ready), Some(facts)) => {
-                published.stage == Stage::Ready && facts.same_as(ready, now)
+                published.stage == Stage::Ready
+                    && facts.same_as(ready, now)
+                    && !ready.pool.changed_hands_since_published()
             }
             (Phase::Parked { .. }, None) => {
                 published.stage == Stage::Parked
@@ -280,7 +289,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                         facts.lists_all_used(&ready.pool)
                             && facts.lists_all_cooling(&ready.pool, now)
                             && facts.lists_all_releasing(&ready.pool, now)
-                    })
+                    }) || ready.pool.changed_hands_since_published()
                 }
                 (Some(_), _) => false,
             };
@@ -315,6 +324,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             .await
         {
             Ok(()) => {
+                if let Phase::Ready(ready) = &mut self.phase {
+                    ready.pool.mark_published();
+                }
                 self.status.published = Some(published);
                 self.status.written = Some(status);
                 self.status.written_at = Some(now);

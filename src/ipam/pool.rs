@@ -97,6 +97,10 @@ pub struct NodePool {
     /// Slots we added or removed ourselves, and when: a describe younger than the change may not
     /// show it yet (EC2 describes are eventually consistent).
     pub(crate) recent: BTreeMap<Slot, Timestamp>,
+    /// Addresses whose last holder let go since the controller last wrote the node's status
+    /// ([`NodePool::mark_published`]): that status may list one as used, but for the pod before,
+    /// so it does not vouch for a pod that holds it now.
+    pub(crate) let_go_since_published: BTreeSet<Ipv4Addr>,
     pub(crate) in_flight: Option<(Action, Timestamp)>,
     pub(crate) needs_describe: bool,
     pub(crate) waiting: u32,
@@ -131,6 +135,7 @@ impl NodePool {
             shared: 0,
             cooling: BTreeMap::new(),
             recent: BTreeMap::new(),
+            let_go_since_published: BTreeSet::new(),
             in_flight: None,
             needs_describe: false,
             waiting: 0,
@@ -366,6 +371,7 @@ impl NodePool {
             1 => self.shared = self.shared.saturating_sub(1),
             0 => {
                 self.holders.remove(&addr);
+                self.let_go_since_published.insert(addr);
                 let block = block_of(addr);
                 if let Some(count) = self.used_per_block.get_mut(&block) {
                     *count = count.saturating_sub(1);
@@ -376,6 +382,23 @@ impl NodePool {
             }
             _ => {}
         }
+    }
+
+    /// A status was written from this pool as it is now.
+    pub fn mark_published(&mut self) {
+        self.let_go_since_published.clear();
+    }
+
+    /// `addr` has not changed hands since the last status written from this pool: if that
+    /// status lists it as used, it lists it for the pod holding it now.
+    pub fn same_holder_since_published(&self, addr: Ipv4Addr) -> bool {
+        !self.let_go_since_published.contains(&addr)
+    }
+
+    /// Some address let go since the last status was written is held again: a status must be
+    /// written before that pod's annotation.
+    pub fn changed_hands_since_published(&self) -> bool {
+        (self.let_go_since_published.iter()).any(|a| self.holders.contains_key(a))
     }
 
     // ----- queries -----

@@ -521,3 +521,27 @@ fn release_gone_frees_holders_of_pods_that_no_longer_exist_into_cool_down() {
     );
     assert_eq!(pool.release_gone(|_| true, secs(6)), 0);
 }
+
+#[test]
+fn an_address_that_changed_hands_is_not_vouched_for_by_the_status_before() {
+    // The status written while pod 1 held 10.0.0.10 lists it as used; once pod 1 lets go and
+    // pod 2 takes it, that status no longer speaks for pod 2 until one is written again.
+    let mut pool = pool_with_ips(&[10]);
+    let now = secs(0);
+    assigned(pool.assign(&uid(1), now));
+    pool.mark_published();
+    assert!(pool.same_holder_since_published(ip(10)));
+    assert!(!pool.changed_hands_since_published());
+    pool.release(&uid(1), now);
+    assert!(!pool.same_holder_since_published(ip(10)));
+    assert!(
+        !pool.changed_hands_since_published(),
+        "let go, not yet held again"
+    );
+    let later = now.plus(Duration::from_secs(60));
+    assert_eq!(assigned(pool.assign(&uid(2), later)).addr, ip(10));
+    assert!(pool.changed_hands_since_published());
+    pool.mark_published();
+    assert!(pool.same_holder_since_published(ip(10)));
+    assert!(!pool.changed_hands_since_published());
+}

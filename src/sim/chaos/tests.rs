@@ -174,6 +174,15 @@ fn chaos_seed_60676_release_applied_then_crash_before_recording_it() {
     replay_seed(60676);
 }
 
+#[test]
+fn chaos_seed_27537_address_changed_hands_while_status_writes_failed() {
+    // An address went from a pod to another while status writes failed; the annotation was
+    // written because the last status listed the address (for the pod before). A new leader
+    // whose pod cache lagged took it for the first pod's, cooled it and gave it to a third pod.
+    // Fixed: an annotation waits for a status written after its address last changed hands.
+    replay_seed(27537);
+}
+
 /// Replays the schedule `seed` drew with apiserver trouble and one replica (before two replicas
 /// and failovers were laid over the steps).
 fn replay_with_api_chaos(seed: u64) {
