@@ -81,10 +81,14 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
 
     pub(crate) fn pod_deleted(&mut self, uid: &PodUid, now: Timestamp) {
         self.pods.remove(uid);
-        if let Phase::Ready(ready) = &mut self.phase
-            && !self.blocked
-        {
-            ready.pool.release(uid, now);
+        if let Phase::Ready(ready) = &mut self.phase {
+            if ready.pool.address_of(uid).is_none() {
+                // Seen without an address, it may still have held one the previous leader
+                // gave it (chaos seed 36974).
+                ready.pool.possible_holder_left(now);
+            } else if !self.blocked {
+                ready.pool.release(uid, now);
+            }
         }
     }
 

@@ -101,6 +101,10 @@ pub struct NodePool {
     /// ([`NodePool::mark_published`]): that status may list one as used, but for the pod before,
     /// so it does not vouch for a pod that holds it now.
     pub(crate) let_go_since_published: BTreeSet<Ipv4Addr>,
+    /// Addresses the previous leader's status listed as used that no pod was seen holding at
+    /// the rebuild, while they cool down: a pod our cache showed without its annotation may
+    /// hold one (see [`NodePool::possible_holder_left`]).
+    pub(crate) orphans: BTreeSet<Ipv4Addr>,
     pub(crate) in_flight: Option<(Action, Timestamp)>,
     pub(crate) needs_describe: bool,
     pub(crate) waiting: u32,
@@ -136,6 +140,7 @@ impl NodePool {
             cooling: BTreeMap::new(),
             recent: BTreeMap::new(),
             let_go_since_published: BTreeSet::new(),
+            orphans: BTreeSet::new(),
             in_flight: None,
             needs_describe: false,
             waiting: 0,
@@ -332,13 +337,33 @@ impl NodePool {
         for addr in &orphans {
             self.restore_cooldown(*addr, now.plus(self.config.cooldown));
         }
+        self.orphans.extend(orphans.iter().copied());
         orphans.len()
+    }
+
+    /// A pod we never saw with an address went away. If our pod cache lagged at the rebuild
+    /// (events lost across a relist), it may have been the holder of an address the previous
+    /// leader annotated: its cool-down starts again now, so it is never shortened (SPEC 5.3).
+    /// Orphans taken up by a pod or done cooling are forgotten.
+    pub fn possible_holder_left(&mut self, now: Timestamp) {
+        let mut orphans = std::mem::take(&mut self.orphans);
+        orphans.retain(|a| {
+            !self.holders.contains_key(a) && self.cooling.get(a).is_some_and(|u| *u > now)
+        });
+        for addr in &orphans {
+            self.restore_cooldown(*addr, now.plus(self.config.cooldown));
+        }
+        self.orphans = orphans;
     }
 
     /// Forgets expired cool-downs and describe-grace records (bookkeeping only: every decision
     /// already compares with `now`).
     pub fn advance(&mut self, now: Timestamp) {
         self.cooling.retain(|_, until| *until > now);
+        if !self.orphans.is_empty() {
+            let cooling = &self.cooling;
+            self.orphans.retain(|a| cooling.contains_key(a));
+        }
         self.recent
             .retain(|_, at| now.since(*at) < super::pool_ec2::DESCRIBE_GRACE);
     }

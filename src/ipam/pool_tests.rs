@@ -545,3 +545,28 @@ fn an_address_that_changed_hands_is_not_vouched_for_by_the_status_before() {
     assert!(pool.same_holder_since_published(ip(10)));
     assert!(!pool.changed_hands_since_published());
 }
+
+#[test]
+fn an_orphan_cools_again_when_a_pod_seen_without_an_address_goes() {
+    // The previous leader listed 10.0.0.10 as used; at the rebuild no pod was seen holding it
+    // (its annotation had not reached our cache), so it cools from the rebuild. The pod leaves
+    // 10 s later: the cool-down starts again from then.
+    let mut pool = pool_with_ips(&[10, 11]);
+    let rebuild = secs(100);
+    assert_eq!(pool.cool_released_while_away(&[ip(10)], rebuild), 1);
+    let cooldown = pool.config().cooldown;
+    assert_eq!(
+        pool.cooldowns(rebuild),
+        vec![(ip(10), rebuild.plus(cooldown))]
+    );
+    let left = rebuild.plus(Duration::from_secs(10));
+    pool.possible_holder_left(left);
+    assert_eq!(pool.cooldowns(left), vec![(ip(10), left.plus(cooldown))]);
+    // Once its cool-down is over it is an ordinary free address: a later departure changes
+    // nothing.
+    let over = left.plus(cooldown);
+    pool.advance(over);
+    pool.possible_holder_left(over);
+    assert!(pool.cooldowns(over).is_empty());
+    assert_eq!(assigned(pool.assign(&uid(1), over)).addr, ip(10));
+}

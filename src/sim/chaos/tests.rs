@@ -183,6 +183,15 @@ fn chaos_seed_27537_address_changed_hands_while_status_writes_failed() {
     replay_seed(27537);
 }
 
+#[test]
+fn chaos_seed_36974_pod_gone_unseen_with_its_address_after_a_failover() {
+    // A follower whose pod watch was cut took the lead: the addresses the old leader had just
+    // annotated cooled from its rebuild, as no pod in its cache held them. One pod went during
+    // the outage; its address was handed out 26.7 s after, inside a 30 s cool-down. Fixed: a
+    // pod that goes with no address known restarts the cool-down of such addresses.
+    replay_seed(36974);
+}
+
 /// Replays the schedule `seed` drew with apiserver trouble and one replica (before two replicas
 /// and failovers were laid over the steps).
 fn replay_with_api_chaos(seed: u64) {
