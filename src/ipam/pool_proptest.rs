@@ -41,10 +41,18 @@ enum Op {
     Advance(u32),
     Begin,
     Finish(Outcome),
-    Describe { stale: bool },
+    Describe {
+        stale: bool,
+    },
     HumanRemove(u16),
     HumanAdd,
     Configure(BTreeMap<String, String>),
+    /// The controller dies and a new one rebuilds the pool from a describe (stale or not) and
+    /// the records a status would carry; the call in flight landed on EC2 or not.
+    Restart {
+        stale: bool,
+        landed: bool,
+    },
 }
 
 fn config_map() -> impl Strategy<Value = BTreeMap<String, String>> {
@@ -97,6 +105,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u16>().prop_map(Op::HumanRemove),
         1 => Just(Op::HumanAdd),
         1 => config_map().prop_map(Op::Configure),
+        1 => (any::<bool>(), any::<bool>()).prop_map(|(stale, landed)| Op::Restart { stale, landed }),
     ]
 }
 
@@ -265,6 +274,37 @@ impl World {
         self.pool.apply_describe(&snap, self.now);
     }
 
+    /// What a new leader does (SPEC 6.3): a pool from its first describe, the previous one's
+    /// cool-down records, every annotation adopted, the slots it listed as being released, and
+    /// the addresses it listed as used that no pod holds cooled from now.
+    fn restart(&mut self, stale: bool, landed: bool) {
+        if let Some((action, _)) = self.pool.in_flight() {
+            let action = action.clone();
+            if landed && self.eni.execute(&action).is_ok() && action != Action::Describe {
+                self.last_change = self.now;
+            }
+        }
+        let old = &self.pool;
+        let snap = match &self.eni.previous {
+            Some(prev) if stale && self.now.since(self.last_change) < DESCRIBE_GRACE => {
+                prev.clone()
+            }
+            _ => self.eni.snapshot(),
+        };
+        let mut pool = NodePool::new(old.limits().clone(), old.config().clone(), &snap);
+        for (addr, until) in old.cooldowns(self.now) {
+            pool.restore_cooldown(addr, until);
+        }
+        for (uid, addr) in &self.live {
+            pool.adopt(uid, *addr, self.now);
+        }
+        let releasing = old.releasing_slots(self.now);
+        let used: Vec<Ipv4Addr> = old.used_iter().collect();
+        pool.restore_releasing(&releasing, self.now);
+        pool.cool_released_while_away(&used, self.now);
+        self.pool = pool;
+    }
+
     fn apply(&mut self, op: &Op) {
         match op {
             Op::Bind(n) => {
@@ -328,6 +368,7 @@ impl World {
                 let parsed = Config::parse(map).expect("generated config is valid");
                 self.pool.set_config(parsed.config);
             }
+            Op::Restart { stale, landed } => self.restart(*stale, *landed),
         }
         self.controller_step();
         self.check_step();
