@@ -64,6 +64,11 @@ pub enum AdoptOutcome {
     Duplicate(Vec<PodUid>),
 }
 
+/// How long an address the previous leader listed as used, and no pod in our cache holds, is
+/// kept from reuse at least (see [`NodePool::cool_released_while_away`]): a bound on how far a
+/// pod cache may lag at a failover, as [`super::pool_ec2::DESCRIBE_GRACE`] bounds EC2's.
+pub const ORPHAN_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// One ENI slot: a secondary IP or a /28 prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Slot {
@@ -325,9 +330,14 @@ impl NodePool {
     }
 
     /// After a restart or failover: `used` were held by pods when the previous leader last wrote
-    /// the status. Those on the ENI that no live pod holds now lost their pod while no
-    /// controller watched, at a time nobody knows: they cool down from `now`, the earliest end
-    /// sure to be safe. Call it after every annotation was adopted. Returns how many.
+    /// the status. Those on the ENI that no pod holds as far as our cache shows either lost
+    /// their pod while no controller watched, at a time nobody knows, or belong to a live pod
+    /// whose annotation has not reached our cache yet (a watch that lagged or relisted at the
+    /// failover). They cool down from `now`, for at least [`ORPHAN_HOLD`] whatever the
+    /// configured cool-down (even 0 s): long enough for the cache to catch up, or for an
+    /// annotation write to such a pod to find its address (the write never overwrites, and
+    /// the address is then adopted). Call it after every annotation was adopted. Returns how
+    /// many.
     pub fn cool_released_while_away(&mut self, used: &[Ipv4Addr], now: Timestamp) -> usize {
         let orphans: Vec<Ipv4Addr> = used
             .iter()
@@ -335,7 +345,7 @@ impl NodePool {
             .filter(|a| !self.holders.contains_key(a) && self.on_eni(*a))
             .collect();
         for addr in &orphans {
-            self.restore_cooldown(*addr, now.plus(self.config.cooldown));
+            self.restore_cooldown(*addr, now.plus(self.config.cooldown.max(ORPHAN_HOLD)));
         }
         self.orphans.extend(orphans.iter().copied());
         orphans.len()

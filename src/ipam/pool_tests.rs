@@ -90,17 +90,18 @@ fn addresses_whose_pods_went_while_away_cool_down_from_the_restart() {
     assert_eq!(pool.adopt(&uid_a, ip(11), secs(0)), AdoptOutcome::Ok);
     pool.restore_cooldown(ip(12), secs(500));
     let cooled = pool.cool_released_while_away(&[ip(10), ip(11), ip(12), ip(20)], secs(100));
-    // 11 is still held, 20 is not on the ENI; 10 and 12 cool (12 keeps its later record).
+    // 11 is still held, 20 is not on the ENI; 10 and 12 cool (12 keeps its later record),
+    // 10 for the orphan hold (60 s), longer than the default 30 s cool-down.
     assert_eq!(cooled, 2);
     assert_eq!(
         pool.cooldowns(secs(100)),
-        vec![(ip(10), secs(130)), (ip(12), secs(500))]
+        vec![(ip(10), secs(160)), (ip(12), secs(500))]
     );
     assert_eq!(pool.used_addresses(), vec![ip(11)]);
     // Only 13 is free meanwhile.
     assert_eq!(assigned(pool.assign(&uid(2), secs(100))).addr, ip(13));
-    assert_eq!(pool.assign(&uid(3), secs(129)), AssignOutcome::Exhausted);
-    assert_eq!(assigned(pool.assign(&uid(3), secs(130))).addr, ip(10));
+    assert_eq!(pool.assign(&uid(3), secs(159)), AssignOutcome::Exhausted);
+    assert_eq!(assigned(pool.assign(&uid(3), secs(160))).addr, ip(10));
 }
 
 #[test]
@@ -549,18 +550,20 @@ fn an_address_that_changed_hands_is_not_vouched_for_by_the_status_before() {
 #[test]
 fn an_orphan_cools_again_when_a_pod_seen_without_an_address_goes() {
     // The previous leader listed 10.0.0.10 as used; at the rebuild no pod was seen holding it
-    // (its annotation had not reached our cache), so it cools from the rebuild. The pod leaves
-    // 10 s later: the cool-down starts again from then.
+    // (its annotation had not reached our cache), so it cools from the rebuild, for at least
+    // the orphan hold. The pod leaves 50 s later: the cool-down starts again from then.
     let mut pool = pool_with_ips(&[10, 11]);
     let rebuild = secs(100);
     assert_eq!(pool.cool_released_while_away(&[ip(10)], rebuild), 1);
     let cooldown = pool.config().cooldown;
-    assert_eq!(
-        pool.cooldowns(rebuild),
-        vec![(ip(10), rebuild.plus(cooldown))]
-    );
-    let left = rebuild.plus(Duration::from_secs(10));
+    let first = rebuild.plus(cooldown.max(super::pool::ORPHAN_HOLD));
+    assert_eq!(pool.cooldowns(rebuild), vec![(ip(10), first)]);
+    let left = rebuild.plus(Duration::from_secs(50));
     pool.possible_holder_left(left);
+    assert!(
+        left.plus(cooldown) > first,
+        "the case must extend the cool-down"
+    );
     assert_eq!(pool.cooldowns(left), vec![(ip(10), left.plus(cooldown))]);
     // Once its cool-down is over it is an ordinary free address: a later departure changes
     // nothing.
@@ -569,4 +572,24 @@ fn an_orphan_cools_again_when_a_pod_seen_without_an_address_goes() {
     pool.possible_holder_left(over);
     assert!(pool.cooldowns(over).is_empty());
     assert_eq!(assigned(pool.assign(&uid(1), over)).addr, ip(10));
+}
+
+#[test]
+fn an_orphan_is_held_even_with_no_cool_down_configured() {
+    // With a 0 s cool-down an orphan would be free at once: a live pod whose annotation our
+    // cache has not shown yet would share it with the next pod (chaos seeds 78413, 82447).
+    let snap = EniSnapshot {
+        eni_id: "eni-1".into(),
+        subnet_id: "subnet-1".into(),
+        primary_ip: PRIMARY,
+        secondary_ips: vec![ip(10)],
+        prefixes: vec![],
+    };
+    let mut pool = NodePool::new(limits(10, true), config(&[(KEY_COOLDOWN, "0")]), &snap);
+    let rebuild = secs(100);
+    pool.cool_released_while_away(&[ip(10)], rebuild);
+    assert_eq!(pool.assign(&uid(1), rebuild), AssignOutcome::Exhausted);
+    let held = rebuild.plus(super::pool::ORPHAN_HOLD);
+    pool.advance(held);
+    assert_eq!(assigned(pool.assign(&uid(1), held)).addr, ip(10));
 }

@@ -34,9 +34,11 @@ async fn assert_settled(env: &Env, nodes: &[TestNode]) {
     for node in nodes {
         let used = pods.values().filter(|p| p.node == node.name).count();
         let want = (used + WARM).min(CAPACITY);
+        // Addresses the first controller listed as used and whose pods went while no
+        // controller ran are held for the orphan hold (60 s) from the restart.
         eventually(
             &format!("{}: {used} used, ENI back to {want}", node.name),
-            Duration::from_secs(30),
+            Duration::from_secs(30) + winipam::ipam::pool::ORPHAN_HOLD,
             || async {
                 let ips = env.eni_ips(&node.eni_id).await;
                 let status = env.pool(&node.name).await.and_then(|p| p.status);

@@ -192,6 +192,20 @@ fn chaos_seed_36974_pod_gone_unseen_with_its_address_after_a_failover() {
     replay_seed(36974);
 }
 
+#[test]
+fn chaos_seed_78413_orphan_handed_out_with_no_cool_down_to_a_live_pods_address() {
+    // A 0 s cool-down, and a follower whose pod watch was cut took the lead: the address the
+    // old leader had just annotated on a live pod was free at once in its rebuild and went to
+    // another pod. Fixed: such addresses are held at least 60 s (the pod's annotation reaches
+    // the cache, or an annotation write to that pod finds it).
+    replay_seed(78413);
+}
+
+#[test]
+fn chaos_seed_82447_orphan_handed_out_with_no_cool_down_after_a_re_lead() {
+    replay_seed(82447);
+}
+
 /// Replays the schedule `seed` drew with apiserver trouble and one replica (before two replicas
 /// and failovers were laid over the steps).
 fn replay_with_api_chaos(seed: u64) {
