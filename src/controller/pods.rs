@@ -54,6 +54,10 @@ struct Write {
     value: String,
 }
 
+/// First retry of a failed annotation write; doubles per failure in a row.
+const ANNOTATE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+const ANNOTATE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     pub(crate) fn pod_applied(&mut self, mut view: Arc<PodView>, now: Timestamp) {
         if let Some(entry) = self.pods.get_mut(&view.uid) {
@@ -282,6 +286,15 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             .await;
 
         let now = self.ctx.now();
+        // A failed write is retried on a pass of its own, 1 s later, doubling up to 30 s.
+        if results.iter().any(|(_, outcome)| outcome.is_err()) {
+            let delay = ANNOTATE_RETRY.saturating_mul(1 << self.annotate_failures.min(5));
+            self.annotate_failures = self.annotate_failures.saturating_add(1);
+            self.annotate_retry_at = Some(now.plus(delay.min(ANNOTATE_RETRY_MAX)));
+        } else {
+            self.annotate_failures = 0;
+            self.annotate_retry_at = None;
+        }
         let Phase::Ready(ready) = &mut self.phase else {
             return waiting;
         };

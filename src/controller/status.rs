@@ -136,7 +136,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             Phase::Ready(ready) => ready.pool.next_wakeup(now),
             _ => None,
         };
-        [status_due, pending_due, pool_due]
+        // A retry time already past was this pass's (it set a new one if writes failed again).
+        let retry_due = self.annotate_retry_at.filter(|at| *at > now);
+        [status_due, pending_due, pool_due, retry_due]
             .into_iter()
             .flatten()
             .min()

@@ -127,6 +127,10 @@ pub(crate) struct NodeWorker<C, B: Ec2Backend> {
     pub(crate) init_reported: bool,
     /// Addresses a resync found gone while pods held them, to report on the next pass.
     pub(crate) pending_lost: Vec<crate::ipam::LostAddress>,
+    /// Annotation writes that failed in a row, and when the next pass retries them (nothing
+    /// else may wake the worker: the pods are already known).
+    pub(crate) annotate_failures: u32,
+    pub(crate) annotate_retry_at: Option<Timestamp>,
 }
 
 impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
@@ -163,6 +167,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             gauges: Default::default(),
             init_reported: !holds_readiness,
             pending_lost: Vec::new(),
+            annotate_failures: 0,
+            annotate_retry_at: None,
         };
         for pod in pods {
             worker.pod_applied(pod, now);

@@ -206,6 +206,14 @@ fn chaos_seed_82447_orphan_handed_out_with_no_cool_down_after_a_re_lead() {
     replay_seed(82447);
 }
 
+#[test]
+fn chaos_seed_193153_failed_annotation_write_retried_on_its_own() {
+    // An annotation write failed (the address stays the pod's) and nothing else happened on
+    // the node: no pass ran again and the pod waited. Fixed: a failed write is retried 1 s
+    // later, doubling up to 30 s.
+    replay_seed(193153);
+}
+
 /// Replays the schedule `seed` drew with apiserver trouble and one replica (before two replicas
 /// and failovers were laid over the steps).
 fn replay_with_api_chaos(seed: u64) {
