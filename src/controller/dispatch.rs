@@ -474,7 +474,11 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
 
     /// Dropping the sender ends the worker after its EC2 call in flight.
     fn stop_worker(&mut self, name: &str) {
-        self.workers.remove(name);
+        if let Some(handle) = self.workers.remove(name) {
+            handle
+                .retired
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     async fn stop_all(&mut self) {

@@ -269,7 +269,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         // records replacing the new leader's: an address in use went missing from the status,
         // its pod went, and the address was handed out inside its cool-down. Annotations wait
         // too (they need a status that lists their address).
-        if !self.ctx.readiness.leader() {
+        if !self.ctx.readiness.leader() || self.retired.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
         }
         // The common case, several times per pass: nothing the status shows has changed. It

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -70,6 +71,8 @@ pub(crate) struct WorkerHandle {
     pub(crate) node_uid: String,
     pub(crate) tx: mpsc::UnboundedSender<NodeMsg>,
     pub(crate) task: JoinHandle<()>,
+    /// Set when the dispatcher stops the worker (node deleted or re-created).
+    pub(crate) retired: Arc<AtomicBool>,
 }
 
 /// Where a node stands.
@@ -131,6 +134,10 @@ pub(crate) struct NodeWorker<C, B: Ec2Backend> {
     /// else may wake the worker: the pods are already known).
     pub(crate) annotate_failures: u32,
     pub(crate) annotate_retry_at: Option<Timestamp>,
+    /// The dispatcher stopped this worker: a pass still running (a describe taking its time)
+    /// writes no status, which would replace the records of the worker that took its place
+    /// (chaos seed 173059).
+    pub(crate) retired: Arc<AtomicBool>,
 }
 
 impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
@@ -169,12 +176,19 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             pending_lost: Vec::new(),
             annotate_failures: 0,
             annotate_retry_at: None,
+            retired: Arc::new(AtomicBool::new(false)),
         };
+        let retired = Arc::clone(&worker.retired);
         for pod in pods {
             worker.pod_applied(pod, now);
         }
         let task = tokio::spawn(worker.run(rx));
-        WorkerHandle { node_uid, tx, task }
+        WorkerHandle {
+            node_uid,
+            tx,
+            task,
+            retired,
+        }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<NodeMsg>) {

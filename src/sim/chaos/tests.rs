@@ -214,6 +214,15 @@ fn chaos_seed_193153_failed_annotation_write_retried_on_its_own() {
     replay_seed(193153);
 }
 
+#[test]
+fn chaos_seed_173059_stopped_worker_erased_its_successors_records() {
+    // A node's delete and re-create, replayed by a relist, stopped its worker while a pass of
+    // it was still running; that pass wrote the records it had (none) over the status its
+    // successor had written (an address in use, then its cool-down), and the next leader handed
+    // the address out 10 s into a 45 s cool-down. Fixed: a stopped worker writes no status.
+    replay_seed(173059);
+}
+
 /// Replays the schedule `seed` drew with apiserver trouble and one replica (before two replicas
 /// and failovers were laid over the steps).
 fn replay_with_api_chaos(seed: u64) {
