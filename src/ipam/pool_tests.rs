@@ -10,14 +10,7 @@ use super::test_support::*;
 use super::types::{Ec2ErrorClass, EniSnapshot, Timestamp};
 
 fn pool_with_ips(ips: &[u8]) -> NodePool {
-    let snap = EniSnapshot {
-        eni_id: "eni-1".into(),
-        subnet_id: "subnet-1".into(),
-        primary_ip: PRIMARY,
-        secondary_ips: ips.iter().map(|&i| ip(i)).collect(),
-        prefixes: vec![],
-    };
-    NodePool::new(limits(10, true), config(&[]), &snap)
+    NodePool::new(limits(10, true), config(&[]), &eni_snapshot(ips, &[]))
 }
 
 fn assigned(outcome: AssignOutcome) -> Assignment {
@@ -578,14 +571,8 @@ fn an_orphan_cools_again_when_a_pod_seen_without_an_address_goes() {
 fn an_orphan_is_held_even_with_no_cool_down_configured() {
     // With a 0 s cool-down an orphan would be free at once: a live pod whose annotation our
     // cache has not shown yet would share it with the next pod (chaos seeds 78413, 82447).
-    let snap = EniSnapshot {
-        eni_id: "eni-1".into(),
-        subnet_id: "subnet-1".into(),
-        primary_ip: PRIMARY,
-        secondary_ips: vec![ip(10)],
-        prefixes: vec![],
-    };
-    let mut pool = NodePool::new(limits(10, true), config(&[(KEY_COOLDOWN, "0")]), &snap);
+    let mut pool = pool_with_ips(&[10]);
+    pool.set_config(config(&[(KEY_COOLDOWN, "0")]));
     let rebuild = secs(100);
     pool.cool_released_while_away(&[ip(10)], rebuild);
     assert_eq!(pool.assign(&uid(1), rebuild), AssignOutcome::Exhausted);

@@ -10,17 +10,7 @@ use super::plan::Action;
 use super::pool::NodePool;
 use super::pool_ec2::DESCRIBE_GRACE;
 use super::test_support::*;
-use super::types::{Ec2ErrorClass, EniSnapshot};
-
-fn snap(ips: &[u8], prefixes: &[&str]) -> EniSnapshot {
-    EniSnapshot {
-        eni_id: "eni-1".into(),
-        subnet_id: "subnet-1".into(),
-        primary_ip: PRIMARY,
-        secondary_ips: ips.iter().map(|&i| ip(i)).collect(),
-        prefixes: prefixes.iter().map(|p| net(p)).collect(),
-    }
-}
+use super::types::Ec2ErrorClass;
 
 fn slot(last: u8) -> Ipv4Net {
     Ipv4Net::from(ip(last))
@@ -31,7 +21,7 @@ fn a_release_is_listed_from_its_start_until_the_describe_grace_ends() {
     let mut pool = NodePool::new(
         limits(10, true),
         config(&[(KEY_WARM_IP, "1"), (KEY_MINIMUM_IP, "0")]),
-        &snap(&[10, 11, 12], &[]),
+        &eni_snapshot(&[10, 11, 12], &[]),
     );
     let t0 = secs(100);
     assert!(pool.releasing_slots(t0).is_empty());
@@ -66,7 +56,7 @@ fn a_release_with_an_unknown_outcome_stays_listed_and_a_failed_one_is_not() {
     let mut pool = NodePool::new(
         limits(10, true),
         config(&[(KEY_WARM_IP, "0")]),
-        &snap(&[10, 11], &[]),
+        &eni_snapshot(&[10, 11], &[]),
     );
     let t0 = secs(100);
     let action = Action::ReleaseIps(vec![ip(10)]);
@@ -86,7 +76,7 @@ fn a_release_with_an_unknown_outcome_stays_listed_and_a_failed_one_is_not() {
 
 #[test]
 fn an_abandoned_release_frees_its_slots_and_lists_nothing() {
-    let mut pool = NodePool::new(limits(10, true), config(&[]), &snap(&[10, 11], &[]));
+    let mut pool = NodePool::new(limits(10, true), config(&[]), &eni_snapshot(&[10, 11], &[]));
     let t0 = secs(100);
     pool.begin(&Action::ReleaseIps(vec![ip(10)]), t0);
     pool.abandon_release();
@@ -107,7 +97,7 @@ fn a_rebuilt_pool_keeps_the_previous_leaders_releases_out_until_a_later_describe
     let mut pool = NodePool::new(
         limits(10, true),
         config(&[(KEY_PREFIX_DELEGATION, "true")]),
-        &snap(&[10], &["10.1.0.0/28", prefix]),
+        &eni_snapshot(&[10], &["10.1.0.0/28", prefix]),
     );
     let t0 = secs(100);
     let left = pool.restore_releasing(&[slot(10), net(prefix), slot(99)], t0);
@@ -120,7 +110,7 @@ fn a_rebuilt_pool_keeps_the_previous_leaders_releases_out_until_a_later_describe
     // Listed again by the new leader until its own grace ends.
     assert_eq!(pool.releasing_slots(t0).len(), 3);
     // A stale describe within the grace does not bring them back ...
-    let stale = snap(&[10], &["10.1.0.0/28", prefix]);
+    let stale = eni_snapshot(&[10], &["10.1.0.0/28", prefix]);
     pool.apply_describe(&stale, t0.plus(Duration::from_secs(30)));
     assert!(!pool.secondary_ips().contains(&ip(10)));
     assert_eq!(pool.prefixes().len(), 1);
@@ -135,7 +125,7 @@ fn a_rebuilt_pool_keeps_the_previous_leaders_releases_out_until_a_later_describe
 #[test]
 fn a_listed_slot_a_pod_holds_stays_in_the_pool() {
     // No release gives back an address in use: a record that says otherwise is not obeyed.
-    let mut pool = NodePool::new(limits(10, true), config(&[]), &snap(&[10, 11], &[]));
+    let mut pool = NodePool::new(limits(10, true), config(&[]), &eni_snapshot(&[10, 11], &[]));
     let t0 = secs(100);
     assert!(matches!(
         pool.adopt(&uid(1), ip(10), t0),

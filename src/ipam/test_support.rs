@@ -38,6 +38,17 @@ pub fn net(s: &str) -> Ipv4Net {
     s.parse().expect("test prefix")
 }
 
+/// A describe of the test ENI: secondary IPs `10.0.0.<n>` and the given /28s.
+pub fn eni_snapshot(ips: &[u8], prefixes: &[&str]) -> EniSnapshot {
+    EniSnapshot {
+        eni_id: "eni-1".into(),
+        subnet_id: "subnet-1".into(),
+        primary_ip: PRIMARY,
+        secondary_ips: ips.iter().map(|&i| ip(i)).collect(),
+        prefixes: prefixes.iter().map(|p| net(p)).collect(),
+    }
+}
+
 /// The secondary-IP or prefix config with the given ConfigMap pairs.
 pub fn config(pairs: &[(&str, &str)]) -> Config {
     let data = pairs
