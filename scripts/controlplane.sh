@@ -93,8 +93,11 @@ EOF
   rmdir "$out/etcd-build"
 }
 
-build_kubernetes() {
-  local module="$cp_root/src/kubernetes-$KUBERNETES_VERSION" out=$1
+# Writes the scratch module that builds commands of k8s.io/kubernetes at $KUBERNETES_VERSION and
+# prints its directory. scripts/cluster.sh builds the node's commands from the same module, so
+# they share the compiled packages of the Go build cache.
+kubernetes_module() {
+  local module="$cp_root/src/kubernetes-$KUBERNETES_VERSION"
   mkdir -p "$module"
   # k8s.io/kubernetes replaces every k8s.io staging module with a directory of its own repo.
   # Each staging module is published as v0.N.M for kubernetes v1.N.M: replace with those.
@@ -108,16 +111,26 @@ build_kubernetes() {
     sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*$#\t\1 => \1 '"$staging_version"'#p' "$gomod"
     printf ')\n'
   } >"$module/go.mod"
-  # Kubernetes' own build stamps the version in with the linker; without it /version and
-  # `kubectl version` say v0.0.0-master.
+  echo "$module"
+}
+
+# Linker flags that stamp the version in, as Kubernetes' own build does; without them /version
+# and `kubectl version` say v0.0.0-master.
+kubernetes_stamp() {
   local minor=${KUBERNETES_VERSION#v1.} stamp="" pkg
   minor=${minor%%.*}
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     stamp="$stamp -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     stamp="$stamp -X $pkg.gitTreeState=clean"
   done
+  echo "$stamp"
+}
+
+build_kubernetes() {
+  local module out=$1
+  module=$(kubernetes_module)
   log "building kube-apiserver and kubectl $KUBERNETES_VERSION (cold: about 7 min on 2 cores)"
-  go_build "$module" "$stamp" "$out" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+  go_build "$module" "$(kubernetes_stamp)" "$out" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
 }
 
 build() {
