@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of winipam from a clean checkout: static checks, unit and property tests of the
-# pure core, EC2 adapter tests against moto, and controller tests against a real etcd +
-# kube-apiserver. Everything it needs is built or installed on first use and cached under
+# pure core, EC2 adapter tests against moto, controller tests against a real etcd +
+# kube-apiserver, and the chart on a whole cluster with a real node (scripts/cluster.sh; needs
+# root). Everything it needs is built or installed on first use and cached under
 # ${XDG_CACHE_HOME:-$HOME/.cache}/winipam, so a second run costs only the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,13 @@ for dep in scripts/controlplane.sh scripts/moto.sh scripts/helm.sh; do
   fi
 done
 
+# The whole cluster of tests/cluster: node binaries, KWOK and Debian packages (containerd, runc,
+# CNI plugins, umoci, skopeo). The tests start and stop the cluster themselves; a run cut short
+# is cleaned up on exit.
+step "preparing cluster"
+scripts/cluster.sh build
+trap 'scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -33,7 +41,7 @@ cargo clippy --all-targets --locked -- -D warnings
 # Library, binary and integration tests (the crate has no doc tests to run).
 step "cargo test"
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
 set +e
 cargo test --locked --lib --bins --tests -- "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

@@ -1,0 +1,763 @@
+//! winipam as a cluster admin runs it: the image on a real kubelet, installed by `helm install`
+//! with the chart's defaults (only the image and the EC2 endpoint differ), Windows nodes from
+//! KWOK backed by moto instances, and the real scheduler placing a Deployment of Windows pods by
+//! the capacity winipam advertises. One test, in phases that build on each other: install,
+//! scale past capacity, scale down and up, upgrade while scaling, kill the leader in a burst,
+//! drain to nothing, uninstall.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::InstanceType;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::image::build_offline;
+use crate::support::{AMI, ANNOTATION, AZ, Cluster, eventually, percentile};
+use crate::watch::PodWatch;
+
+pub const RELEASE_NS: &str = "winipam-system";
+pub const APPS: &str = "apps";
+pub const RESOURCE: &str = "vpc.amazonaws.com/PrivateIPv4Address";
+/// The chart's defaults: the controller's cool-down and the lease duration.
+const COOL_DOWN: Duration = Duration::from_secs(30);
+const LEASE: Duration = Duration::from_secs(15);
+
+pub struct WindowsNode {
+    pub name: String,
+    pub eni_id: String,
+    pub capacity: usize,
+}
+
+/// Secondary-mode capacity of the instance types used: one ENI, (IPs per ENI - 1).
+const NODES: [(&str, &str, usize); 2] = [("win-m5", "m5.large", 9), ("win-c5", "c5.xlarge", 14)];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_on_a_real_node() {
+    let cluster = Cluster::start();
+    eprintln!(
+        "MEASURE cluster up (node Ready) in {:.1} s",
+        cluster.up_in.as_secs_f64()
+    );
+    let client = cluster.client().await;
+
+    // The image, assembled offline from the binary under test, under two tags (the upgrade).
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let archive = dir.path().join("winipam.tar");
+    build_offline("localhost/winipam:e2e-1", &archive);
+    cluster.ctr(&["images", "import", archive.to_str().expect("UTF-8 path")]);
+    cluster.ctr(&[
+        "images",
+        "tag",
+        "localhost/winipam:e2e-1",
+        "localhost/winipam:e2e-2",
+    ]);
+
+    let nodes = add_windows_nodes(&cluster, &client).await;
+    let values = dir.path().join("values.yaml");
+    std::fs::write(&values, values_yaml(&cluster, &[], "")).expect("write the values");
+    let chart = crate::support::repo_root().join("deploy/helm/winipam");
+    let chart = chart.to_str().expect("UTF-8 path");
+    let values = values.to_str().expect("UTF-8 path");
+
+    // --- install: both replicas Ready through their probes, one leads, webhooks served.
+    let started = Instant::now();
+    cluster.helm(&[
+        "install",
+        "winipam",
+        chart,
+        "--namespace",
+        RELEASE_NS,
+        "--create-namespace",
+        "--values",
+        values,
+        "--wait",
+        "--timeout",
+        "180s",
+    ]);
+    eprintln!(
+        "MEASURE helm install --wait: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let deployment: Deployment = Api::namespaced(client.clone(), RELEASE_NS)
+        .get("winipam")
+        .await
+        .expect("the winipam Deployment");
+    let status = deployment.status.expect("Deployment status");
+    assert_eq!(status.ready_replicas, Some(2), "both replicas Ready");
+    let first_leader = leader(&client, None).await;
+    eprintln!("leader: {first_leader}");
+    for kind in [
+        "mutatingwebhookconfiguration",
+        "validatingwebhookconfiguration",
+    ] {
+        let ca = cluster.kubectl(&[
+            "get",
+            kind,
+            "winipam",
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.caBundle}",
+        ]);
+        assert!(
+            ca.len() > 100,
+            "{kind} winipam has no CA bundle patched in: {ca:?}"
+        );
+    }
+    for node in &nodes {
+        wait_capacity(&client, node).await;
+    }
+
+    cluster.kubectl(&["create", "namespace", APPS]);
+    // The validating webhook, through its Service (aggregator routing), denies a user's pod
+    // that names an address.
+    let denied = cluster.run(
+        "kubectl",
+        &[
+            "-n",
+            APPS,
+            "run",
+            "squatter",
+            "--image=localhost/winipam-pause:1",
+            "--overrides",
+            &json!({"metadata": {"annotations": {ANNOTATION: "10.200.0.10"}},
+                                 "spec": {"nodeSelector": {"kubernetes.io/os": "windows"}}})
+            .to_string(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        !denied.status.success() && stderr.contains("denied"),
+        "a user's pod with the annotation was not denied: {stderr}"
+    );
+
+    // --- past capacity: the scheduler places only what the advertised capacity allows.
+    let watch = PodWatch::start(client.clone(), APPS).await;
+    let capacity: usize = nodes.iter().map(|n| n.capacity).sum();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), APPS);
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(workload(capacity + 7)).expect("a Deployment"),
+        )
+        .await
+        .expect("create the Deployment");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), APPS);
+    wait_placed(&cluster, &pods, &nodes, capacity, capacity + 7).await;
+    for pod in pods.list(&ListParams::default()).await.expect("list pods") {
+        let limits = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers[0].resources.clone())
+            .and_then(|r| r.limits);
+        assert_eq!(
+            limits
+                .and_then(|l| l.get(RESOURCE).map(|q| q.0.clone()))
+                .as_deref(),
+            Some("1"),
+            "the mutating webhook did not give {:?} the resource",
+            pod.metadata.name
+        );
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), APPS);
+    eventually(
+        "FailedScheduling naming the resource",
+        Duration::from_secs(30),
+        || async {
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("FailedScheduling")
+                        && e.message.as_deref().unwrap_or("").contains(RESOURCE)
+                })
+                .then_some(())
+                .ok_or_else(|| "no such event yet".to_owned())
+        },
+    )
+    .await;
+    watch.assert_no_shared_address();
+
+    // --- down and up again: freed addresses come back only after their cool-down.
+    scale(&deployments, 6).await;
+    wait_live(&watch, 6).await;
+    scale(&deployments, capacity).await;
+    wait_placed(&cluster, &pods, &nodes, capacity, capacity).await;
+    watch.assert_no_shared_address();
+
+    // --- upgrade to a new tag while the Deployment scales.
+    scale(&deployments, 4).await;
+    let upgrade_start = Instant::now();
+    let upgrade = cluster
+        .command(cluster.var("WINIPAM_HELM_BIN"))
+        .args([
+            "upgrade",
+            "winipam",
+            chart,
+            "--namespace",
+            RELEASE_NS,
+            "--values",
+            values,
+            "--set",
+            "image.tag=e2e-2",
+            "--wait",
+            "--timeout",
+            "180s",
+        ])
+        .spawn()
+        .expect("helm upgrade");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    scale(&deployments, capacity).await;
+    let upgrade = tokio::task::spawn_blocking(move || {
+        let mut upgrade = upgrade;
+        upgrade.wait()
+    })
+    .await
+    .expect("join")
+    .expect("wait for helm upgrade");
+    assert!(upgrade.success(), "helm upgrade failed");
+    let second_leader = eventually("a leader of the new ReplicaSet", LEASE * 4, || {
+        let client = client.clone();
+        let first = first_leader.clone();
+        async move {
+            let holder = leader(&client, None).await;
+            let pod: Pod = Api::namespaced(client, RELEASE_NS)
+                .get(holder_pod(&holder))
+                .await
+                .map_err(|e| e.to_string())?;
+            let image = pod
+                .spec
+                .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+                .unwrap_or_default();
+            (holder != first && image.ends_with(":e2e-2"))
+                .then_some(holder.clone())
+                .ok_or(format!("{holder} runs {image}"))
+        }
+    })
+    .await;
+    wait_placed(&cluster, &pods, &nodes, capacity, capacity).await;
+    let slow: Vec<_> = watch
+        .pods()
+        .into_iter()
+        .filter(|p| p.created >= upgrade_start)
+        .filter_map(|p| {
+            Some((
+                p.name.clone(),
+                p.annotated?.saturating_duration_since(p.bound?),
+            ))
+        })
+        .filter(|(_, wait)| *wait > Duration::from_secs(30))
+        .collect();
+    assert!(
+        slow.is_empty(),
+        "pods waited more than 30 s for an address during the upgrade: {slow:?}"
+    );
+    watch.assert_no_shared_address();
+    eprintln!("leader after the upgrade: {second_leader}");
+
+    // --- the leader's container killed through the CRI in the middle of a burst: once the
+    // burst's pods are admitted, while their addresses are being handed out. (Killed before the
+    // pods are admitted, a replica's webhook endpoint can be dead when the apiserver calls it;
+    // with failurePolicy Ignore such a pod goes without the IP resource and the scheduler
+    // overcommits the node: the price of Ignore, documented in the chart.)
+    scale(&deployments, 5).await;
+    wait_live(&watch, 5).await;
+    scale(&deployments, capacity).await;
+    wait_live(&watch, capacity).await;
+    let leader_pod: Pod = Api::namespaced(client.clone(), RELEASE_NS)
+        .get(holder_pod(&second_leader))
+        .await
+        .expect("the leader pod");
+    let container = leader_pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.first().and_then(|c| c.container_id.clone()))
+        .expect("the leader's container id");
+    let container = container.trim_start_matches("containerd://");
+    let killed = Instant::now();
+    cluster.ctr(&["tasks", "kill", "--signal", "SIGKILL", container]);
+    let third_leader = eventually("a leader after the kill", LEASE * 3, || {
+        let client = client.clone();
+        async move {
+            let lease = lease(&client).await;
+            let spec = lease.spec.unwrap_or_default();
+            let renewed = spec.renew_time.map(|t| t.0);
+            let holder = spec.holder_identity.unwrap_or_default();
+            // A holder that renewed after the kill leads (the standby, or the restarted pod).
+            match renewed {
+                Some(t) if renewed_after(t, killed) => Ok(holder),
+                _ => Err(format!(
+                    "lease held by {holder}, not renewed since the kill"
+                )),
+            }
+        }
+    })
+    .await;
+    wait_placed(&cluster, &pods, &nodes, capacity, capacity).await;
+    eprintln!(
+        "MEASURE leader killed: {third_leader} leads, every pod annotated {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    watch.assert_no_shared_address();
+
+    // --- nothing leaks: with no pods, each ENI shrinks to the minimum target (3) once the
+    // cool-downs end.
+    scale(&deployments, 0).await;
+    wait_live(&watch, 0).await;
+    let ec2 = cluster.ec2();
+    for node in &nodes {
+        eventually(
+            &format!("{}'s ENI back to 3 addresses", node.name),
+            COOL_DOWN * 4,
+            || async {
+                let ips = eni_ips(&ec2, &node.eni_id).await;
+                (ips.len() == 3)
+                    .then_some(())
+                    .ok_or(format!("{} secondary addresses: {ips:?}", ips.len()))
+            },
+        )
+        .await;
+    }
+    watch.assert_no_shared_address();
+    watch.assert_cool_downs(COOL_DOWN, Duration::from_secs(1));
+    let waits = watch.waits();
+    eprintln!(
+        "MEASURE pod created -> annotated over {} pods: p50 {:?} p99 {:?} max {:?}",
+        waits.len(),
+        percentile(&waits, 50),
+        percentile(&waits, 99),
+        waits.last().copied().unwrap_or_default()
+    );
+
+    eprintln!(
+        "MEASURE controller memory (kubelet, working set): {:?}",
+        controller_memory(&cluster)
+    );
+
+    // --- uninstall: the pods and their annotations stay; no winipam pod does.
+    scale(&deployments, 4).await;
+    wait_placed(&cluster, &pods, &nodes, capacity, 4).await;
+    let before: BTreeMap<String, Option<String>> = annotations(&pods).await;
+    cluster.helm(&[
+        "uninstall",
+        "winipam",
+        "--namespace",
+        RELEASE_NS,
+        "--wait",
+        "--timeout",
+        "120s",
+    ]);
+    let release_pods: Api<Pod> = Api::namespaced(client.clone(), RELEASE_NS);
+    eventually("no winipam pod left", Duration::from_secs(60), || async {
+        let left = release_pods
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        left.items
+            .is_empty()
+            .then_some(())
+            .ok_or(format!("{} left", left.items.len()))
+    })
+    .await;
+    assert_eq!(
+        annotations(&pods).await,
+        before,
+        "uninstall changed the workload's pods"
+    );
+
+    drop(watch);
+    cluster.stop();
+}
+
+/// The image, assembled offline from the binary under test and imported into the node's
+/// containerd under two tags (`e2e-1`, and `e2e-2` for the upgrade).
+pub fn import_image(cluster: &Cluster, dir: &std::path::Path) {
+    let archive = dir.join("winipam.tar");
+    build_offline("localhost/winipam:e2e-1", &archive);
+    cluster.ctr(&["images", "import", archive.to_str().expect("UTF-8 path")]);
+    cluster.ctr(&[
+        "images",
+        "tag",
+        "localhost/winipam:e2e-1",
+        "localhost/winipam:e2e-2",
+    ]);
+}
+
+/// The memory of winipam's pods, as the kubelet reads it from their cgroups (working set).
+pub fn controller_memory(cluster: &Cluster) -> Vec<(String, u64)> {
+    let node = cluster.var("WINIPAM_CLUSTER_NODE").to_owned();
+    let summary: serde_json::Value = serde_json::from_str(&cluster.kubectl(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/stats/summary"),
+    ]))
+    .expect("the kubelet's summary");
+    summary["pods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["podRef"]["namespace"] == RELEASE_NS)
+        .filter_map(|p| {
+            Some((
+                p["podRef"]["name"].as_str()?.to_owned(),
+                p["memory"]["workingSetBytes"].as_u64()?,
+            ))
+        })
+        .collect()
+}
+
+/// The chart's values: its defaults except the image and the EC2 endpoint, plus `extra`.
+pub fn values_yaml(cluster: &Cluster, extra_env: &[(&str, &str)], extra: &str) -> String {
+    let mut base = format!(
+        r#"image:
+  repository: localhost/winipam
+  tag: e2e-1
+  pullPolicy: Never
+region: us-east-1
+# Debug logs of the controller for a failed run (kept in the cluster's last-logs).
+logLevel: info,winipam=debug
+extraEnv:
+  - name: WINIPAM_EC2_ENDPOINT
+    value: {}
+  - name: AWS_ACCESS_KEY_ID
+    value: testing
+  - name: AWS_SECRET_ACCESS_KEY
+    value: testing
+"#,
+        cluster.var("WINIPAM_CLUSTER_EC2_ENDPOINT")
+    );
+    for (name, value) in extra_env {
+        base.push_str(&format!("  - name: {name}\n    value: \"{value}\"\n"));
+    }
+    base + extra
+}
+
+/// A Deployment of Windows pods that says only `nodeSelector: kubernetes.io/os: windows`.
+pub fn workload(replicas: usize) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "win", "namespace": APPS},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "win"}},
+            "strategy": {"type": "RollingUpdate"},
+            "template": {
+                "metadata": {"labels": {"app": "win"}},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/os": "windows"},
+                    "containers": [{"name": "app", "image": "localhost/winipam-pause:1"}]
+                }
+            }
+        }
+    })
+}
+
+async fn add_windows_nodes(cluster: &Cluster, client: &Client) -> Vec<WindowsNode> {
+    let ec2 = cluster.ec2();
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.200.0.0/16")
+        .send()
+        .await
+        .expect("CreateVpc");
+    let vpc_id = vpc
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("vpc id")
+        .to_owned();
+    let mut out = Vec::new();
+    for (index, (name, instance_type, capacity)) in NODES.iter().enumerate() {
+        // A subnet per node: moto draws addresses at random from a subnet without looking at
+        // other ENIs.
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(format!("10.200.{}.0/20", index * 16))
+            .availability_zone(AZ)
+            .send()
+            .await
+            .expect("CreateSubnet");
+        let subnet_id = subnet
+            .subnet()
+            .and_then(|s| s.subnet_id())
+            .expect("subnet id");
+        let run = ec2
+            .run_instances()
+            .image_id(AMI)
+            .instance_type(InstanceType::from(*instance_type))
+            .subnet_id(subnet_id)
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .expect("RunInstances");
+        let instance = &run.instances()[0];
+        let instance_id = instance.instance_id().expect("instance id");
+        let eni_id = instance
+            .network_interfaces()
+            .iter()
+            .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0))
+            .and_then(|n| n.network_interface_id())
+            .expect("primary ENI");
+        create_node(client, name, instance_type, instance_id).await;
+        out.push(WindowsNode {
+            name: (*name).to_owned(),
+            eni_id: eni_id.to_owned(),
+            capacity: *capacity,
+        });
+    }
+    for node in &out {
+        wait_ready(client, &node.name).await;
+    }
+    out
+}
+
+/// A Windows Node that KWOK keeps Ready, for instance `instance_id` of `instance_type`.
+pub async fn create_node(client: &Client, name: &str, instance_type: &str, instance_id: &str) {
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/os": "windows",
+                "kubernetes.io/hostname": name,
+                "node.kubernetes.io/instance-type": instance_type,
+            },
+            "annotations": {"kwok.x-k8s.io/node": "fake"}
+        },
+        "spec": {"providerID": format!("aws:///{AZ}/{instance_id}")}
+    }))
+    .expect("a Node");
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create the Node");
+}
+
+pub async fn wait_ready(client: &Client, name: &str) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually(
+        &format!("{name} Ready (KWOK)"),
+        Duration::from_secs(60),
+        || async {
+            let n = nodes.get(name).await.map_err(|e| e.to_string())?;
+            let ready = n
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then_some(()).ok_or_else(|| "not Ready".to_owned())
+        },
+    )
+    .await;
+}
+
+pub async fn wait_capacity(client: &Client, node: &WindowsNode) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually(
+        &format!("{}'s advertised capacity", node.name),
+        Duration::from_secs(60),
+        || async {
+            let n = nodes.get(&node.name).await.map_err(|e| e.to_string())?;
+            let got = n
+                .status
+                .and_then(|s| s.capacity)
+                .and_then(|c| c.get(RESOURCE).map(|q| q.0.clone()));
+            (got.as_deref() == Some(node.capacity.to_string().as_str()))
+                .then_some(())
+                .ok_or(format!("capacity {got:?}"))
+        },
+    )
+    .await;
+}
+
+/// Waits until `bound` pods are bound (no node above its capacity), the rest of `total` Pending,
+/// and every bound pod annotated with an address on its node's ENI, no two the same.
+async fn wait_placed(
+    cluster: &Cluster,
+    pods: &Api<Pod>,
+    nodes: &[WindowsNode],
+    capacity: usize,
+    total: usize,
+) {
+    let bound_target = total.min(capacity);
+    let ec2 = cluster.ec2();
+    crate::support::eventually_in(
+        cluster,
+        &format!("{bound_target} of {total} pods bound and annotated"),
+        Duration::from_secs(120),
+        || async {
+            let list = pods
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let live: Vec<&Pod> = list
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .collect();
+            if live.len() != total {
+                return Err(format!("{} live pods", live.len()));
+            }
+            let mut per_node: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
+            let mut unannotated = 0;
+            for pod in &live {
+                let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+                    continue;
+                };
+                let address = pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(ANNOTATION))
+                    .and_then(|v| v.split('/').next()?.parse().ok());
+                match address {
+                    Some(a) => per_node.entry(node).or_default().push(a),
+                    None => unannotated += 1,
+                }
+            }
+            let bound: usize = per_node.values().map(Vec::len).sum::<usize>() + unannotated;
+            if bound != bound_target || unannotated > 0 {
+                return Err(format!(
+                    "{bound} bound, {unannotated} of them not annotated"
+                ));
+            }
+            for node in nodes {
+                let held = per_node
+                    .get(node.name.as_str())
+                    .cloned()
+                    .unwrap_or_default();
+                assert!(
+                    held.len() <= node.capacity,
+                    "{} holds {} pods, capacity {}",
+                    node.name,
+                    held.len(),
+                    node.capacity
+                );
+                let on_eni = eni_ips(&ec2, &node.eni_id).await;
+                for address in &held {
+                    if !on_eni.contains(address) {
+                        return Err(format!(
+                            "{address} of a pod on {} is not on its ENI",
+                            node.name
+                        ));
+                    }
+                }
+            }
+            let mut all: Vec<Ipv4Addr> = per_node.values().flatten().copied().collect();
+            all.sort();
+            let before = all.len();
+            all.dedup();
+            assert_eq!(before, all.len(), "an address named by two live pods");
+            Ok(())
+        },
+    )
+    .await;
+}
+
+async fn wait_live(watch: &PodWatch, count: usize) {
+    eventually(
+        &format!("{count} pods left"),
+        Duration::from_secs(60),
+        || async {
+            let live = watch.live().len();
+            (live == count).then_some(()).ok_or(format!("{live} live"))
+        },
+    )
+    .await;
+}
+
+pub async fn scale(deployments: &Api<Deployment>, replicas: usize) {
+    deployments
+        .patch(
+            "win",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .expect("scale the Deployment");
+}
+
+async fn lease(client: &Client) -> Lease {
+    Api::<Lease>::namespaced(client.clone(), RELEASE_NS)
+        .get("winipam")
+        .await
+        .expect("the winipam Lease")
+}
+
+/// The lease holder, once there is one (and it is not `not`).
+pub async fn leader(client: &Client, not: Option<&str>) -> String {
+    eventually("a leader", LEASE * 3, || async {
+        let lease = Api::<Lease>::namespaced(client.clone(), RELEASE_NS)
+            .get_opt("winipam")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no Lease yet")?;
+        let holder = lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default();
+        (!holder.is_empty() && Some(holder.as_str()) != not)
+            .then_some(holder.clone())
+            .ok_or(format!("holder {holder:?}"))
+    })
+    .await
+}
+
+/// The pod of a lease holder: winipam's identity is `POD_RANDOM` (a restarted container of the
+/// same pod is another identity).
+fn holder_pod(holder: &str) -> &str {
+    holder.split('_').next().unwrap_or(holder)
+}
+
+/// Whether the lease time `t` (wall clock) is after the instant `since`.
+fn renewed_after(t: k8s_openapi::jiff::Timestamp, since: Instant) -> bool {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let ago = since.elapsed();
+    let since_wall = now - k8s_openapi::jiff::SignedDuration::try_from(ago).unwrap_or_default();
+    t > since_wall
+}
+
+async fn eni_ips(ec2: &aws_sdk_ec2::Client, eni_id: &str) -> Vec<Ipv4Addr> {
+    let out = ec2
+        .describe_network_interfaces()
+        .network_interface_ids(eni_id)
+        .send()
+        .await
+        .expect("DescribeNetworkInterfaces");
+    let mut ips: Vec<Ipv4Addr> = out
+        .network_interfaces()
+        .iter()
+        .flat_map(|n| n.private_ip_addresses())
+        .filter(|a| a.primary() != Some(true))
+        .filter_map(|a| a.private_ip_address()?.parse().ok())
+        .collect();
+    ips.sort();
+    ips
+}
+
+async fn annotations(pods: &Api<Pod>) -> BTreeMap<String, Option<String>> {
+    pods.list(&ListParams::default())
+        .await
+        .expect("list pods")
+        .items
+        .into_iter()
+        .map(|p| {
+            let value = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION).cloned());
+            (p.metadata.name.unwrap_or_default(), value)
+        })
+        .collect()
+}
