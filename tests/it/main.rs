@@ -6,6 +6,7 @@ mod controlplane;
 mod deploy_chart;
 mod deploy_manifests;
 mod deploy_metrics;
+mod deploy_policy;
 mod deploy_rbac;
 mod e2e_adopt;
 mod e2e_assign;
