@@ -3,6 +3,7 @@
 //! 127.0.0.1; `scripts/test.sh` builds or installs them and exports their paths.
 
 mod controlplane;
+mod deploy_alerts;
 mod deploy_chart;
 mod deploy_manifests;
 mod deploy_metrics;

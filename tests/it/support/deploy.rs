@@ -52,6 +52,16 @@ pub fn helm_bin() -> PathBuf {
     }
 }
 
+pub fn promtool_bin() -> PathBuf {
+    match std::env::var_os("WINIPAM_PROMTOOL_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => panic!(
+            "WINIPAM_PROMTOOL_BIN is not set: run the tests with scripts/test.sh, or first \
+             `eval \"$(scripts/promtool.sh env)\"`"
+        ),
+    }
+}
+
 /// `helm template winipam deploy/helm/winipam --namespace NAMESPACE ARGS...`; panics with helm's
 /// errors unless it succeeds.
 pub fn helm_template(namespace: &str, args: &[&str]) -> String {
