@@ -1,7 +1,7 @@
 //! The webhooks as the real kube-apiserver calls them: Windows pods (by nodeSelector, node
-//! affinity, RuntimeClass) get the IP resource and others do not; the address annotation is
-//! refused to everyone but the controller's ServiceAccount (and the VPC Resource Controller while
-//! its Windows IPAM is on), with a message that says why.
+//! affinity, RuntimeClass; in kube-system too) get the IP resource and others do not; the
+//! address annotation is refused to everyone but the controller's ServiceAccount (and the VPC
+//! Resource Controller while its Windows IPAM is on), with a message that says why.
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::node::v1::RuntimeClass;
@@ -164,6 +164,28 @@ async fn webhooks_through_the_apiserver() {
             );
         }
     }
+
+    // kube-system too, as the VPC Resource Controller's webhooks: the controller gives Windows
+    // pods there an address, so the scheduler must count them against the node's capacity.
+    let system_pods = Api::<Pod>::namespaced(admin.clone(), "kube-system");
+    let created = system_pods
+        .create(
+            &PostParams::default(),
+            &pod("windows-system", windows_spec()),
+        )
+        .await
+        .expect("create a Windows pod in kube-system");
+    assert!(has_ip_resource(&created), "{:?}", ip_resource(&created));
+    let message = api_error_message(
+        system_pods
+            .patch(
+                "windows-system",
+                &PatchParams::default(),
+                &annotation_patch(Some("10.0.37.17/19")),
+            )
+            .await,
+    );
+    assert!(message.contains("is managed by winipam"), "{message}");
 
     let left_alone = [
         (
