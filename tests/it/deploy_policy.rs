@@ -100,6 +100,14 @@ impl Cluster<'_> {
         self.as_user(user, &args).await
     }
 
+    /// Alice still may not change the annotation of pod `app`, winipam still may.
+    async fn others_unchanged(&self, when: &str) {
+        let alice = self.annotate(ALICE, "app", Some(&next_address())).await;
+        denied(alice, &format!("alice, {when}"));
+        let winipam = self.annotate(WINIPAM, "app", Some(&next_address())).await;
+        allowed(winipam, &format!("winipam, {when}"));
+    }
+
     async fn annotation(&self, name: &str) -> Option<String> {
         let json = self
             .cp
@@ -319,14 +327,7 @@ async fn the_apiserver_guards_the_address_annotation_with_winipam_down() {
         );
     }
     // The switch leaves everyone else where they were.
-    denied(
-        c.annotate(ALICE, "app", Some(&next_address())).await,
-        "alice, VPC RC on",
-    );
-    allowed(
-        c.annotate(WINIPAM, "app", Some(&next_address())).await,
-        "winipam, VPC RC on",
-    );
+    c.others_unchanged("VPC RC on").await;
 
     // Without the ConfigMap the apiserver cannot evaluate the VPC RC's condition without
     // failing every pod write of the cluster (it looks the param up before any
@@ -338,10 +339,7 @@ async fn the_apiserver_guards_the_address_annotation_with_winipam_down() {
         || async { c.annotate(VPC_RC[0], "app", Some(&next_address())).await },
     )
     .await;
-    denied(
-        c.annotate(ALICE, "app", Some(&next_address())).await,
-        "alice, no ConfigMap",
-    );
+    c.others_unchanged("no ConfigMap").await;
     denied(
         c.create(ALICE, "forged-late", Some(&next_address())).await,
         "alice creates, no ConfigMap",
