@@ -29,7 +29,7 @@ install() {
   if [ -n "$(cached)" ]; then return; fi
   local scratch
   scratch=$(mktemp -d)
-  trap 'rm -rf "$scratch"' RETURN
+  trap 'rm -rf "$scratch"; trap - RETURN' RETURN
   # The package lists may be missing (fresh container) or stale (a 404 on the .deb): refresh
   # them once and try again.
   if ! (cd "$scratch" && apt-get download prometheus >&2 2>"$scratch/err"); then
