@@ -49,6 +49,25 @@ pub struct CapacityArgs {
     /// Print a table of every known instance type.
     #[arg(long)]
     pub all: bool,
+    /// Print the kubelet --max-pods value to set on Windows nodes of this type: the lower of
+    /// the pod IPs (of the primary ENI: Windows pods get no address from other ENIs) and the
+    /// kubelet's default of 110 pods, the per-node limit Kubernetes is tested at. It is not EKS's
+    /// Linux formula ENIs * (IPs per ENI - 1) + 2, which counts every ENI and two host-network
+    /// pods (aws-node, kube-proxy) Windows nodes do not run. Above the IP capacity the scheduler
+    /// places pods that can never get an address; below it addresses stay unused. Add the
+    /// host-network (HostProcess) pods you run per node: they count against max-pods but take
+    /// no address.
+    #[arg(long, conflicts_with = "all")]
+    pub max_pods: bool,
+}
+
+/// The kubelet's default `--max-pods`, and the pods per node Kubernetes is tested at.
+pub const KUBELET_DEFAULT_MAX_PODS: u32 = 110;
+
+/// The kubelet `--max-pods` value for a node with `ip_capacity` pod addresses: no more pods
+/// than addresses (each Windows pod needs one), and no more than the kubelet's default.
+pub fn kubelet_max_pods(ip_capacity: u32) -> u32 {
+    ip_capacity.min(KUBELET_DEFAULT_MAX_PODS)
 }
 
 /// Exit code for an instance type that is not in the table.
@@ -138,10 +157,11 @@ fn print_one(name: &str, args: &CapacityArgs, out: &mut dyn Write, err: &mut dyn
         Mode::Secondary
     };
     let cap = capacity::pod_capacity(&limits, requested);
-    let written = if args.quiet {
-        writeln!(out, "{}", cap.pods)
-    } else {
-        writeln!(out, "{}", describe(&wanted, limits.ipv4_per_interface, cap))
+    let written = match (args.max_pods, args.quiet) {
+        (true, true) => writeln!(out, "{}", kubelet_max_pods(cap.pods)),
+        (true, false) => writeln!(out, "{}", describe_max_pods(&wanted, cap)),
+        (false, true) => writeln!(out, "{}", cap.pods),
+        (false, false) => writeln!(out, "{}", describe(&wanted, limits.ipv4_per_interface, cap)),
     };
     if written.is_err() { 1 } else { 0 }
 }
@@ -162,6 +182,24 @@ fn describe(name: &str, ipv4_per_interface: u32, cap: PodCapacity) -> String {
             "{name}: {} pod IPs (secondary IPv4, {ipv4_per_interface} per ENI)",
             cap.pods
         ),
+    }
+}
+
+/// The `--max-pods` answer, e.g. `m5.large: --max-pods=9 (9 pod IPs, secondary IPv4)`.
+fn describe_max_pods(name: &str, cap: PodCapacity) -> String {
+    let value = kubelet_max_pods(cap.pods);
+    let mode = match cap.mode {
+        Mode::Prefix => "prefix delegation",
+        Mode::Secondary => "secondary IPv4",
+    };
+    if value < cap.pods {
+        format!(
+            "{name}: --max-pods={value} (the kubelet's default; {} pod IPs with {mode}, \
+             more pods than Kubernetes tests per node)",
+            cap.pods
+        )
+    } else {
+        format!("{name}: --max-pods={value} ({} pod IPs, {mode})", cap.pods)
     }
 }
 
@@ -295,6 +333,54 @@ mod tests {
             m5.split_whitespace().collect::<Vec<_>>(),
             ["m5.large", "10", "yes", "9", "144"]
         );
+    }
+
+    #[test]
+    fn max_pods_is_the_ip_capacity_up_to_the_kubelet_default() {
+        for (argv, expected) in [
+            (&["m5.large"][..], 9),
+            (&["m5.large", "--prefix-delegation"][..], 110),
+            (&["t3.micro"][..], 1),
+            (&["t3.micro", "--prefix-delegation"][..], 16),
+            (&["c5.xlarge", "--prefix-delegation"][..], 110),
+            // 50 IPv4 per ENI: the largest secondary capacity stays below 110.
+            (&["m5.24xlarge"][..], 49),
+            // Not Nitro: prefix delegation is refused, the secondary capacity counts.
+            (&["m4.large", "--prefix-delegation"][..], 9),
+        ] {
+            let mut args = vec!["capacity", "--max-pods", "-q"];
+            args.extend_from_slice(argv);
+            let (code, out, _) = run_args(&args);
+            assert_eq!((code, out), (0, format!("{expected}\n")), "{argv:?}");
+        }
+        // Never more than the addresses, never more than 110, for every known type.
+        for row in capacity::table() {
+            for mode in [Mode::Secondary, Mode::Prefix] {
+                let ips = capacity::pod_capacity(&row.limits(), mode).pods;
+                let value = kubelet_max_pods(ips);
+                assert!(value <= ips && value <= KUBELET_DEFAULT_MAX_PODS);
+                assert!(value == ips || value == KUBELET_DEFAULT_MAX_PODS);
+            }
+        }
+    }
+
+    #[test]
+    fn max_pods_says_where_the_value_comes_from() {
+        let (code, out, _) = run_args(&["capacity", "m5.large", "--max-pods"]);
+        assert_eq!(code, 0);
+        assert_eq!(out, "m5.large: --max-pods=9 (9 pod IPs, secondary IPv4)\n");
+        let (_, out, _) = run_args(&["capacity", "m5.large", "--max-pods", "--prefix-delegation"]);
+        assert_eq!(
+            out,
+            "m5.large: --max-pods=110 (the kubelet's default; 144 pod IPs with prefix delegation, \
+             more pods than Kubernetes tests per node)\n"
+        );
+        let argv =
+            |a: &[&str]| Cli::try_parse_from(std::iter::once("winipam").chain(a.iter().copied()));
+        assert!(argv(&["capacity", "--all", "--max-pods"]).is_err());
+        let (code, _, err) = run_args(&["capacity", "m5.larg", "--max-pods"]);
+        assert_eq!(code, EXIT_UNKNOWN_TYPE);
+        assert!(err.contains("did you mean m5.large"), "{err}");
     }
 
     #[test]

@@ -149,13 +149,15 @@ impl SelfManaged {
     /// how many webhooks were patched.
     pub async fn patch_ca_bundles(&self, ca_cert: &[u8]) -> Result<usize, WebhookError> {
         let name = &self.cfg.configuration_name;
-        let mutating = patch_configuration(&self.mutating, name, ca_cert, |c| {
+        let mutating = patch_configuration(&self.mutating, name, ca_cert, Required, |c| {
             let hooks = c.webhooks.iter().flatten();
             hooks
                 .map(|w| (w.name.clone(), w.client_config.ca_bundle.clone()))
                 .collect()
         });
-        let validating = patch_configuration(&self.validating, name, ca_cert, |c| {
+        // The chart renders the validating configuration only with annotationGuard=webhook (a
+        // ValidatingAdmissionPolicy guards by default): its absence is no failure.
+        let validating = patch_configuration(&self.validating, name, ca_cert, Optional, |c| {
             let hooks = c.webhooks.iter().flatten();
             hooks
                 .map(|w| (w.name.clone(), w.client_config.ca_bundle.clone()))
@@ -217,21 +219,37 @@ impl SelfManaged {
     }
 }
 
+/// Whether a webhook configuration must exist: a missing required one fails the pass (it is
+/// retried soon, as when Helm creates it after the Deployment); a missing optional one counts as
+/// no webhook to patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    Required,
+    Optional,
+}
+use Presence::{Optional, Required};
+
 /// Patches the caBundles of one configuration; returns how many webhooks changed.
 async fn patch_configuration<K>(
     api: &Api<K>,
     name: &str,
     ca_cert: &[u8],
+    presence: Presence,
     webhooks: impl Fn(&K) -> Vec<(String, Option<ByteString>)>,
 ) -> Result<usize, String>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let kind = K::kind(&());
-    let config = api
-        .get(name)
+    let found = api
+        .get_opt(name)
         .await
         .map_err(|e| format!("reading {kind} {name}: {e}"))?;
+    let config = match (found, presence) {
+        (Some(config), _) => config,
+        (None, Optional) => return Ok(0),
+        (None, Required) => return Err(format!("{kind} {name} does not exist (yet)")),
+    };
     let hooks = webhooks(&config);
     let ops = ca_bundle_patch(hooks.iter().map(|(n, b)| (n.as_str(), b.as_ref())), ca_cert);
     if ops.is_empty() {

@@ -4,7 +4,8 @@
 //!   gets `vpc.amazonaws.com/PrivateIPv4Address: "1"` in the requests and limits of its first
 //!   container;
 //! - [`validate`] (`/validate-pods`, pod CREATE/UPDATE): only the controller's ServiceAccounts
-//!   may set, change or remove the address annotation.
+//!   (and the VPC Resource Controller while its Windows IPAM is on: [`vpcrc`]) may set, change
+//!   or remove the address annotation.
 //!
 //! Certificates come from files (`tls.crt`/`tls.key`, reloaded when they change: [`tls`]) or
 //! are self-managed ([`certs`]: a CA and serving certificate in a Secret, the CA patched into
@@ -22,6 +23,7 @@ pub mod runtimeclass;
 pub mod server;
 pub mod tls;
 pub mod validate;
+pub mod vpcrc;
 mod x509_time;
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use super::certs::SelfManaged;
 use super::review::{BadRequest, Review};
 use super::runtimeclass::{KubeRuntimeClasses, RuntimeClassLookup};
 use super::tls::{CertFiles, CertResolver, certified_key, server_config};
+use super::vpcrc::{self, VpcRcSwitch};
 use super::{AbortOnDrop, CertSource, WebhookConfig, WebhookError, mutate, validate};
 
 pub const MUTATE_PATH: &str = "/mutate-pods";
@@ -36,6 +37,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Handlers {
     pub runtime_classes: Arc<dyn RuntimeClassLookup>,
     pub allowed_users: Vec<String>,
+    /// The VPC Resource Controller's identities may write the annotation while it is on.
+    pub vpc_rc: VpcRcSwitch,
 }
 
 /// The routes, over any [`RuntimeClassLookup`] (tests pass a fake one).
@@ -57,7 +60,10 @@ async fn mutate_pods(State(handlers): State<Arc<Handlers>>, body: Bytes) -> Resp
 async fn validate_pods(State(handlers): State<Arc<Handlers>>, body: Bytes) -> Response {
     respond(
         VALIDATE_PATH,
-        validate::review(&body, &handlers.allowed_users),
+        validate::review(
+            &body,
+            &vpcrc::writers(&handlers.allowed_users, handlers.vpc_rc.is_on()),
+        ),
     )
 }
 
@@ -80,8 +86,8 @@ pub struct WebhookServer {
 }
 
 impl WebhookServer {
-    /// Loads (or, self-managed, settles) the certificate, starts the RuntimeClass cache and
-    /// binds the address. Fails when the certificate cannot be had or the address is taken.
+    /// Loads (or, self-managed, settles) the certificate, starts the RuntimeClass cache and the
+    /// watch of the VPC Resource Controller's switch, and binds the address. Fails when the certificate cannot be had or the address is taken.
     pub async fn bind(cfg: WebhookConfig) -> Result<Self, WebhookError> {
         let (resolver, certificates) = match cfg.certs {
             CertSource::Files { dir, poll_interval } => {
@@ -101,8 +107,9 @@ impl WebhookServer {
         };
         let certificates = AbortOnDrop(certificates);
         let handlers = Handlers {
-            runtime_classes: Arc::new(KubeRuntimeClasses::start(cfg.client)),
+            runtime_classes: Arc::new(KubeRuntimeClasses::start(cfg.client.clone())),
             allowed_users: cfg.allowed_users,
+            vpc_rc: VpcRcSwitch::watch(cfg.client),
         };
         let tcp = TcpListener::bind(cfg.addr)
             .await

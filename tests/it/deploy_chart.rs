@@ -3,6 +3,7 @@
 //! the IAM policy and the Dockerfile beside it.
 
 use serde_json::{Value, json};
+use winipam::webhook::vpcrc::VPC_RESOURCE_CONTROLLER_USERS;
 
 use crate::support::deploy::{
     chart_dir, documents, helm_bin, helm_template, kind, name, repo_root,
@@ -170,6 +171,7 @@ fn values_reach_the_container_and_the_config_map() {
         "config.windows-warm-ip-target=-1",
         "config.no-such-key=1",
         "webhook.certMode=manual",
+        "annotationGuard=both",
         "logFormat=xml",
         "ec2.mutatingBurst=0",
     ] {
@@ -181,6 +183,69 @@ fn values_reach_the_container_and_the_config_map() {
             .expect("run helm");
         assert!(!output.status.success(), "helm accepted {bad}");
     }
+}
+
+#[test]
+fn the_annotation_guard_is_the_policy_or_the_webhook() {
+    let guard = |objects: &[Value]| -> Vec<String> {
+        let mut kinds: Vec<String> = objects
+            .iter()
+            .map(|o| kind(o).to_owned())
+            .filter(|k| k.starts_with("Validating"))
+            .collect();
+        kinds.sort();
+        kinds
+    };
+    let policy = documents(&helm_template("ops", &[]));
+    assert_eq!(
+        guard(&policy),
+        [
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicyBinding",
+        ]
+    );
+    // The policy names the ServiceAccount of the release namespace.
+    let everyone = find(
+        &policy,
+        "ValidatingAdmissionPolicy",
+        "winipam-address-annotation",
+    );
+    let writers = everyone["spec"]["variables"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .find(|v| v["name"] == "writers")
+        .expect("the writers variable");
+    assert!(
+        writers["expression"]
+            .as_str()
+            .is_some_and(|e| e.contains("'system:serviceaccount:ops:winipam'")),
+        "{writers}"
+    );
+    // The identities the webhook allows while the VPC Resource Controller's IPAM is on.
+    for user in VPC_RESOURCE_CONTROLLER_USERS {
+        assert!(
+            writers["expression"]
+                .as_str()
+                .is_some_and(|e| e.contains(&format!("'{user}'"))),
+            "{user} missing from {writers}"
+        );
+    }
+    assert!(everyone["spec"].get("paramKind").is_none());
+    let binding = find(
+        &policy,
+        "ValidatingAdmissionPolicyBinding",
+        "winipam-address-annotation-vpc-rc",
+    );
+    assert_eq!(
+        binding["spec"]["paramRef"],
+        json!({"name": "amazon-vpc-cni", "namespace": "kube-system", "parameterNotFoundAction": "Allow"})
+    );
+
+    let webhook = documents(&helm_template("ops", &["--set", "annotationGuard=webhook"]));
+    assert_eq!(guard(&webhook), ["ValidatingWebhookConfiguration"]);
 }
 
 /// Every RBAC rule of a render, as (kind, namespace, rule).
@@ -341,6 +406,8 @@ fn helm_lint_passes_strictly() {
         &[
             "--set",
             "webhook.certMode=certManager",
+            "--set",
+            "annotationGuard=webhook",
             "--set",
             "monitoring.serviceMonitor.enabled=true",
             "--set",

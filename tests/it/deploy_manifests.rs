@@ -59,12 +59,20 @@ async fn the_default_chart_passes_a_server_dry_run() {
         "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
-        "ValidatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ] {
         assert!(kinds(&yaml).iter().any(|k| k == expected), "no {expected}");
     }
-    // Self-managed certificates by default: no cert-manager, no operator kinds.
-    for absent in ["Certificate", "Issuer", "ServiceMonitor", "PrometheusRule"] {
+    // Self-managed certificates by default: no cert-manager, no operator kinds; the address
+    // annotation guarded by the policy, not the webhook.
+    for absent in [
+        "Certificate",
+        "Issuer",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ValidatingWebhookConfiguration",
+    ] {
         assert!(
             !kinds(&yaml).iter().any(|k| k == absent),
             "{absent} rendered"
@@ -82,6 +90,8 @@ async fn the_chart_with_cert_manager_and_monitoring_passes_a_server_dry_run() {
         &[
             "--set",
             "webhook.certMode=certManager",
+            "--set",
+            "annotationGuard=webhook",
             "--set",
             "monitoring.serviceMonitor.enabled=true",
             "--set",
@@ -105,9 +115,16 @@ async fn the_chart_with_cert_manager_and_monitoring_passes_a_server_dry_run() {
         ],
     );
     let kinds = kinds(&yaml);
-    for expected in ["Certificate", "Issuer", "ServiceMonitor", "PrometheusRule"] {
+    for expected in [
+        "Certificate",
+        "Issuer",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ValidatingWebhookConfiguration",
+    ] {
         assert!(kinds.iter().any(|k| k == expected), "no {expected}");
     }
+    assert!(!kinds.iter().any(|k| k == "ValidatingAdmissionPolicy"));
     let objects = documents(&yaml);
     let dashboard = objects
         .iter()

@@ -1,7 +1,7 @@
 //! `winipam run` serves the admission webhooks (SPEC 9) beside the controller, through the real
-//! apiserver: a Windows pod gets the IP resource and then its address; with winipam stopped a
-//! Windows pod is still created (failurePolicy Ignore), and once winipam is back the controller
-//! annotates it.
+//! apiserver: a Windows pod gets the IP resource and then its address (in kube-system too); with
+//! winipam stopped a Windows pod is still created (failurePolicy Ignore), and once winipam is
+//! back the controller annotates it.
 
 use std::time::{Duration, SystemTime};
 
@@ -9,11 +9,12 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use winipam::webhook::ca::{self, ServingNames};
 
-use crate::support::e2e::{Env, pod_on};
+use crate::support::e2e::{Env, eventually, pod_on, pod_state};
 use crate::support::winipam::Winipam;
 use crate::webhook_support::{has_ip_resource, url_configurations};
 
@@ -38,7 +39,7 @@ async fn register(env: &Env, port: u16, ca: &[u8]) {
         .expect("create the validating webhook");
 }
 
-fn windows_pod(name: &str, node: &str) -> k8s_openapi::api::core::v1::Pod {
+fn windows_pod(name: &str, node: &str) -> Pod {
     let mut pod = pod_on(name, node);
     if let Some(spec) = pod.spec.as_mut() {
         spec.node_selector = Some([("kubernetes.io/os".to_owned(), "windows".to_owned())].into());
@@ -88,6 +89,39 @@ async fn run_serves_the_webhooks_and_pods_created_while_it_is_down_get_addresses
     );
     env.wait_annotated(&["served".to_owned()], Duration::from_secs(30))
         .await;
+
+    // A Windows pod in kube-system: counted by the scheduler (the resource) and given an
+    // address, as the VPC Resource Controller does there.
+    let system_pods = Api::<Pod>::namespaced(env.client.clone(), "kube-system");
+    let name = format!("system-{}", node.name);
+    let created = system_pods
+        .create(&PostParams::default(), &windows_pod(&name, &node.name))
+        .await
+        .expect("create a Windows pod in kube-system");
+    assert!(
+        has_ip_resource(&created),
+        "kube-system pods get the resource"
+    );
+    let annotated = eventually(
+        "the kube-system pod gets an address",
+        Duration::from_secs(30),
+        || async {
+            let pod = system_pods.get(&name).await.map_err(|e| e.to_string())?;
+            pod_state(&pod)
+                .filter(|state| state.annotation.is_some())
+                .ok_or_else(|| format!("not annotated yet: {:?}", pod.metadata.annotations))
+        },
+    )
+    .await;
+    assert_ne!(
+        annotated.address(),
+        env.pods().await["served"].address(),
+        "one address per pod"
+    );
+    system_pods
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete the kube-system pod");
 
     // Down: creation still succeeds (Ignore), without the resource and without an address.
     winipam.stop().await;

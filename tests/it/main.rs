@@ -3,9 +3,11 @@
 //! 127.0.0.1; `scripts/test.sh` builds or installs them and exports their paths.
 
 mod controlplane;
+mod deploy_alerts;
 mod deploy_chart;
 mod deploy_manifests;
 mod deploy_metrics;
+mod deploy_policy;
 mod deploy_rbac;
 mod e2e_adopt;
 mod e2e_assign;

@@ -1,6 +1,7 @@
 //! The webhooks as the real kube-apiserver calls them: Windows pods (by nodeSelector, node
-//! affinity, RuntimeClass) get the IP resource and others do not; the address annotation is
-//! refused to everyone but the controller's ServiceAccount, with a message that says why.
+//! affinity, RuntimeClass; in kube-system too) get the IP resource and others do not; the
+//! address annotation is refused to everyone but the controller's ServiceAccount (and the VPC
+//! Resource Controller while its Windows IPAM is on), with a message that says why.
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::node::v1::RuntimeClass;
@@ -8,10 +9,13 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use winipam::webhook::validate::IP_ANNOTATION;
+use winipam::webhook::vpcrc::VPC_RESOURCE_CONTROLLER_USERS;
 
 use crate::support::controlplane::ControlPlane;
+use crate::support::deploy::write_temp;
 use crate::support::e2e::eventually;
 use crate::webhook_support::*;
 
@@ -161,6 +165,28 @@ async fn webhooks_through_the_apiserver() {
         }
     }
 
+    // kube-system too, as the VPC Resource Controller's webhooks: the controller gives Windows
+    // pods there an address, so the scheduler must count them against the node's capacity.
+    let system_pods = Api::<Pod>::namespaced(admin.clone(), "kube-system");
+    let created = system_pods
+        .create(
+            &PostParams::default(),
+            &pod("windows-system", windows_spec()),
+        )
+        .await
+        .expect("create a Windows pod in kube-system");
+    assert!(has_ip_resource(&created), "{:?}", ip_resource(&created));
+    let message = api_error_message(
+        system_pods
+            .patch(
+                "windows-system",
+                &PatchParams::default(),
+                &annotation_patch(Some("10.0.37.17/19")),
+            )
+            .await,
+    );
+    assert!(message.contains("is managed by winipam"), "{message}");
+
     let left_alone = [
         (
             "linux",
@@ -263,6 +289,76 @@ async fn webhooks_through_the_apiserver() {
         .await
         .expect("an unrelated change is allowed");
     assert_eq!(annotation(&labelled).as_deref(), Some("10.0.37.16/19"));
+
+    // The VPC Resource Controller writes it while kube-system/amazon-vpc-cni says
+    // enable-windows-ipam: "true" (winipam is paused then), and only then.
+    let vpc_rc = VPC_RESOURCE_CONTROLLER_USERS[0];
+    let as_vpc_rc = |address: String| {
+        let change = format!("{IP_ANNOTATION}={address}");
+        let namespace = namespace.clone();
+        let cp = &cp;
+        async move {
+            let args = [
+                "--as",
+                vpc_rc,
+                "--as-group",
+                "system:masters",
+                "-n",
+                namespace.as_str(),
+                "annotate",
+                "pod",
+                "by-affinity",
+                change.as_str(),
+                "--overwrite",
+            ];
+            let output = cp.kubectl(&args).await;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&output.stderr).into_owned())
+            }
+        }
+    };
+    let denied = as_vpc_rc("10.0.37.20/19".to_owned()).await;
+    assert!(
+        denied
+            .as_ref()
+            .is_err_and(|e| e.contains("is managed by winipam")),
+        "{denied:?}"
+    );
+    let vpc_cni = |value: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: amazon-vpc-cni\n  \
+             namespace: kube-system\ndata:\n  enable-windows-ipam: {value:?}\n"
+        )
+    };
+    cp.apply_yaml_file(&write_temp("vpc-cni-on.yaml", &vpc_cni("true")))
+        .await;
+    let step = std::sync::atomic::AtomicU32::new(21);
+    eventually(
+        "the VPC Resource Controller may write while its IPAM is on",
+        Duration::from_secs(30),
+        || {
+            as_vpc_rc(format!(
+                "10.0.37.{}/19",
+                step.fetch_add(1, Ordering::Relaxed)
+            ))
+        },
+    )
+    .await;
+    cp.apply_yaml_file(&write_temp("vpc-cni-off.yaml", &vpc_cni("false")))
+        .await;
+    eventually(
+        "and not once it is off",
+        Duration::from_secs(30),
+        || async {
+            match as_vpc_rc("10.0.37.99/19".to_owned()).await {
+                Err(e) if e.contains("is managed by winipam") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
 
     server.stop().await;
 }

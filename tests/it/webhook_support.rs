@@ -26,6 +26,7 @@ use winipam::webhook::placement::IP_RESOURCE;
 use winipam::webhook::{CertSource, SelfManagedCerts, WebhookConfig, WebhookError, WebhookServer};
 
 use crate::support::controlplane::ControlPlane;
+use crate::support::deploy;
 
 /// The controller's namespace and ServiceAccount, as in `deploy/kustomize/base`.
 pub const NAMESPACE: &str = "winipam-system";
@@ -53,7 +54,19 @@ fn to_url(config: &mut WebhookClientConfig, port: u16) {
     config.url = Some(format!("https://127.0.0.1:{port}{path}"));
 }
 
-/// The two configurations of the base, pointed at a test server on 127.0.0.1:`port`.
+/// The validating webhook configuration: the chart renders it with `annotationGuard=webhook`
+/// (its default, and so the base, guard with a ValidatingAdmissionPolicy instead).
+fn validating_configuration() -> ValidatingWebhookConfiguration {
+    let yaml = deploy::helm_template(NAMESPACE, &["--set", "annotationGuard=webhook"]);
+    let objects = deploy::documents(&yaml);
+    let object = objects
+        .into_iter()
+        .find(|o| deploy::kind(o) == "ValidatingWebhookConfiguration")
+        .expect("the chart renders a ValidatingWebhookConfiguration with annotationGuard=webhook");
+    serde_json::from_value(object).expect("a ValidatingWebhookConfiguration")
+}
+
+/// The two configurations of the chart, pointed at a test server on 127.0.0.1:`port`.
 pub fn url_configurations(
     port: u16,
 ) -> (MutatingWebhookConfiguration, ValidatingWebhookConfiguration) {
@@ -61,8 +74,7 @@ pub fn url_configurations(
     for hook in mutating.webhooks.iter_mut().flatten() {
         to_url(&mut hook.client_config, port);
     }
-    let mut validating: ValidatingWebhookConfiguration =
-        read_yaml("validatingwebhookconfiguration.yaml");
+    let mut validating = validating_configuration();
     for hook in validating.webhooks.iter_mut().flatten() {
         to_url(&mut hook.client_config, port);
     }

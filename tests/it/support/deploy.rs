@@ -42,14 +42,23 @@ pub fn base_dir() -> PathBuf {
     repo_root().join("deploy/kustomize/base")
 }
 
-pub fn helm_bin() -> PathBuf {
-    match std::env::var_os("WINIPAM_HELM_BIN") {
+/// The tool at `$var`, which `scripts/SCRIPT env` exports.
+fn tool_bin(var: &str, script: &str) -> PathBuf {
+    match std::env::var_os(var) {
         Some(path) => PathBuf::from(path),
         None => panic!(
-            "WINIPAM_HELM_BIN is not set: run the tests with scripts/test.sh, or first \
-             `eval \"$(scripts/helm.sh env)\"`"
+            "{var} is not set: run the tests with scripts/test.sh, or first \
+             `eval \"$(scripts/{script} env)\"`"
         ),
     }
+}
+
+pub fn helm_bin() -> PathBuf {
+    tool_bin("WINIPAM_HELM_BIN", "helm.sh")
+}
+
+pub fn promtool_bin() -> PathBuf {
+    tool_bin("WINIPAM_PROMTOOL_BIN", "promtool.sh")
 }
 
 /// `helm template winipam deploy/helm/winipam --namespace NAMESPACE ARGS...`; panics with helm's

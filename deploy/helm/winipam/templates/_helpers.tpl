@@ -43,3 +43,35 @@ subjects:
     name: {{ include "winipam.name" . }}
     namespace: {{ .Release.Namespace }}
 {{- end -}}
+
+{{/* The identities of the VPC Resource Controller (EKS's managed one and the self-installed
+chart's ServiceAccounts): they write the address annotation while its Windows IPAM is on. */}}
+{{- define "winipam.vpcResourceControllerUsers" -}}
+["eks:vpc-resource-controller", "system:serviceaccount:kube-system:vpc-resource-controller", "system:serviceaccount:kube-system:eks-vpc-resource-controller"]
+{{- end -}}
+
+{{/* CEL variables of both address-annotation policies: the annotation before and after the
+request, as a list of zero or one value (absent and "" stay apart). */}}
+{{- define "winipam.addressVariables" -}}
+- name: before
+  expression: >-
+    request.operation == 'UPDATE' && has(oldObject.metadata.annotations) &&
+    'vpc.amazonaws.com/PrivateIPv4Address' in oldObject.metadata.annotations
+    ? [oldObject.metadata.annotations['vpc.amazonaws.com/PrivateIPv4Address']] : []
+- name: after
+  expression: >-
+    has(object.metadata.annotations) &&
+    'vpc.amazonaws.com/PrivateIPv4Address' in object.metadata.annotations
+    ? [object.metadata.annotations['vpc.amazonaws.com/PrivateIPv4Address']] : []
+{{- end -}}
+
+{{/* What both address-annotation policies match: pod writes, the status subresource included
+(a pods/status update may change annotations too). */}}
+{{- define "winipam.addressMatch" -}}
+matchConstraints:
+  resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE", "UPDATE"]
+      resources: ["pods", "pods/status"]
+{{- end -}}
