@@ -4,7 +4,8 @@
 #   image.sh build TAG [OUT.tar]
 #       With docker or buildah that can reach the base images: `docker build` of the Dockerfile
 #       (what users build). Otherwise the offline image below, from the release binary
-#       (`cargo build --release --locked`). OUT.tar (default winipam-TAG.tar) is a docker-archive.
+#       (`cargo build --release --locked`, or $WINIPAM_BINARY when set). OUT.tar (default
+#       winipam-TAG.tar) is a docker-archive.
 #   image.sh offline BINARY REF OUT.tar
 #       Assembles the Dockerfile's runtime stage offline from BINARY, with umoci and skopeo
 #       (Debian packages): the binary at the Dockerfile's path, the shared libraries it links,
@@ -107,9 +108,12 @@ build() {
     fi
     log "$engine could not build the Dockerfile (base images unreachable?): building offline"
   done
-  local target="${CARGO_TARGET_DIR:-$root/target}"
-  (cd "$root" && cargo build --release --locked --bin winipam)
-  offline "$target/release/winipam" "localhost/winipam:$tag" "$out"
+  local binary="${WINIPAM_BINARY:-}"
+  if [ -z "$binary" ]; then
+    (cd "$root" && cargo build --release --locked --bin winipam)
+    binary="${CARGO_TARGET_DIR:-$root/target}/release/winipam"
+  fi
+  offline "$binary" "localhost/winipam:$tag" "$out"
 }
 
 case "${1:-}" in

@@ -39,6 +39,7 @@ const NODES: [(&str, &str, usize); 2] = [("win-m5", "m5.large", 9), ("win-c5", "
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_on_a_real_node() {
+    let _turn = crate::support::turn().await;
     let cluster = Cluster::start();
     eprintln!(
         "MEASURE cluster up (node Ready) in {:.1} s",
@@ -92,48 +93,15 @@ async fn the_chart_on_a_real_node() {
     assert_eq!(status.ready_replicas, Some(2), "both replicas Ready");
     let first_leader = leader(&client, None).await;
     eprintln!("leader: {first_leader}");
-    for kind in [
-        "mutatingwebhookconfiguration",
-        "validatingwebhookconfiguration",
-    ] {
-        let ca = cluster.kubectl(&[
-            "get",
-            kind,
-            "winipam",
-            "-o",
-            "jsonpath={.webhooks[0].clientConfig.caBundle}",
-        ]);
-        assert!(
-            ca.len() > 100,
-            "{kind} winipam has no CA bundle patched in: {ca:?}"
-        );
-    }
+    assert_ca_patched(&cluster, "mutatingwebhookconfiguration");
     for node in &nodes {
         wait_capacity(&client, node).await;
     }
 
     cluster.kubectl(&["create", "namespace", APPS]);
-    // The validating webhook, through its Service (aggregator routing), denies a user's pod
+    // The chart's default guard, the apiserver's ValidatingAdmissionPolicy, denies a user's pod
     // that names an address.
-    let denied = cluster.run(
-        "kubectl",
-        &[
-            "-n",
-            APPS,
-            "run",
-            "squatter",
-            "--image=localhost/winipam-pause:1",
-            "--overrides",
-            &json!({"metadata": {"annotations": {ANNOTATION: "10.200.0.10"}},
-                                 "spec": {"nodeSelector": {"kubernetes.io/os": "windows"}}})
-            .to_string(),
-        ],
-    );
-    let stderr = String::from_utf8_lossy(&denied.stderr);
-    assert!(
-        !denied.status.success() && stderr.contains("denied"),
-        "a user's pod with the annotation was not denied: {stderr}"
-    );
+    assert_squatter_denied(&cluster, "ValidatingAdmissionPolicy");
 
     // --- past capacity: the scheduler places only what the advertised capacity allows.
     let watch = PodWatch::start(client.clone(), APPS).await;
@@ -341,6 +309,30 @@ async fn the_chart_on_a_real_node() {
         controller_memory(&cluster)
     );
 
+    // --- the guard of older clusters: the validating webhook, served through its Service with
+    // the self-managed certificate, denies the same pod.
+    cluster.helm(&[
+        "upgrade",
+        "winipam",
+        chart,
+        "--namespace",
+        RELEASE_NS,
+        "--values",
+        values,
+        "--set",
+        "image.tag=e2e-2",
+        "--set",
+        "annotationGuard=webhook",
+        "--wait",
+        "--timeout",
+        "180s",
+    ]);
+    assert_ca_patched(&cluster, "validatingwebhookconfiguration");
+    assert_squatter_denied(
+        &cluster,
+        "admission webhook \"ip-annotation.winipam.dev\" denied",
+    );
+
     // --- uninstall: the pods and their annotations stay; no winipam pod does.
     scale(&deployments, 4).await;
     wait_placed(&cluster, &pods, &nodes, capacity, 4).await;
@@ -374,6 +366,53 @@ async fn the_chart_on_a_real_node() {
 
     drop(watch);
     cluster.stop();
+}
+
+/// Waits until winipam has patched its CA into the webhook configuration `kind`.
+fn assert_ca_patched(cluster: &Cluster, kind: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ca = cluster.kubectl(&[
+            "get",
+            kind,
+            "winipam",
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.caBundle}",
+        ]);
+        if ca.len() > 100 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{kind} winipam has no CA bundle patched in: {ca:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A user's Windows pod that names an address is refused, by the guard that says `by`.
+fn assert_squatter_denied(cluster: &Cluster, by: &str) {
+    let overrides = json!({
+        "metadata": {"annotations": {ANNOTATION: "10.200.0.10"}},
+        "spec": {"nodeSelector": {"kubernetes.io/os": "windows"}}
+    });
+    let denied = cluster.run(
+        "kubectl",
+        &[
+            "-n",
+            APPS,
+            "run",
+            "squatter",
+            "--image=localhost/winipam-pause:1",
+            "--overrides",
+            &overrides.to_string(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        !denied.status.success() && stderr.contains(by),
+        "a user's pod with the annotation was not denied by {by}: {stderr}"
+    );
 }
 
 /// The image, assembled offline from the binary under test and imported into the node's

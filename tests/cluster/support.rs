@@ -39,11 +39,13 @@ impl Cluster {
     pub fn start() -> Cluster {
         let started = Instant::now();
         let script = repo_root().join("scripts/cluster.sh");
+        let log = std::env::temp_dir().join("winipam-cluster-run.log");
+        let log_file = std::fs::File::create(&log).expect("create the cluster script's log");
         let mut child = Command::new(&script)
             .args(["run", "--lifeline"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log_file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
         let stdin = child.stdin.take().expect("piped stdin");
@@ -66,9 +68,8 @@ impl Cluster {
             }
         }
         let status = child.wait().expect("wait for the cluster script");
-        panic!(
-            "scripts/cluster.sh run ended before the cluster was ready ({status}); its log is above"
-        )
+        let output = std::fs::read_to_string(&log).unwrap_or_default();
+        panic!("scripts/cluster.sh run ended before the cluster was ready ({status}):\n{output}")
     }
 
     pub fn var(&self, name: &str) -> &str {
@@ -213,7 +214,13 @@ where
 pub fn diagnose(cluster: &Cluster) {
     for args in [
         &["get", "nodeaddresspools", "-o", "yaml"][..],
-        &["get", "pods", "-A", "-o", "custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,NODE:.spec.nodeName,PHASE:.status.phase,ADDRESS:.metadata.annotations.vpc\\.amazonaws\\.com/PrivateIPv4Address,CREATED:.metadata.creationTimestamp"][..],
+        &[
+            "get",
+            "pods",
+            "-A",
+            "-o",
+            "custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,NODE:.spec.nodeName,PHASE:.status.phase,ADDRESS:.metadata.annotations.vpc\\.amazonaws\\.com/PrivateIPv4Address,CREATED:.metadata.creationTimestamp",
+        ][..],
         &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
     ] {
         let out = cluster.run("kubectl", args);
