@@ -1,6 +1,7 @@
 //! winipam: pod IPv4 address management for Windows nodes on AWS.
 //!
-//! - [`ipam`]: the pure decisions (capacity, configuration, the per-node pool and its plan).
+//! - [`ipam`]: the pure decisions (capacity, configuration, the per-node pool and its plan): the
+//!   `winipam-core` crate (crates/winipam-core), whose dependencies hold no I/O.
 //! - [`controller`]: watches, per-node workers, rebuild, resync: the wiring of the decisions to
 //!   the cluster and EC2.
 //! - [`k8s`]: the controller's view of Kubernetes as one trait, and its kube-rs adapter.
@@ -17,7 +18,7 @@ pub mod controller;
 pub mod crd;
 pub mod ec2;
 pub mod error;
-pub mod ipam;
+pub use winipam_core as ipam;
 pub mod k8s;
 pub mod leader;
 pub mod metrics;
@@ -27,5 +28,7 @@ pub mod sim;
 pub mod telemetry;
 pub mod webhook;
 
+#[cfg(test)]
+mod core_fuzz_tests;
 #[cfg(test)]
 mod fuzz_support;

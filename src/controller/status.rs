@@ -372,7 +372,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 let c = pool.counts(now);
                 let capacity = pool.capacity(now);
                 let prefixes = if pool.mode() == Mode::Prefix {
-                    pool.prefixes.len() as u32
+                    pool.prefixes_iter().count() as u32
                 } else {
                     0
                 };
