@@ -10,20 +10,21 @@
 //! - [`sim`]: the simulated parts (EC2 on tokio's virtual clock) for benchmarks and fault tests.
 //! - [`crd`]: the NodeAddressPool custom resource.
 //! - [`webhook`]: the admission webhooks (IP resource injection, annotation guard) over TLS.
-//! - [`leader`], [`server`], [`metrics`], [`telemetry`], [`run`]: the process around them.
+//! - [`leader`], [`server`], [`metrics`], [`telemetry`], [`shutdown`]: the process around them,
+//!   shared by [`run`] (the `winipam run` command) and the simulator; none of them imports `run`.
 //! - [`clock`]: where "now" comes from (system clock, or tokio's virtual clock in simulation).
 
 pub mod clock;
 pub mod controller;
 pub mod crd;
 pub mod ec2;
-pub mod error;
 pub use winipam_core as ipam;
 pub mod k8s;
 pub mod leader;
 pub mod metrics;
 pub mod run;
 pub mod server;
+pub mod shutdown;
 pub mod sim;
 pub mod telemetry;
 pub mod webhook;
