@@ -1,7 +1,7 @@
 //! What a node worker holds, and the messages it takes: types only. The behaviour is in the files
-//! named after what it does (`pass` runs it, in order); each of them imports from here and from
-//! the pure modules (`need`, `record`, `gauges`), never from another, so no import goes in a
-//! circle.
+//! named after what it does (`pass` runs it, in order); each of them imports from here, from
+//! `context` and from the leaf modules (`need`, `record`, `gauges`, `reasons`), never from
+//! another behaviour file, so no import goes in a circle.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
