@@ -1,6 +1,7 @@
 //! winipam: pod IPv4 address management for Windows nodes on AWS.
 //!
-//! - [`ipam`]: the pure decisions (capacity, configuration, the per-node pool and its plan).
+//! - [`ipam`]: the pure decisions (capacity, configuration, the per-node pool and its plan): the
+//!   `winipam-core` crate (crates/winipam-core), whose dependencies hold no I/O.
 //! - [`controller`]: watches, per-node workers, rebuild, resync: the wiring of the decisions to
 //!   the cluster and EC2.
 //! - [`k8s`]: the controller's view of Kubernetes as one trait, and its kube-rs adapter.
@@ -9,23 +10,26 @@
 //! - [`sim`]: the simulated parts (EC2 on tokio's virtual clock) for benchmarks and fault tests.
 //! - [`crd`]: the NodeAddressPool custom resource.
 //! - [`webhook`]: the admission webhooks (IP resource injection, annotation guard) over TLS.
-//! - [`leader`], [`server`], [`metrics`], [`telemetry`], [`run`]: the process around them.
+//! - [`leader`], [`server`], [`metrics`], [`telemetry`], [`shutdown`]: the process around them,
+//!   shared by [`run`] (the `winipam run` command) and the simulator; none of them imports `run`.
 //! - [`clock`]: where "now" comes from (system clock, or tokio's virtual clock in simulation).
 
 pub mod clock;
 pub mod controller;
 pub mod crd;
 pub mod ec2;
-pub mod error;
-pub mod ipam;
+pub use winipam_core as ipam;
 pub mod k8s;
 pub mod leader;
 pub mod metrics;
 pub mod run;
 pub mod server;
+pub mod shutdown;
 pub mod sim;
 pub mod telemetry;
 pub mod webhook;
 
+#[cfg(test)]
+mod core_fuzz_tests;
 #[cfg(test)]
 mod fuzz_support;

@@ -12,7 +12,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::metrics::{Metrics, TEXT_CONTENT_TYPE};
-use crate::run::shutdown::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::telemetry::LogLevelHandle;
 
 /// What `/readyz` reports: ready once the watches have listed, and, on the leader, once every
@@ -136,7 +136,7 @@ async fn put_log_level(State(state): State<ServerState>, body: String) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::shutdown::shutdown_channel;
+    use crate::shutdown::shutdown_channel;
     use crate::telemetry::{LogFormat, subscriber};
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,9 +1,9 @@
 //! The dispatcher: consumes the watches (on every replica, so a new leader starts from warm
-//! caches), keeps the index of Windows nodes and bound pods, applies configuration and the
-//! foreign-IPAM safety check, and, while leading, runs one worker per node and the periodic
-//! resync.
+//! caches) into the index of Windows nodes and bound pods (`index`) and delivers what changed to
+//! the node workers; applies configuration and the foreign-IPAM safety check, and, while
+//! leading, runs one worker per node and the periodic resync.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +11,12 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 use super::context::Ctx;
+use super::index::{Index, Route};
 use super::reasons;
-use super::status::parse_rfc3339;
-use super::worker::{NodeMsg, NodeWorker, Restored, WorkerHandle};
+use super::record::{Restored, restore};
+use super::state::{NodeMsg, NodeWorker, WorkerHandle};
 use crate::ec2::Ec2Backend;
-use crate::ipam::{Config, InstanceInfo, PodUid};
+use crate::ipam::{Config, InstanceInfo};
 use crate::k8s::views::foreign_ipam_enabled;
 use crate::k8s::{Cluster, ConfigMapView, EventSeverity, NodeView, ObjectRef, PodView, WatchEvent};
 
@@ -24,53 +25,6 @@ pub struct Controller<C, B: Ec2Backend> {
     ctx: Arc<Ctx<C, B>>,
     config_namespace: String,
     config_name: String,
-}
-
-/// Everything the watches told us, whether or not we lead.
-#[derive(Default)]
-struct Index {
-    nodes: BTreeMap<String, NodeView>,
-    /// Bound pods by node name (all nodes: a node may turn out to be Windows later). A view is
-    /// shared with the node's worker: one copy per pod, however many hold it.
-    pods: HashMap<Arc<str>, HashMap<PodUid, Arc<PodView>>>,
-    /// Every namespace seen, so pod views share one copy of each name.
-    namespaces: HashSet<Arc<str>>,
-    nodes_synced: bool,
-    pods_synced: bool,
-    config_seen: bool,
-    foreign_seen: bool,
-}
-
-impl Index {
-    fn synced(&self) -> bool {
-        self.nodes_synced && self.pods_synced && self.config_seen && self.foreign_seen
-    }
-
-    fn pods_of(&self, node: &str) -> Vec<Arc<PodView>> {
-        self.pods
-            .get(node)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
-    }
-}
-
-/// `view`, ready to be kept: its node name and namespace point to the copies already known
-/// (the watch decodes a fresh string for each pod; 150,000 pods share a few thousand names).
-fn shared(
-    pods: &HashMap<Arc<str>, HashMap<PodUid, Arc<PodView>>>,
-    namespaces: &mut HashSet<Arc<str>>,
-    mut view: PodView,
-) -> Arc<PodView> {
-    if let Some((node, _)) = pods.get_key_value(&*view.node_name) {
-        view.node_name = Arc::clone(node);
-    }
-    match namespaces.get(&*view.namespace) {
-        Some(ns) => view.namespace = Arc::clone(ns),
-        None => {
-            namespaces.insert(Arc::clone(&view.namespace));
-        }
-    }
-    Arc::new(view)
 }
 
 enum Input {
@@ -214,29 +168,33 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
     }
 
     fn on_nodes(&mut self, ev: WatchEvent<NodeView>) {
-        match ev {
-            WatchEvent::Applied(view) if view.windows => self.node_applied(view),
-            WatchEvent::Applied(view) | WatchEvent::Deleted(view) => self.node_gone(&view.name),
-            WatchEvent::Resynced(views) => {
-                let windows: BTreeMap<String, NodeView> = views
-                    .into_iter()
-                    .filter(|v| v.windows)
-                    .map(|v| (v.name.clone(), v))
-                    .collect();
-                let gone: Vec<String> = self
-                    .index
-                    .nodes
-                    .keys()
-                    .filter(|n| !windows.contains_key(*n))
-                    .cloned()
-                    .collect();
-                for name in gone {
-                    self.node_gone(&name);
+        for route in self.index.on_nodes(ev) {
+            self.route(route);
+        }
+    }
+
+    fn on_pods(&mut self, ev: WatchEvent<PodView>) {
+        for route in self.index.on_pods(ev) {
+            self.route(route);
+        }
+    }
+
+    /// Delivers what an index change means to the workers.
+    fn route(&mut self, route: Route) {
+        match route {
+            Route::NodeApplied(view) => self.node_applied(view),
+            Route::NodeGone(name) => self.stop_worker(&name),
+            Route::PodApplied(view) => {
+                let node = Arc::clone(&view.node_name);
+                self.send(&node, NodeMsg::PodApplied(view));
+            }
+            Route::PodDeleted { node, uid } => self.send(&node, NodeMsg::PodDeleted(Box::new(uid))),
+            Route::PodsResynced => {
+                for (node, w) in &self.workers {
+                    let list = self.index.pods_of(node);
+                    // A closed channel means the worker is ending; nothing to deliver.
+                    let _ = w.tx.send(NodeMsg::PodsResynced(Box::new(list)));
                 }
-                for (_, view) in windows {
-                    self.node_applied(view);
-                }
-                self.index.nodes_synced = true;
             }
         }
     }
@@ -251,7 +209,6 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         {
             self.stop_worker(&name);
         }
-        self.index.nodes.insert(name.clone(), view.clone());
         if self.workers.contains_key(&name) {
             self.send(&name, NodeMsg::Node(Box::new(view)));
         } else if self.running() {
@@ -259,55 +216,8 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         }
     }
 
-    fn node_gone(&mut self, name: &str) {
-        if self.index.nodes.remove(name).is_some() {
-            tracing::info!(node = name, "node no longer managed");
-        }
-        self.stop_worker(name);
-    }
-
-    fn on_pods(&mut self, ev: WatchEvent<PodView>) {
-        match ev {
-            WatchEvent::Applied(view) => {
-                let view = shared(&self.index.pods, &mut self.index.namespaces, view);
-                self.index
-                    .pods
-                    .entry(Arc::clone(&view.node_name))
-                    .or_default()
-                    .insert(view.uid.clone(), Arc::clone(&view));
-                let node = Arc::clone(&view.node_name);
-                self.send(&node, NodeMsg::PodApplied(view));
-            }
-            WatchEvent::Deleted(view) => {
-                if let Some(m) = self.index.pods.get_mut(&*view.node_name) {
-                    m.remove(&view.uid);
-                    if m.is_empty() {
-                        self.index.pods.remove(&*view.node_name);
-                    }
-                }
-                self.send(&view.node_name, NodeMsg::PodDeleted(Box::new(view.uid)));
-            }
-            WatchEvent::Resynced(views) => {
-                let mut pods: HashMap<Arc<str>, HashMap<PodUid, Arc<PodView>>> = HashMap::new();
-                for view in views {
-                    let view = shared(&pods, &mut self.index.namespaces, view);
-                    pods.entry(Arc::clone(&view.node_name))
-                        .or_default()
-                        .insert(view.uid.clone(), view);
-                }
-                self.index.pods = pods;
-                self.index.pods_synced = true;
-                let nodes: Vec<String> = self.workers.keys().cloned().collect();
-                for node in nodes {
-                    let list = self.index.pods_of(&node);
-                    self.send(&node, NodeMsg::PodsResynced(Box::new(list)));
-                }
-            }
-        }
-    }
-
     async fn on_config(&mut self, cm: Option<ConfigMapView>) {
-        self.index.config_seen = true;
+        self.index.config_seen();
         let Some(cm) = cm else {
             self.config_object = None;
             self.set_config(Config::default());
@@ -354,7 +264,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
 
     /// `kube-system/amazon-vpc-cni` changed (`None`: it does not exist).
     async fn on_foreign(&mut self, cm: Option<ConfigMapView>) {
-        self.index.foreign_seen = true;
+        self.index.foreign_seen();
         let foreign = cm.as_ref().is_some_and(|c| foreign_ipam_enabled(&c.data));
         let was = self.blocked();
         self.foreign = foreign;
@@ -414,29 +324,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         match self.ctx.cluster.read_pool_statuses().await {
             Ok(statuses) => {
                 for (node, status) in statuses {
-                    let cooldowns = status
-                        .cooldowns
-                        .iter()
-                        .filter_map(|r| Some((r.address.parse().ok()?, parse_rfc3339(&r.until)?)))
-                        .collect();
-                    let used = status
-                        .used_addresses
-                        .iter()
-                        .filter_map(|a| a.parse().ok())
-                        .collect();
-                    let releasing = status
-                        .releasing
-                        .iter()
-                        .filter_map(|n| n.parse().ok())
-                        .collect();
-                    restored.insert(
-                        node,
-                        Restored {
-                            cooldowns,
-                            used,
-                            releasing,
-                        },
-                    );
+                    restored.insert(node, restore(&status));
                 }
             }
             Err(err) => {
@@ -445,7 +333,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
                 return;
             }
         }
-        let nodes: Vec<NodeView> = self.index.nodes.values().cloned().collect();
+        let nodes: Vec<NodeView> = self.index.nodes().cloned().collect();
         tracing::info!(nodes = nodes.len(), "leading: rebuilding node pools");
         self.started = true;
         if nodes.is_empty() {
@@ -505,7 +393,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         let ids: Vec<String> = self
             .workers
             .keys()
-            .filter_map(|n| self.index.nodes.get(n)?.instance_id.clone())
+            .filter_map(|n| self.index.node(n)?.instance_id.clone())
             .collect();
         let ec2 = self.ctx.ec2.clone();
         let tx = self.described_tx.clone();
@@ -523,10 +411,7 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
     }
 
     fn route_resync(&self, infos: Vec<InstanceInfo>) {
-        let by_instance: HashMap<&str, &str> = self
-            .index
-            .nodes
-            .values()
+        let by_instance: HashMap<&str, &str> = (self.index.nodes())
             .filter_map(|n| Some((n.instance_id.as_deref()?, n.name.as_str())))
             .collect();
         for info in infos {

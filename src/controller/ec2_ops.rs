@@ -6,19 +6,15 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use super::need::needs_address;
 use super::reasons;
-use super::worker::{NodeWorker, Phase};
+use super::record::rules::{self, is_release};
+use super::state::{Ec2Done, NodeWorker, Phase};
 use crate::ec2::{Ec2Backend, Ec2Error};
-use crate::ipam::{Action, Ec2Addresses, Ec2ErrorClass, FailureEffect, InstanceInfo, Timestamp};
+use crate::ipam::{
+    Action, Ec2Addresses, Ec2ErrorClass, FailureEffect, InstanceInfo, LostAddress, Timestamp,
+};
 use crate::k8s::{Cluster, EventSeverity, ObjectRef};
-
-/// The outcome of one EC2 call, handed back to the worker.
-#[derive(Debug)]
-pub(crate) enum Ec2Done {
-    Assigned(Result<Ec2Addresses, Ec2Error>),
-    Released(Result<(), Ec2Error>),
-    Described(Result<InstanceInfo, Ec2Error>),
-}
 
 impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     /// Asks the pool for its next call and starts it, unless one is running or winipam is
@@ -56,7 +52,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         // with the call applied, the next leader's first describe may still show them, and
         // only the status tells it they are not free. Meanwhile they are neither handed out
         // nor planned again (the release is the pool's call in flight).
-        if is_release(&action) && !self.status.lists_release(&action) {
+        if !rules::may_call(self.status.published.as_ref(), &action) {
             return;
         }
         tracing::debug!(node = %self.node.name, ?action, "EC2 call");
@@ -199,7 +195,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             let waiting: Vec<ObjectRef> = self
                 .pods
                 .values()
-                .filter(|e| super::pods::needs_address(&e.view))
+                .filter(|e| needs_address(&e.view))
                 .map(|e| ObjectRef::pod(&e.view))
                 .collect();
             for pod in waiting {
@@ -234,7 +230,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
     }
 
-    async fn report_lost(&mut self, lost: Vec<crate::ipam::LostAddress>) {
+    async fn report_lost(&mut self, lost: Vec<LostAddress>) {
         for l in lost {
             for uid in l.uids {
                 let Some(entry) = self.pods.get(&uid) else {
@@ -265,8 +261,4 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             self.report_lost(lost).await;
         }
     }
-}
-
-fn is_release(action: &Action) -> bool {
-    matches!(action, Action::ReleaseIps(_) | Action::ReleasePrefixes(_))
 }

@@ -1,21 +1,24 @@
 //! Bringing a node under management (SPEC 6.1, 6.3): describe its instance (batched with every
 //! other node starting at the same time), learn its type's limits and its subnet, rebuild the
-//! pool from the ENI, the cool-down records and the pods' existing annotations, all before the
-//! first write.
+//! pool from the ENI and the previous leader's records, all before the first write (the pass
+//! then adopts the pods' existing annotations, see `pass`).
 
 use std::time::Duration;
 
 use super::reasons;
-use super::worker::{NodeWorker, Phase, ReadyNode};
+use super::state::{NodeWorker, Phase, ReadyNode};
 use crate::ec2::Ec2Backend;
-use crate::ipam::{Ec2ErrorClass, NodePool, capacity};
+use crate::ipam::{Ec2ErrorClass, NodePool, Timestamp, capacity};
 use crate::k8s::{Cluster, EventSeverity, ObjectRef};
 
 /// Longest wait between two tries of a node whose describe keeps failing.
 const INIT_RETRY_MAX: Duration = Duration::from_secs(300);
 
 impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
-    pub(crate) async fn init(&mut self) {
+    /// Describes the node and builds its pool. Returns when the pool was built (the pass then
+    /// adopts the pods' annotations and cools down what no pod holds, as of that time); `None`
+    /// if the node is parked or waits for a retry.
+    pub(crate) async fn init(&mut self) -> Option<Timestamp> {
         let node_ref = ObjectRef::node(&self.node);
         let Some(instance_id) = self.node.instance_id.clone() else {
             self.ctx
@@ -30,7 +33,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             self.phase = Phase::Parked {
                 state: "unsupported",
             };
-            return;
+            return None;
         };
 
         let instance = match self.ctx.ec2.describe_instance(&instance_id).await {
@@ -49,12 +52,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     )
                     .await;
                 self.retry_init();
-                return;
+                return None;
             }
             Err(err) => {
                 tracing::warn!(node = %self.node.name, error = %err, "describing the instance failed; will retry");
                 self.retry_init();
-                return;
+                return None;
             }
         };
 
@@ -98,7 +101,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             self.phase = Phase::Parked {
                 state: "unsupported",
             };
-            return;
+            return None;
         };
 
         let subnet = match self.ctx.ec2.subnet(&instance.primary_eni.subnet_id).await {
@@ -106,7 +109,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             Err(err) => {
                 tracing::warn!(node = %self.node.name, error = %err, "describing the subnet failed; will retry");
                 self.retry_init();
-                return;
+                return None;
             }
         };
 
@@ -157,9 +160,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             instance,
             subnet,
         }));
-        // Existing annotations are recorded before anything is handed out; then what the
-        // previous leader had in use and no pod holds any more cools down.
-        self.adopt_annotated(now).await;
+        Some(now)
+    }
+
+    /// What the previous leader listed as used and no pod holds (annotations adopted) cools
+    /// down from `now`: its pod went while no controller ran, at a time nobody knows.
+    pub(crate) fn cool_restored_used(&mut self, now: Timestamp) {
         let used = std::mem::take(&mut self.restored.used);
         if let Phase::Ready(ready) = &mut self.phase {
             let cooled = ready.pool.cool_released_while_away(&used, now);

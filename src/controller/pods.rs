@@ -1,58 +1,17 @@
-//! The pod side of a node worker (SPEC 6.2): which pods need an address, adopting addresses that
-//! annotations already name, handing out addresses and writing them with the UID precondition,
-//! and giving addresses back when pods go.
+//! The pod side of a node worker (SPEC 6.2): adopting addresses that annotations already name,
+//! handing out addresses and writing them with the UID precondition, and giving addresses back
+//! when pods go. Which pods need an address is decided in `need`.
 
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use futures::StreamExt;
 
+use super::need::{Need, need, needs_address};
 use super::reasons;
-use super::worker::{NodeWorker, Phase, PodEntry};
+use super::state::{AnnotationWrite, NodeWorker, Phase, PodEntry};
 use crate::ec2::Ec2Backend;
 use crate::ipam::{AdoptOutcome, AssignOutcome, PodUid, Timestamp, parse_annotation};
 use crate::k8s::{AnnotateOutcome, Cluster, EventSeverity, ObjectRef, PodView};
-
-/// What a pod needs from the pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Need {
-    /// Nothing: host network, or finished (and terminal pods release), or being deleted unannotated.
-    Nothing,
-    /// Its annotation names this address: record it as used.
-    Holds(Ipv4Addr),
-    /// Its annotation is not an address: never touched, reported once.
-    BadAnnotation,
-    /// An address, then the annotation.
-    Address,
-}
-
-/// Pure: what `pod` needs, given whether terminal pods give their address back.
-pub(crate) fn need(pod: &PodView, release_terminal: bool) -> Need {
-    if pod.host_network || (release_terminal && pod.phase.is_terminal()) {
-        return Need::Nothing;
-    }
-    match pod.ip_annotation.as_deref() {
-        Some(value) => match parse_annotation(value) {
-            Some(addr) => Need::Holds(addr),
-            None => Need::BadAnnotation,
-        },
-        None if pod.deleting || pod.phase.is_terminal() => Need::Nothing,
-        None => Need::Address,
-    }
-}
-
-/// Pure: `need(pod, _) == Need::Address` (whatever `release-terminal-pods` says), without
-/// parsing the annotation: asked for every pod on every pass.
-pub(crate) fn needs_address(pod: &PodView) -> bool {
-    !pod.host_network && pod.ip_annotation.is_none() && !pod.deleting && !pod.phase.is_terminal()
-}
-
-/// An annotation to write.
-struct Write {
-    addr: Ipv4Addr,
-    pod: Arc<PodView>,
-    value: String,
-}
 
 /// First retry of a failed annotation write; doubles per failure in a row.
 const ANNOTATE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -208,11 +167,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         out
     }
 
-    /// Hands out addresses to pods that need one and writes them. Returns the number of pods
-    /// still waiting (the surge term of the plan).
-    pub(crate) async fn assign_and_annotate(&mut self, now: Timestamp) -> u32 {
+    /// Hands out addresses to pods that need one, oldest first. Returns the annotations to
+    /// write (once a status lists them, see `pass`) and the number of pods still waiting (the
+    /// surge term of the plan).
+    pub(crate) fn assign(&mut self, now: Timestamp) -> (Vec<AnnotationWrite>, u32) {
         let Phase::Ready(ready) = &mut self.phase else {
-            return 0;
+            return (Vec::new(), 0);
         };
         let subnet_len = ready.subnet.cidr.prefix_len();
         let mut writes = Vec::new();
@@ -234,7 +194,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 AssignOutcome::Assigned(a) | AssignOutcome::Existing(a) => {
                     tracing::debug!(pod = %entry.view.name, namespace = %entry.view.namespace,
                         %uid, address = %a.addr, "address chosen; writing the annotation");
-                    writes.push(Write {
+                    writes.push(AnnotationWrite {
                         addr: a.addr,
                         pod: Arc::clone(&entry.view),
                         value: a.kind.annotation(a.addr, subnet_len),
@@ -243,33 +203,14 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 AssignOutcome::Exhausted => waiting += 1,
             }
         }
-        if writes.is_empty() {
-            return waiting;
-        }
-        // An annotation is written only once a status listing its address as used has been
-        // written: if this process dies and the pod goes before the next leader starts, the
-        // next leader still knows the address was in use and cools it down (SPEC 5.3, 6.3).
-        // One status write covers every pod of the pass. If it fails, the pods keep their
-        // addresses in the pool and their annotations wait: the next pass (a retry of the
-        // status write is scheduled, see `write_status`) writes the status, then them.
-        // The status must also have been written after the address last changed hands: one
-        // written for the pod before lists the same address, and a new leader whose pod cache
-        // lags would take it for that pod's and give it away.
-        if writes.iter().any(|w| !self.status_lists_holder(w.addr)) {
-            self.write_status(now).await;
-        }
-        let before = writes.len();
-        writes.retain(|w| self.status_lists_holder(w.addr));
-        if writes.len() < before {
-            tracing::debug!(node = %self.node.name, held = before - writes.len(),
-                "annotations wait for a status that lists their addresses");
-        }
-        if writes.is_empty() {
-            return waiting;
-        }
+        (writes, waiting)
+    }
 
+    /// Writes the annotations (with the UID precondition) and takes in the outcome of each.
+    /// Called only with addresses a written status lists for their pods (`pass`).
+    pub(crate) async fn annotate(&mut self, writes: Vec<AnnotationWrite>) {
         let cluster = self.ctx.cluster.clone();
-        let results: Vec<(Write, _)> = futures::stream::iter(writes)
+        let results: Vec<(AnnotationWrite, _)> = futures::stream::iter(writes)
             .map(|w| {
                 let cluster = cluster.clone();
                 async move {
@@ -296,7 +237,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             self.annotate_retry_at = None;
         }
         let Phase::Ready(ready) = &mut self.phase else {
-            return waiting;
+            return;
         };
         for (w, outcome) in results {
             let uid = &w.pod.uid;
@@ -357,7 +298,14 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
         // Adopt what others wrote before the next assignment round.
         self.adopt_annotated(now).await;
-        waiting
+    }
+
+    /// Pods waiting for an address, counted without handing any out (blocked).
+    pub(crate) fn count_needing_address(&self) -> u32 {
+        self.pods
+            .values()
+            .filter(|e| needs_address(&e.view))
+            .count() as u32
     }
 
     /// `IPAllocationPending` for pods waiting longer than the threshold; returns when the next
@@ -431,87 +379,5 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 self.node.name
             ),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::k8s::PodPhase;
-
-    fn pod(phase: PodPhase, annotation: Option<&str>) -> PodView {
-        PodView {
-            uid: "u".into(),
-            namespace: "ns".into(),
-            name: "p".into(),
-            node_name: "n".into(),
-            phase,
-            host_network: false,
-            deleting: false,
-            ip_annotation: annotation.map(Into::into),
-            has_annotations: annotation.is_some(),
-        }
-    }
-
-    #[test]
-    fn needs_address_agrees_with_need() {
-        for phase in [
-            PodPhase::Pending,
-            PodPhase::Running,
-            PodPhase::Succeeded,
-            PodPhase::Failed,
-            PodPhase::Unknown,
-        ] {
-            for annotation in [None, Some("10.0.0.5/19"), Some("bogus")] {
-                for (host_network, deleting, release) in [
-                    (false, false, true),
-                    (true, false, true),
-                    (false, true, true),
-                    (false, false, false),
-                ] {
-                    let mut p = pod(phase, annotation);
-                    p.host_network = host_network;
-                    p.deleting = deleting;
-                    assert_eq!(
-                        needs_address(&p),
-                        need(&p, release) == Need::Address,
-                        "{p:?} release {release}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn need_follows_spec_6_2() {
-        let ip = Ipv4Addr::new(10, 0, 0, 5);
-        assert_eq!(need(&pod(PodPhase::Pending, None), true), Need::Address);
-        assert_eq!(
-            need(&pod(PodPhase::Running, Some("10.0.0.5/19")), true),
-            Need::Holds(ip)
-        );
-        assert_eq!(
-            need(&pod(PodPhase::Running, Some("bogus")), true),
-            Need::BadAnnotation
-        );
-        // Terminal pods give their address back when configured to...
-        assert_eq!(
-            need(&pod(PodPhase::Succeeded, Some("10.0.0.5/19")), true),
-            Need::Nothing
-        );
-        // ...and keep it otherwise, but never get a new one.
-        assert_eq!(
-            need(&pod(PodPhase::Failed, Some("10.0.0.5/19")), false),
-            Need::Holds(ip)
-        );
-        assert_eq!(need(&pod(PodPhase::Failed, None), false), Need::Nothing);
-        let mut host = pod(PodPhase::Pending, None);
-        host.host_network = true;
-        assert_eq!(need(&host, true), Need::Nothing);
-        let mut deleting = pod(PodPhase::Running, None);
-        deleting.deleting = true;
-        assert_eq!(need(&deleting, true), Need::Nothing);
-        deleting.ip_annotation = Some("10.0.0.5/32".into());
-        assert_eq!(need(&deleting, true), Need::Holds(ip));
     }
 }

@@ -1,10 +1,9 @@
 //! One task per managed node: it owns the node's pool and pods, so a node is reconciled by one
 //! thing at a time and needs no locks; nodes run in parallel, bounded only by the EC2 client's
-//! rate limiters. The loop: apply queued messages, reconcile, wait for a message, the EC2 call
-//! in flight, or the pool's next wake-up.
+//! rate limiters. The loop: apply queued messages, run a pass (`pass`), wait for a message, the
+//! EC2 call in flight, or the pool's next wake-up.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -13,9 +12,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::context::Ctx;
-use super::ec2_ops::Ec2Done;
+use super::record::Restored;
+use super::state::{Ec2Done, NodeMsg, NodeWorker, Phase, WorkerHandle};
 use crate::ec2::Ec2Backend;
-use crate::ipam::{Config, InstanceInfo, NodePool, PodUid, SubnetInfo, Timestamp};
+use crate::ipam::{Config, PodUid, Timestamp};
 use crate::k8s::{Cluster, NodeView, PodView};
 
 enum Woke {
@@ -33,111 +33,6 @@ async fn wait_for(
         Some(task) => task.await.map(Box::new),
         None => std::future::pending().await,
     }
-}
-
-/// What the dispatcher tells a worker. Payloads are behind one pointer (16 bytes a message):
-/// every worker's channel keeps blocks of 32 messages allocated, which for thousands of nodes
-/// adds up. Pod views are shared with the dispatcher's index, which keeps the same view.
-#[derive(Debug)]
-pub(crate) enum NodeMsg {
-    Node(Box<NodeView>),
-    PodApplied(Arc<PodView>),
-    PodDeleted(Box<PodUid>),
-    /// The complete set of the node's bound pods (after a relist).
-    #[allow(
-        clippy::box_collection,
-        reason = "one pointer keeps every message, queued or not, at 16 bytes"
-    )]
-    PodsResynced(Box<Vec<Arc<PodView>>>),
-    Config(Arc<Config>),
-    Blocked(bool),
-    /// The periodic re-describe of the instance (SPEC 6.4).
-    Resync(Box<InstanceInfo>),
-}
-
-/// What the previous leader left in the node's NodeAddressPool status (SPEC 5.3, 6.3).
-#[derive(Debug, Default)]
-pub(crate) struct Restored {
-    /// Cool-down records: (address, end).
-    pub(crate) cooldowns: Vec<(Ipv4Addr, Timestamp)>,
-    /// Addresses pods held.
-    pub(crate) used: Vec<Ipv4Addr>,
-    /// Slots being given back to EC2 (/32s and /28s).
-    pub(crate) releasing: Vec<ipnet::Ipv4Net>,
-}
-
-/// The dispatcher's handle on a worker.
-pub(crate) struct WorkerHandle {
-    pub(crate) node_uid: String,
-    pub(crate) tx: mpsc::UnboundedSender<NodeMsg>,
-    pub(crate) task: JoinHandle<()>,
-    /// Set when the dispatcher stops the worker (node deleted or re-created).
-    pub(crate) retired: Arc<AtomicBool>,
-}
-
-/// Where a node stands.
-pub(crate) enum Phase {
-    /// Not yet described (or the last try failed): retry at the given time.
-    Init {
-        retry_at: Timestamp,
-        failures: u32,
-    },
-    Ready(Box<ReadyNode>),
-    /// Not manageable until the Node object changes (no instance id, unknown type, instance gone).
-    Parked {
-        state: &'static str,
-    },
-}
-
-/// A node whose pool is built.
-pub(crate) struct ReadyNode {
-    pub(crate) pool: NodePool,
-    pub(crate) instance: InstanceInfo,
-    pub(crate) subnet: SubnetInfo,
-}
-
-/// What the worker remembers of a pod beyond its view.
-pub(crate) struct PodEntry {
-    /// Shared with the dispatcher's index while the two agree (one copy per pod).
-    pub(crate) view: Arc<PodView>,
-    /// When the worker first saw it bound (start of time-to-IP).
-    pub(crate) seen: Timestamp,
-    /// The annotation value we wrote, kept across stale watch views.
-    pub(crate) written: Option<Box<str>>,
-    pub(crate) pending_reported: bool,
-    pub(crate) annotation_reported: bool,
-    /// An annotation write for this pod failed in a way that may have applied it: the
-    /// address may have been seen, so it is never taken back without a cool-down.
-    pub(crate) maybe_written: bool,
-    /// An address we adopted from its annotation (so a changed view is noticed).
-    pub(crate) adopted: Option<Ipv4Addr>,
-}
-
-pub(crate) struct NodeWorker<C, B: Ec2Backend> {
-    pub(crate) ctx: Arc<Ctx<C, B>>,
-    pub(crate) node: NodeView,
-    pub(crate) pods: BTreeMap<PodUid, PodEntry>,
-    pub(crate) phase: Phase,
-    pub(crate) config: Arc<Config>,
-    pub(crate) blocked: bool,
-    /// What the NodeAddressPool status said at leadership start.
-    pub(crate) restored: Restored,
-    pub(crate) ec2_task: Option<JoinHandle<Ec2Done>>,
-    pub(crate) status: super::status::StatusState,
-    /// Gauge contributions of this node, to keep global gauges right as they change.
-    pub(crate) gauges: super::status::NodeGauges,
-    /// This worker does not (or no longer) hold readiness back.
-    pub(crate) init_reported: bool,
-    /// Addresses a resync found gone while pods held them, to report on the next pass.
-    pub(crate) pending_lost: Vec<crate::ipam::LostAddress>,
-    /// Annotation writes that failed in a row, and when the next pass retries them (nothing
-    /// else may wake the worker: the pods are already known).
-    pub(crate) annotate_failures: u32,
-    pub(crate) annotate_retry_at: Option<Timestamp>,
-    /// The dispatcher stopped this worker: a pass still running (a describe taking its time)
-    /// writes no status, which would replace the records of the worker that took its place
-    /// (chaos seed 173059).
-    pub(crate) retired: Arc<AtomicBool>,
 }
 
 impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
@@ -334,49 +229,5 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 tracing::info!(node = %self.node.name, freed, "addresses of pods deleted while releases were paused cool down");
             }
         }
-    }
-
-    /// One pass: initialise if needed, then reconcile. Returns when to run again by itself.
-    async fn step(&mut self) -> Option<Timestamp> {
-        let now = self.ctx.now();
-        let wake = match &self.phase {
-            Phase::Init { retry_at, .. } if *retry_at > now => Some(*retry_at),
-            Phase::Init { .. } => {
-                self.init().await;
-                match &self.phase {
-                    Phase::Init { retry_at, .. } => Some(*retry_at),
-                    // The caller applies queued messages, then reconciles on the next step.
-                    _ => Some(now),
-                }
-            }
-            Phase::Ready(_) => self.reconcile().await,
-            Phase::Parked { .. } => None,
-        };
-        // Nodes not (yet) ready still say so in their NodeAddressPool.
-        let wake = match self.phase {
-            Phase::Ready(_) => wake,
-            _ => {
-                let due = self.write_status(self.ctx.now()).await;
-                [wake, due].into_iter().flatten().min()
-            }
-        };
-        if !self.init_reported && !matches!(self.phase, Phase::Init { failures: 0, .. }) {
-            // Ready, parked, or failed once: this node no longer holds readiness back.
-            self.init_reported = true;
-            self.ctx.init_finished();
-        }
-        self.update_gauges();
-        wake
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_stay_small() {
-        // Each worker's channel allocates blocks of 32 messages: one pointer and a tag each.
-        assert_eq!(std::mem::size_of::<NodeMsg>(), 16);
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use super::watchdog::Watchdog;
 use super::{LeaderElector, LeaseTimings};
-use crate::run::shutdown::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// Elects one leader among the replicas sharing a Lease.
 #[derive(Clone)]
@@ -42,7 +42,7 @@ impl LeaseElector {
         identity: impl Into<String>,
         timings: LeaseTimings,
     ) -> Result<Self, String> {
-        crate::run::flags::check_lease_timings(
+        super::check_lease_timings(
             timings.lease_duration,
             timings.renew_deadline,
             timings.retry_period,

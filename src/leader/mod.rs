@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::run::shutdown::Shutdown;
+use crate::shutdown::Shutdown;
 
 pub use lease::{LeaseElector, unique_identity};
 pub use watchdog::Watchdog;
@@ -64,10 +64,52 @@ impl LeaderElector for AlwaysLeader {
     }
 }
 
+/// retry < renew deadline < lease duration, all non-zero and in whole seconds where the Lease
+/// object needs them (`leaseDurationSeconds`).
+pub fn check_lease_timings(
+    lease: Duration,
+    renew: Duration,
+    retry: Duration,
+) -> Result<(), String> {
+    if retry.is_zero() {
+        return Err("--retry-period must be more than 0".into());
+    }
+    if retry >= renew {
+        return Err(format!(
+            "--retry-period ({retry:?}) must be less than --renew-deadline ({renew:?})"
+        ));
+    }
+    if renew >= lease {
+        return Err(format!(
+            "--renew-deadline ({renew:?}) must be less than --lease-duration ({lease:?}), so a \
+             deposed leader stops before another replica may take over"
+        ));
+    }
+    if lease < Duration::from_secs(2) {
+        return Err(format!("--lease-duration ({lease:?}) must be at least 2s"));
+    }
+    // Lease objects hold `leaseDurationSeconds` as an int32: a longer one fails every write.
+    if lease > MAX_LEASE_DURATION {
+        return Err(format!(
+            "--lease-duration ({lease:?}) must be at most {}s (Lease objects hold int32 seconds)",
+            MAX_LEASE_DURATION.as_secs()
+        ));
+    }
+    if lease.subsec_nanos() != 0 {
+        return Err(format!(
+            "--lease-duration ({lease:?}) must be whole seconds (Lease objects count in seconds)"
+        ));
+    }
+    Ok(())
+}
+
+/// The longest `--lease-duration`: `leaseDurationSeconds` is an int32.
+const MAX_LEASE_DURATION: Duration = Duration::from_secs(i32::MAX as u64);
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::shutdown::shutdown_channel;
+    use crate::shutdown::shutdown_channel;
 
     #[tokio::test]
     async fn always_leader_leads_until_shutdown() {

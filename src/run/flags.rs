@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::leader::check_lease_timings;
 use crate::telemetry::LogFormat;
 
 /// Where the webhook's serving certificate comes from (SPEC section 9).
@@ -227,47 +228,6 @@ fn resolve_namespace(
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
 }
 
-/// retry < renew deadline < lease duration, all non-zero and in whole seconds where the Lease
-/// object needs them (`leaseDurationSeconds`).
-pub fn check_lease_timings(
-    lease: Duration,
-    renew: Duration,
-    retry: Duration,
-) -> Result<(), String> {
-    if retry.is_zero() {
-        return Err("--retry-period must be more than 0".into());
-    }
-    if retry >= renew {
-        return Err(format!(
-            "--retry-period ({retry:?}) must be less than --renew-deadline ({renew:?})"
-        ));
-    }
-    if renew >= lease {
-        return Err(format!(
-            "--renew-deadline ({renew:?}) must be less than --lease-duration ({lease:?}), so a \
-             deposed leader stops before another replica may take over"
-        ));
-    }
-    if lease < Duration::from_secs(2) {
-        return Err(format!("--lease-duration ({lease:?}) must be at least 2s"));
-    }
-    // Lease objects hold `leaseDurationSeconds` as an int32: a longer one fails every write.
-    if lease > MAX_LEASE_DURATION {
-        return Err(format!(
-            "--lease-duration ({lease:?}) must be at most {}s (Lease objects hold int32 seconds)",
-            MAX_LEASE_DURATION.as_secs()
-        ));
-    }
-    if lease.subsec_nanos() != 0 {
-        return Err(format!(
-            "--lease-duration ({lease:?}) must be whole seconds (Lease objects count in seconds)"
-        ));
-    }
-    Ok(())
-}
-
-/// The longest `--lease-duration`: `leaseDurationSeconds` is an int32.
-const MAX_LEASE_DURATION: Duration = Duration::from_secs(i32::MAX as u64);
 /// The longest `--resync-period`: a day (resync is the safety net for missed events; anything
 /// longer is a typo, and a far-away deadline would overflow the clock arithmetic).
 const MAX_RESYNC_PERIOD: Duration = Duration::from_secs(24 * 3600);

@@ -1,7 +1,12 @@
-//! `winipam run`: the controller process. Its flags, and the shutdown signal its tasks share.
+//! `winipam run`: the controller process and its flags (with the webhook configuration they
+//! describe).
 
 pub mod flags;
 pub mod process;
-pub mod shutdown;
+mod webhook_args;
+
+/// The shutdown signal is shared code (servers, leader election, the simulator use it); its
+/// old path stays for callers outside the crate.
+pub use crate::shutdown;
 
 pub use flags::RunArgs;

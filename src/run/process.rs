@@ -8,7 +8,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::RunArgs;
-use super::shutdown::{shutdown_channel, termination_signal};
 use crate::clock::SystemClock;
 use crate::controller::{Controller, Ctx, Settings};
 use crate::ec2::aws::{AwsEc2, AwsEc2Options};
@@ -18,6 +17,7 @@ use crate::k8s::KubeCluster;
 use crate::leader::{LeaderElector, LeaseElector, LeaseTimings, unique_identity};
 use crate::metrics::Metrics;
 use crate::server::{Readiness, ServerState};
+use crate::shutdown::{shutdown_channel, termination_signal};
 use crate::sim::provision::NodeBackedEc2;
 
 /// Why the process could not start (or stopped badly). Each says what to check.
@@ -89,10 +89,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         tracing::warn!("admission webhooks disabled (--disable-webhooks)");
         None
     } else {
-        let server = crate::webhook::WebhookServer::bind(
-            crate::webhook::WebhookConfig::from_run_args(client.clone(), &args),
-        )
-        .await?;
+        let server =
+            crate::webhook::WebhookServer::bind(args.webhook_config(client.clone())).await?;
         tracing::info!(addr = %args.webhook_addr, "serving admission webhooks");
         let stop = shutdown.clone();
         Some(tokio::spawn(
@@ -194,7 +192,7 @@ struct Control {
     namespace: String,
     config_map: String,
     leader_rx: watch::Receiver<bool>,
-    shutdown: crate::run::shutdown::Shutdown,
+    shutdown: crate::shutdown::Shutdown,
 }
 
 impl Control {

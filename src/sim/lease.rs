@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::leader::{LeaderElector, LeaseTimings};
-use crate::run::shutdown::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// The Lease object and the test hooks around it.
 struct Record {
@@ -206,7 +206,7 @@ impl LeaderElector for SimLeaseElector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::shutdown::{ShutdownTrigger, shutdown_channel};
+    use crate::shutdown::{ShutdownTrigger, shutdown_channel};
     use crate::sim::rng::SplitMix64;
     use tokio::task::JoinHandle;
 

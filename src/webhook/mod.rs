@@ -38,9 +38,6 @@ use std::time::Duration;
 
 pub use server::{MUTATE_PATH, VALIDATE_PATH, WebhookServer};
 
-use crate::run::RunArgs;
-use crate::run::flags::CertMode;
-
 /// Name of both webhook configurations (mutating and validating) in the chart.
 pub const CONFIGURATION_NAME: &str = "winipam";
 /// The Service in front of the webhook port.
@@ -62,20 +59,6 @@ pub struct WebhookConfig {
     pub allowed_users: Vec<String>,
 }
 
-impl WebhookConfig {
-    /// The configuration `winipam run` flags describe: `--webhook-addr`,
-    /// `--webhook-cert-mode` (`files` in `--webhook-cert-dir`, or self-managed in the
-    /// controller's namespace) and `--controller-service-accounts`.
-    pub fn from_run_args(client: kube::Client, args: &RunArgs) -> Self {
-        WebhookConfig {
-            client,
-            addr: args.webhook_addr,
-            certs: CertSource::from_run_args(args),
-            allowed_users: args.controller_service_accounts(),
-        }
-    }
-}
-
 /// Where the serving certificate comes from (`--webhook-cert-mode`).
 #[derive(Debug, Clone)]
 pub enum CertSource {
@@ -88,15 +71,6 @@ pub enum CertSource {
 }
 
 impl CertSource {
-    pub fn from_run_args(args: &RunArgs) -> Self {
-        match args.webhook_cert_mode {
-            CertMode::Files => CertSource::files(&args.webhook_cert_dir),
-            CertMode::SelfManaged => {
-                CertSource::SelfManaged(SelfManagedCerts::new(args.namespace()))
-            }
-        }
-    }
-
     /// Files in `dir`, polled every 10 s.
     pub fn files(dir: impl Into<PathBuf>) -> Self {
         CertSource::Files {
@@ -170,66 +144,5 @@ pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use clap::Parser;
-
-    use super::*;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        run: RunArgs,
-    }
-
-    fn args(flags: &[&str]) -> RunArgs {
-        Cli::try_parse_from(["winipam"].iter().chain(flags))
-            .expect("valid flags")
-            .run
-    }
-
-    #[test]
-    fn cert_source_from_flags() {
-        let files = CertSource::from_run_args(&args(&["--webhook-cert-dir", "/certs"]));
-        assert!(
-            matches!(&files, CertSource::Files { dir, poll_interval } if dir == Path::new("/certs") && *poll_interval == Duration::from_secs(10)),
-            "{files:?}"
-        );
-        let own = CertSource::from_run_args(&args(&[
-            "--webhook-cert-mode",
-            "self-managed",
-            "--namespace",
-            "ops",
-        ]));
-        let CertSource::SelfManaged(settings) = own else {
-            panic!("self-managed expected: {own:?}");
-        };
-        assert_eq!(settings.namespace, "ops");
-        assert_eq!(settings.secret_name, "winipam-webhook-tls");
-        assert_eq!(settings.service_name, "winipam-webhook");
-        assert_eq!(settings.configuration_name, "winipam");
-    }
-
-    #[tokio::test]
-    async fn config_from_flags() {
-        let client = kube::Client::try_from(kube::Config::new(
-            "https://127.0.0.1:9".parse().expect("a URL"),
-        ))
-        .expect("a client");
-        let cfg = WebhookConfig::from_run_args(
-            client,
-            &args(&["--namespace", "ops", "--webhook-addr", "127.0.0.1:8443"]),
-        );
-        assert_eq!(
-            cfg.addr,
-            "127.0.0.1:8443".parse::<SocketAddr>().expect("an address")
-        );
-        assert_eq!(cfg.allowed_users, ["system:serviceaccount:ops:winipam"]);
-        assert!(matches!(cfg.certs, CertSource::Files { .. }));
     }
 }

@@ -14,8 +14,8 @@ use super::gate::{Gate, GatedCluster, GatedEc2, Tally};
 use super::world::ChaosWorld;
 use crate::controller::Settings;
 use crate::leader::{LeaderElector, LeaseTimings};
-use crate::run::shutdown::{ShutdownTrigger, shutdown_channel};
 use crate::server::Readiness;
+use crate::shutdown::{ShutdownTrigger, shutdown_channel};
 use crate::sim::lease::SimLease;
 use crate::sim::scenario::policy::{WinipamProcess, spawn_controller};
 

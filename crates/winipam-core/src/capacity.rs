@@ -14,7 +14,7 @@ use super::types::{InstanceTypeLimits, Mode};
 /// Addresses in one delegated /28 prefix.
 pub const ADDRESSES_PER_PREFIX: u32 = 16;
 
-const EMBEDDED_CSV: &str = include_str!("../../data/instance-limits.csv");
+const EMBEDDED_CSV: &str = include_str!("../../../data/instance-limits.csv");
 const EXPECTED_HEADER: &str =
     "instance_type,max_interfaces,ipv4_per_interface,hypervisor,bare_metal,network_cards";
 

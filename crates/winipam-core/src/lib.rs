@@ -1,7 +1,9 @@
 //! The IPAM decisions as pure code: capacity, configuration, the per-node pool and its plan.
 //!
 //! Nothing here imports kube, the AWS SDK or tokio, and nothing reads a clock: time comes in as a
-//! [`Timestamp`] value. That keeps every decision unit- and property-testable without I/O.
+//! [`Timestamp`] value. That keeps every decision unit- and property-testable without I/O. It is a
+//! crate of its own so that this is a fact of the build (its Cargo.toml has none of them), not a
+//! rule kept by hand; the `winipam` crate re-exports it as `winipam::ipam`.
 //!
 //! How the controller drives one node's [`NodePool`]:
 //! 1. build it from the first describe ([`NodePool::new`]), [`NodePool::adopt`] every annotated
@@ -23,8 +25,6 @@ pub mod tally;
 pub mod types;
 pub mod uid;
 
-#[cfg(test)]
-mod fuzz_tests;
 #[cfg(test)]
 mod plan_tests;
 #[cfg(test)]

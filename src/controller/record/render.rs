@@ -1,8 +1,5 @@
-//! What a node's NodeAddressPool status last said, kept in typed form. A worker compares it with
-//! its pool on every pass (no allocation, no formatting) and formats a status only to write
-//! one; the same record answers "does the written status list this address as used?", which an
-//! annotation must wait for (SPEC 5.3, 6.3: a new leader cools down what the status lists as
-//! used and no pod holds).
+//! The status a worker writes, made from its typed record ([`Published`]), reusing the texts of
+//! the last status written for what did not change.
 
 use std::net::Ipv4Addr;
 
@@ -10,141 +7,16 @@ use ipnet::Ipv4Net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff;
 
-use super::status::rfc3339;
-use super::worker::ReadyNode;
+use super::{Published, Stage};
 use crate::crd::{AddressCounts, CooldownRecord, Ec2ErrorRecord, NodeAddressPoolStatus};
 use crate::ec2::Ec2Error;
-use crate::ipam::{Action, Mode, NodePool, PoolCounts, Timestamp};
+use crate::ipam::{Mode, Timestamp};
 
-/// Where the node stands, as far as the status shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stage {
-    Init,
-    Parked,
-    Ready,
-}
-
-/// Everything a status is built from, except the conditions' transition times.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Published {
-    pub(crate) stage: Stage,
-    pub(crate) blocked: bool,
-    pub(crate) subnet_held: bool,
-    /// When the last EC2 error happened (the record itself is in the worker's state).
-    pub(crate) error_at: Option<Timestamp>,
-    /// Set in the Ready stage.
-    pub(crate) pool: Option<PoolFacts>,
-    /// Before the pool is rebuilt (Init, Parked): the previous leader's records, written back
-    /// unchanged. Without them a process that dies before its rebuild ends erases them, and the
-    /// next leader hands out, within their cool-down, addresses whose pods went meanwhile.
-    pub(crate) kept: Option<KeptRecords>,
-}
-
-/// Addresses in use and running cool-down records read from the status at start, both sorted.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct KeptRecords {
-    pub(crate) used: Vec<Ipv4Addr>,
-    pub(crate) cooldowns: Vec<(Ipv4Addr, Timestamp)>,
-    pub(crate) releasing: Vec<Ipv4Net>,
-}
-
-/// What the status says about a ready node's pool.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PoolFacts {
-    pub(crate) instance_id: String,
-    pub(crate) instance_type: String,
-    pub(crate) eni_id: String,
-    pub(crate) subnet_id: String,
-    pub(crate) subnet_cidr: Ipv4Net,
-    pub(crate) mode: Mode,
-    pub(crate) capacity: u32,
-    pub(crate) counts: PoolCounts,
-    pub(crate) prefixes: Vec<Ipv4Net>,
-    /// Sorted (the pool keeps them in address order).
-    pub(crate) used: Vec<Ipv4Addr>,
-    pub(crate) cooldowns: Vec<(Ipv4Addr, Timestamp)>,
-    /// Slots being given back to EC2 (sorted): a release goes out only once a written status
-    /// lists its slots.
-    pub(crate) releasing: Vec<Ipv4Net>,
-}
-
-impl PoolFacts {
-    pub(crate) fn of(ready: &ReadyNode, now: Timestamp) -> PoolFacts {
-        let pool = &ready.pool;
-        PoolFacts {
-            instance_id: ready.instance.instance_id.clone(),
-            instance_type: ready.instance.instance_type.clone(),
-            eni_id: ready.instance.primary_eni.eni_id.clone(),
-            subnet_id: ready.subnet.subnet_id.clone(),
-            subnet_cidr: ready.subnet.cidr,
-            mode: pool.mode(),
-            capacity: pool.capacity(now),
-            counts: pool.counts(now),
-            prefixes: pool.prefixes_iter().collect(),
-            used: pool.used_iter().collect(),
-            cooldowns: pool.cooldowns_iter(now).collect(),
-            releasing: pool.releasing_slots(now),
-        }
-    }
-
-    /// `PoolFacts::of(ready, now) == *self`, without building it.
-    pub(crate) fn same_as(&self, ready: &ReadyNode, now: Timestamp) -> bool {
-        let pool = &ready.pool;
-        self.counts == pool.counts(now)
-            && self.used.iter().copied().eq(pool.used_iter())
-            && self.cooldowns.iter().copied().eq(pool.cooldowns_iter(now))
-            && self.releasing == pool.releasing_slots(now)
-            && self.prefixes.iter().copied().eq(pool.prefixes_iter())
-            && self.capacity == pool.capacity(now)
-            && self.mode == pool.mode()
-            && self.subnet_cidr == ready.subnet.cidr
-            && self.instance_id == ready.instance.instance_id
-            && self.instance_type == ready.instance.instance_type
-            && self.eni_id == ready.instance.primary_eni.eni_id
-            && self.subnet_id == ready.subnet.subnet_id
-    }
-
-    /// The status lists `addr` as used.
-    pub(crate) fn lists(&self, addr: Ipv4Addr) -> bool {
-        self.used.binary_search(&addr).is_ok()
-    }
-
-    /// Every address a pod of `pool` holds is listed as used.
-    pub(crate) fn lists_all_used(&self, pool: &NodePool) -> bool {
-        is_subset(pool.used_iter(), &self.used)
-    }
-
-    /// Every cool-down record of `pool` running at `now` is listed (expired ones may be).
-    pub(crate) fn lists_all_cooling(&self, pool: &NodePool, now: Timestamp) -> bool {
-        is_subset(pool.cooldowns_iter(now), &self.cooldowns)
-    }
-
-    /// Every slot `pool` is giving back is listed (ones past their grace may be).
-    pub(crate) fn lists_all_releasing(&self, pool: &NodePool, now: Timestamp) -> bool {
-        is_subset(pool.releasing_slots(now).into_iter(), &self.releasing)
-    }
-
-    /// Every slot of the release `action` is listed: its call may go out.
-    pub(crate) fn lists_release(&self, action: &Action) -> bool {
-        match action {
-            Action::ReleaseIps(ips) => ips
-                .iter()
-                .all(|ip| self.releasing.binary_search(&Ipv4Net::from(*ip)).is_ok()),
-            Action::ReleasePrefixes(nets) => nets
-                .iter()
-                .all(|net| self.releasing.binary_search(net).is_ok()),
-            _ => true,
-        }
-    }
-}
-
-/// Every item of `items` is in `listed` (both sorted).
-fn is_subset<T: Ord + Copy>(items: impl Iterator<Item = T>, listed: &[T]) -> bool {
-    let mut listed = listed.iter().copied().peekable();
-    items.into_iter().all(|item| {
-        while listed.next_if(|l| *l < item).is_some() {}
-        listed.next_if_eq(&item).is_some()
-    })
+/// RFC 3339 form of a timestamp, as Kubernetes writes times.
+pub(crate) fn rfc3339(ts: Timestamp) -> String {
+    jiff::Timestamp::from_millisecond(ts.as_millis() as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 /// The status saying `new`. `previous` is the last status written and its record: the texts
@@ -422,6 +294,7 @@ fn push_u8(s: &mut String, v: u8) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::ready;
     use super::*;
 
     #[test]
@@ -433,40 +306,6 @@ mod tests {
         for (a, len) in [("10.64.0.16", 28), ("0.0.0.0", 0), ("192.168.255.240", 32)] {
             let net = Ipv4Net::new(a.parse().unwrap(), len).unwrap();
             assert_eq!(net_text(net), net.to_string());
-        }
-    }
-
-    fn facts(used: &[&str]) -> PoolFacts {
-        PoolFacts {
-            instance_id: String::new(),
-            instance_type: String::new(),
-            eni_id: String::new(),
-            subnet_id: String::new(),
-            subnet_cidr: "10.0.0.0/16".parse().unwrap(),
-            mode: Mode::Prefix,
-            capacity: 0,
-            counts: PoolCounts::default(),
-            prefixes: Vec::new(),
-            used: used.iter().map(|a| a.parse().unwrap()).collect(),
-            cooldowns: Vec::new(),
-            releasing: Vec::new(),
-        }
-    }
-
-    fn ready(used: &[&str], cooling: &[(&str, u64)], blocked: bool) -> Published {
-        let mut f = facts(used);
-        f.prefixes = vec!["10.0.0.16/28".parse().unwrap()];
-        f.cooldowns = cooling
-            .iter()
-            .map(|(a, until)| (a.parse().unwrap(), Timestamp(*until)))
-            .collect();
-        Published {
-            stage: Stage::Ready,
-            blocked,
-            subnet_held: false,
-            error_at: None,
-            pool: Some(f),
-            kept: None,
         }
     }
 
@@ -533,63 +372,5 @@ mod tests {
         let again = render(&b, Some((&a, &mut written)), None, Timestamp(t0.0 + 9000));
         assert_eq!(again.used_addresses, ["10.0.0.17", "10.0.0.18"]);
         assert_eq!(again.conditions, conditions);
-    }
-
-    fn prefix_pool() -> NodePool {
-        use crate::ipam::{Config, EniSnapshot, InstanceTypeLimits};
-        let eni = EniSnapshot {
-            eni_id: "eni-1".into(),
-            subnet_id: "subnet-1".into(),
-            primary_ip: Ipv4Addr::new(10, 0, 0, 4),
-            secondary_ips: vec![],
-            prefixes: vec!["10.0.0.16/28".parse().unwrap()],
-        };
-        let limits = InstanceTypeLimits {
-            instance_type: "m5.xlarge".into(),
-            ipv4_per_interface: 15,
-            nitro: true,
-        };
-        NodePool::new(limits, Config::default(), &eni)
-    }
-
-    #[test]
-    fn lists_all_used_is_a_subset_test() {
-        use crate::ipam::{AdoptOutcome, PodUid};
-        let now = Timestamp(1_000_000);
-        let mut pool = prefix_pool();
-        let adopt = |pool: &mut NodePool, uid: &str, addr: &str| {
-            let outcome = pool.adopt(&PodUid::new(uid), addr.parse().unwrap(), now);
-            assert_eq!(outcome, AdoptOutcome::Ok);
-        };
-        let written = facts(&["10.0.0.16", "10.0.0.17", "10.0.0.20"]);
-        assert!(written.lists_all_used(&pool), "nothing used");
-        adopt(&mut pool, "a", "10.0.0.17");
-        adopt(&mut pool, "b", "10.0.0.20");
-        assert!(written.lists_all_used(&pool), "a subset");
-        assert!(!facts(&[]).lists_all_used(&pool));
-        assert!(
-            !facts(&["10.0.0.17"]).lists_all_used(&pool),
-            "the last one missing"
-        );
-        assert!(
-            !facts(&["10.0.0.20"]).lists_all_used(&pool),
-            "the first one missing"
-        );
-        adopt(&mut pool, "c", "10.0.0.18");
-        assert!(!written.lists_all_used(&pool), "10.0.0.18 is not listed");
-        assert!(written.lists("10.0.0.16".parse().unwrap()));
-        assert!(!written.lists("10.0.0.18".parse().unwrap()));
-
-        // Cool-down records: a new one is missing until listed; an expired one need not be.
-        let mut written = written;
-        assert!(written.lists_all_cooling(&pool, now));
-        pool.release(&PodUid::new("a"), now);
-        let records = pool.cooldowns(now);
-        assert_eq!(records.len(), 1);
-        assert!(!written.lists_all_cooling(&pool, now));
-        written.cooldowns = records.clone();
-        assert!(written.lists_all_cooling(&pool, now));
-        let later = Timestamp(records[0].1.0 + 1);
-        assert!(facts(&[]).lists_all_cooling(&pool, later));
     }
 }

@@ -1,7 +1,9 @@
 //! Fuzzing of the two texts the pure core reads from outside: ConfigMap data and the pod address
 //! annotation. Valid-looking values with mutations (signs, whitespace of every kind, unicode
 //! digits, huge numbers, empty) and arbitrary text; each result is checked against an oracle
-//! written independently of the parser.
+//! written independently of the parser. They sit in this crate rather than in winipam-core to
+//! share the generators of `fuzz_support` with the other fuzz tests; they use only the core's
+//! public API.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -9,13 +11,13 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::annotation::parse_annotation;
-use super::config::{
+use crate::fuzz_support::padding;
+use crate::ipam::annotation::parse_annotation;
+use crate::ipam::config::{
     Config, KEY_COOLDOWN, KEY_FALLBACK, KEY_MINIMUM_IP, KEY_PREFIX_DELEGATION,
     KEY_RELEASE_TERMINAL, KEY_WARM_IP, KEY_WARM_PREFIX, KNOWN_KEYS, Targets,
 };
-use super::types::Mode;
-use crate::fuzz_support::padding;
+use crate::ipam::types::Mode;
 
 const INT_KEYS: [&str; 4] = [KEY_WARM_IP, KEY_MINIMUM_IP, KEY_WARM_PREFIX, KEY_COOLDOWN];
 const BOOL_KEYS: [&str; 3] = [KEY_PREFIX_DELEGATION, KEY_FALLBACK, KEY_RELEASE_TERMINAL];

@@ -1,0 +1,423 @@
+//! The dispatcher's index of Windows nodes and bound pods: everything the watches told us,
+//! whether or not this replica leads, so a new leader starts from warm caches. Applying a watch
+//! event is synchronous and returns where it goes ([`Route`]); the dispatcher delivers that to
+//! the node workers. No channel, task or apiserver here: the index is tested by calling it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::ipam::PodUid;
+use crate::k8s::{NodeView, PodView, WatchEvent};
+
+/// What the dispatcher does after an event, in order.
+#[derive(Debug)]
+pub(crate) enum Route {
+    /// A Windows node was listed, added or changed: its worker hears of it (a new one if the
+    /// node is a new object under the same name), or one starts while leading.
+    NodeApplied(NodeView),
+    /// A node is no longer managed (deleted, or not Windows): its worker stops.
+    NodeGone(String),
+    /// To the worker of the pod's node, if there is one.
+    PodApplied(Arc<PodView>),
+    PodDeleted {
+        node: Arc<str>,
+        uid: PodUid,
+    },
+    /// Every pod was listed again: each worker gets its node's complete list.
+    PodsResynced,
+}
+
+/// Everything the watches told us, whether or not we lead.
+#[derive(Default)]
+pub(crate) struct Index {
+    nodes: BTreeMap<String, NodeView>,
+    /// Bound pods by node name (all nodes: a node may turn out to be Windows later). A view is
+    /// shared with the node's worker: one copy per pod, however many hold it.
+    pods: HashMap<Arc<str>, HashMap<PodUid, Arc<PodView>>>,
+    /// Every namespace seen, so pod views share one copy of each name.
+    namespaces: HashSet<Arc<str>>,
+    nodes_synced: bool,
+    pods_synced: bool,
+    config_seen: bool,
+    foreign_seen: bool,
+}
+
+impl Index {
+    /// Every watch has listed everything: a pool built now sees every annotation naming its
+    /// addresses.
+    pub(crate) fn synced(&self) -> bool {
+        self.nodes_synced && self.pods_synced && self.config_seen && self.foreign_seen
+    }
+
+    pub(crate) fn config_seen(&mut self) {
+        self.config_seen = true;
+    }
+
+    pub(crate) fn foreign_seen(&mut self) {
+        self.foreign_seen = true;
+    }
+
+    /// The Windows nodes, by name.
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = &NodeView> {
+        self.nodes.values()
+    }
+
+    pub(crate) fn node(&self, name: &str) -> Option<&NodeView> {
+        self.nodes.get(name)
+    }
+
+    /// The bound pods of `node`.
+    pub(crate) fn pods_of(&self, node: &str) -> Vec<Arc<PodView>> {
+        self.pods
+            .get(node)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn on_nodes(&mut self, ev: WatchEvent<NodeView>) -> Vec<Route> {
+        match ev {
+            WatchEvent::Applied(view) => vec![self.apply_node(view)],
+            WatchEvent::Deleted(view) => vec![self.delete_node(&view.name)],
+            WatchEvent::Resynced(views) => self.resync_nodes(views),
+        }
+    }
+
+    pub(crate) fn on_pods(&mut self, ev: WatchEvent<PodView>) -> Vec<Route> {
+        match ev {
+            WatchEvent::Applied(view) => vec![self.apply_pod(view)],
+            WatchEvent::Deleted(view) => vec![self.delete_pod(view)],
+            WatchEvent::Resynced(views) => vec![self.resync_pods(views)],
+        }
+    }
+
+    /// A node added or changed; one that is not Windows (any more) leaves the index.
+    pub(crate) fn apply_node(&mut self, view: NodeView) -> Route {
+        if !view.windows {
+            return self.delete_node(&view.name);
+        }
+        self.nodes.insert(view.name.clone(), view.clone());
+        Route::NodeApplied(view)
+    }
+
+    pub(crate) fn delete_node(&mut self, name: &str) -> Route {
+        if self.nodes.remove(name).is_some() {
+            tracing::info!(node = name, "node no longer managed");
+        }
+        Route::NodeGone(name.to_string())
+    }
+
+    /// The complete set of nodes: those known before and absent now are gone (first), then
+    /// every Windows node is applied, in name order.
+    pub(crate) fn resync_nodes(&mut self, views: Vec<NodeView>) -> Vec<Route> {
+        let windows: BTreeMap<String, NodeView> = views
+            .into_iter()
+            .filter(|v| v.windows)
+            .map(|v| (v.name.clone(), v))
+            .collect();
+        let gone: Vec<String> = self
+            .nodes
+            .keys()
+            .filter(|n| !windows.contains_key(*n))
+            .cloned()
+            .collect();
+        let mut routes: Vec<Route> = gone.iter().map(|name| self.delete_node(name)).collect();
+        routes.extend(windows.into_values().map(|view| self.apply_node(view)));
+        self.nodes_synced = true;
+        routes
+    }
+
+    pub(crate) fn apply_pod(&mut self, view: PodView) -> Route {
+        let view = shared(&self.pods, &mut self.namespaces, view);
+        self.pods
+            .entry(Arc::clone(&view.node_name))
+            .or_default()
+            .insert(view.uid.clone(), Arc::clone(&view));
+        Route::PodApplied(view)
+    }
+
+    pub(crate) fn delete_pod(&mut self, view: PodView) -> Route {
+        if let Some(m) = self.pods.get_mut(&*view.node_name) {
+            m.remove(&view.uid);
+            if m.is_empty() {
+                self.pods.remove(&*view.node_name);
+            }
+        }
+        Route::PodDeleted {
+            node: view.node_name,
+            uid: view.uid,
+        }
+    }
+
+    /// The complete set of bound pods replaces what was known.
+    pub(crate) fn resync_pods(&mut self, views: Vec<PodView>) -> Route {
+        let mut pods: HashMap<Arc<str>, HashMap<PodUid, Arc<PodView>>> = HashMap::new();
+        for view in views {
+            let view = shared(&pods, &mut self.namespaces, view);
+            pods.entry(Arc::clone(&view.node_name))
+                .or_default()
+                .insert(view.uid.clone(), view);
+        }
+        self.pods = pods;
+        self.pods_synced = true;
+        Route::PodsResynced
+    }
+}
+
+/// `view`, ready to be kept: its node name and namespace point to the copies already known
+/// (the watch decodes a fresh string for each pod; 150,000 pods share a few thousand names).
+fn shared(
+    pods: &HashMap<Arc<str>, HashMap<PodUid, Arc<PodView>>>,
+    namespaces: &mut HashSet<Arc<str>>,
+    mut view: PodView,
+) -> Arc<PodView> {
+    if let Some((node, _)) = pods.get_key_value(&*view.node_name) {
+        view.node_name = Arc::clone(node);
+    }
+    match namespaces.get(&*view.namespace) {
+        Some(ns) => view.namespace = Arc::clone(ns),
+        None => {
+            namespaces.insert(Arc::clone(&view.namespace));
+        }
+    }
+    Arc::new(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::PodPhase;
+
+    fn node(name: &str, uid: &str, windows: bool) -> NodeView {
+        NodeView {
+            name: name.into(),
+            uid: uid.into(),
+            instance_id: Some(format!("i-{uid}")),
+            instance_type: Some("m5.xlarge".into()),
+            windows,
+            advertised_capacity: None,
+            deleting: false,
+        }
+    }
+
+    fn pod(uid: &str, namespace: &str, node: &str) -> PodView {
+        PodView {
+            uid: PodUid::new(uid),
+            namespace: namespace.into(),
+            name: uid.into(),
+            node_name: node.into(),
+            phase: PodPhase::Running,
+            host_network: false,
+            deleting: false,
+            ip_annotation: None,
+            has_annotations: false,
+        }
+    }
+
+    fn names(index: &Index) -> Vec<&str> {
+        index.nodes().map(|n| n.name.as_str()).collect()
+    }
+
+    fn uids_of(index: &Index, node: &str) -> Vec<String> {
+        let mut uids: Vec<String> = (index.pods_of(node).iter())
+            .map(|p| p.uid.to_string())
+            .collect();
+        uids.sort();
+        uids
+    }
+
+    /// Short form of a route, for the tables.
+    fn short(route: &Route) -> String {
+        match route {
+            Route::NodeApplied(v) => format!("applied {}/{}", v.name, v.uid),
+            Route::NodeGone(n) => format!("gone {n}"),
+            Route::PodApplied(p) => format!("pod {} on {}", p.uid, p.node_name),
+            Route::PodDeleted { node, uid } => format!("pod {uid} off {node}"),
+            Route::PodsResynced => "pods resynced".into(),
+        }
+    }
+
+    #[test]
+    fn node_events_keep_the_windows_nodes_and_route_each_change() {
+        // (event, routes, Windows nodes in the index after it)
+        type Case = (
+            WatchEvent<NodeView>,
+            &'static [&'static str],
+            &'static [&'static str],
+        );
+        let cases: [Case; 9] = [
+            (
+                WatchEvent::Applied(node("a", "1", true)),
+                &["applied a/1"],
+                &["a"],
+            ),
+            // A Linux node is not kept, and its name's worker (if any) stops.
+            (
+                WatchEvent::Applied(node("l", "2", false)),
+                &["gone l"],
+                &["a"],
+            ),
+            (
+                WatchEvent::Applied(node("b", "3", true)),
+                &["applied b/3"],
+                &["a", "b"],
+            ),
+            // Re-created under the same name: routed with its new uid.
+            (
+                WatchEvent::Applied(node("a", "4", true)),
+                &["applied a/4"],
+                &["a", "b"],
+            ),
+            // A Windows node relabelled: it leaves.
+            (
+                WatchEvent::Applied(node("b", "3", false)),
+                &["gone b"],
+                &["a"],
+            ),
+            (WatchEvent::Deleted(node("a", "4", true)), &["gone a"], &[]),
+            (WatchEvent::Deleted(node("x", "5", true)), &["gone x"], &[]),
+            (
+                WatchEvent::Applied(node("c", "6", true)),
+                &["applied c/6"],
+                &["c"],
+            ),
+            // A relist: what is absent goes first, then every Windows node in name order.
+            (
+                WatchEvent::Resynced(vec![
+                    node("e", "7", true),
+                    node("l", "2", false),
+                    node("d", "8", true),
+                ]),
+                &["gone c", "applied d/8", "applied e/7"],
+                &["d", "e"],
+            ),
+        ];
+        let mut index = Index::default();
+        for (i, (ev, routes, after)) in cases.into_iter().enumerate() {
+            let got: Vec<String> = index.on_nodes(ev).iter().map(short).collect();
+            assert_eq!(got, routes, "case {i}");
+            assert_eq!(names(&index), after, "case {i}");
+        }
+        assert_eq!(index.node("d").map(|n| n.uid.as_str()), Some("8"));
+    }
+
+    #[test]
+    fn pod_events_keep_the_bound_pods_of_every_node() {
+        // (event, routes, pods of n1, pods of n2 after it)
+        type Case = (
+            WatchEvent<PodView>,
+            &'static [&'static str],
+            &'static [&'static str],
+            &'static [&'static str],
+        );
+        let cases: [Case; 8] = [
+            (
+                WatchEvent::Applied(pod("p1", "ns", "n1")),
+                &["pod p1 on n1"],
+                &["p1"],
+                &[],
+            ),
+            (
+                WatchEvent::Applied(pod("p2", "ns", "n1")),
+                &["pod p2 on n1"],
+                &["p1", "p2"],
+                &[],
+            ),
+            // Pods of nodes not (yet) known as Windows are kept: the node may turn out to be.
+            (
+                WatchEvent::Applied(pod("p3", "other", "n2")),
+                &["pod p3 on n2"],
+                &["p1", "p2"],
+                &["p3"],
+            ),
+            // Applied again (a new view): still one entry.
+            (
+                WatchEvent::Applied(pod("p1", "ns", "n1")),
+                &["pod p1 on n1"],
+                &["p1", "p2"],
+                &["p3"],
+            ),
+            (
+                WatchEvent::Deleted(pod("p2", "ns", "n1")),
+                &["pod p2 off n1"],
+                &["p1"],
+                &["p3"],
+            ),
+            (
+                WatchEvent::Deleted(pod("p9", "ns", "n1")),
+                &["pod p9 off n1"],
+                &["p1"],
+                &["p3"],
+            ),
+            (
+                WatchEvent::Deleted(pod("p3", "other", "n2")),
+                &["pod p3 off n2"],
+                &["p1"],
+                &[],
+            ),
+            // A relist replaces everything.
+            (
+                WatchEvent::Resynced(vec![pod("p4", "ns", "n2"), pod("p5", "ns", "n2")]),
+                &["pods resynced"],
+                &[],
+                &["p4", "p5"],
+            ),
+        ];
+        let mut index = Index::default();
+        for (i, (ev, routes, n1, n2)) in cases.into_iter().enumerate() {
+            let got: Vec<String> = index.on_pods(ev).iter().map(short).collect();
+            assert_eq!(got, routes, "case {i}");
+            assert_eq!(uids_of(&index, "n1"), n1, "case {i}");
+            assert_eq!(uids_of(&index, "n2"), n2, "case {i}");
+        }
+        // A node with no pod left has no entry at all.
+        assert!(!index.pods.contains_key("n1"));
+    }
+
+    #[test]
+    fn pod_views_share_their_node_and_namespace_names() {
+        let mut index = Index::default();
+        index.apply_pod(pod("p1", "ns", "n1"));
+        index.apply_pod(pod("p2", "ns", "n1"));
+        let pods = index.pods_of("n1");
+        assert!(Arc::ptr_eq(&pods[0].node_name, &pods[1].node_name));
+        assert!(Arc::ptr_eq(&pods[0].namespace, &pods[1].namespace));
+        index.resync_pods(vec![pod("p3", "ns", "n1"), pod("p4", "ns", "n1")]);
+        let pods = index.pods_of("n1");
+        assert!(Arc::ptr_eq(&pods[0].node_name, &pods[1].node_name));
+        assert!(Arc::ptr_eq(&pods[0].namespace, &pods[1].namespace));
+    }
+
+    #[test]
+    fn synced_once_every_watch_has_listed() {
+        type Step = (&'static str, fn(&mut Index));
+        let steps: [Step; 4] = [
+            ("nodes", |i| {
+                i.resync_nodes(Vec::new());
+            }),
+            ("pods", |i| {
+                i.resync_pods(Vec::new());
+            }),
+            ("config", Index::config_seen),
+            ("foreign", Index::foreign_seen),
+        ];
+        // Whatever the order, synced exactly after the last of the four.
+        for first in 0..steps.len() {
+            let mut index = Index::default();
+            let order: Vec<_> = (0..steps.len())
+                .map(|k| (first + k) % steps.len())
+                .collect();
+            for (n, &k) in order.iter().enumerate() {
+                assert!(!index.synced(), "before {}", steps[k].0);
+                (steps[k].1)(&mut index);
+                assert_eq!(index.synced(), n == steps.len() - 1, "after {}", steps[k].0);
+            }
+        }
+        // Single events do not count as a listing.
+        let mut index = Index::default();
+        index.apply_node(node("a", "1", true));
+        index.apply_pod(pod("p1", "ns", "a"));
+        index.config_seen();
+        index.foreign_seen();
+        assert!(!index.synced());
+    }
+}
