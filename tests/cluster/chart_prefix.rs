@@ -14,7 +14,7 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
 
-use crate::chart::{
+use crate::ops::{
     APPS, RELEASE_NS, RESOURCE, WindowsNode, controller_memory, create_node, import_image, leader,
     values_yaml, wait_capacity, wait_ready, workload,
 };

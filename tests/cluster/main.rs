@@ -6,5 +6,6 @@
 mod chart;
 mod chart_prefix;
 mod image;
+mod ops;
 mod support;
 mod watch;
