@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 
@@ -105,26 +105,7 @@ async fn the_chart_on_a_real_node() {
             pod.metadata.name
         );
     }
-    let events: Api<Event> = Api::namespaced(client.clone(), APPS);
-    eventually(
-        "FailedScheduling naming the resource",
-        Duration::from_secs(30),
-        || async {
-            let list = events
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            list.items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("FailedScheduling")
-                        && e.message.as_deref().unwrap_or("").contains(RESOURCE)
-                })
-                .then_some(())
-                .ok_or_else(|| "no such event yet".to_owned())
-        },
-    )
-    .await;
+    wait_failed_scheduling(&client).await;
     watch.assert_no_shared_address();
 
     // --- down and up again: freed addresses come back only after their cool-down.

@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
 
 use crate::ops::{
-    APPS, RELEASE_NS, RESOURCE, WindowsNode, controller_memory, create_node, import_image, leader,
-    values_yaml, wait_capacity, wait_ready, workload,
+    APPS, RELEASE_NS, WindowsNode, controller_memory, create_node, import_image, leader,
+    values_yaml, wait_capacity, wait_failed_scheduling, wait_ready, workload,
 };
 use crate::support::{ANNOTATION, Cluster, eventually, percentile, turn};
 use crate::watch::PodWatch;
@@ -183,26 +183,7 @@ async fn prefix_mode_at_a_steady_20_pods_per_second() {
         },
     )
     .await;
-    let events: Api<Event> = Api::namespaced(client.clone(), APPS);
-    eventually(
-        "FailedScheduling naming the resource",
-        Duration::from_secs(30),
-        || async {
-            let list = events
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            list.items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("FailedScheduling")
-                        && e.message.as_deref().unwrap_or("").contains(RESOURCE)
-                })
-                .then_some(())
-                .ok_or_else(|| "no such event yet".to_owned())
-        },
-    )
-    .await;
+    wait_failed_scheduling(&client).await;
     watch.assert_no_shared_address();
     eprintln!(
         "MEASURE controller memory at {capacity} pods (kubelet, working set): {:?}",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::types::InstanceType;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -411,6 +411,30 @@ pub async fn wait_no_cooling(client: &Client) {
             .then_some(())
             .ok_or(format!("{cooling} cooling"))
     })
+    .await;
+}
+
+/// Waits for the scheduler's FailedScheduling Event that names the IP resource.
+pub async fn wait_failed_scheduling(client: &Client) {
+    let events: Api<Event> = Api::namespaced(client.clone(), APPS);
+    eventually(
+        "FailedScheduling naming the resource",
+        Duration::from_secs(30),
+        || async {
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("FailedScheduling")
+                        && e.message.as_deref().unwrap_or("").contains(RESOURCE)
+                })
+                .then_some(())
+                .ok_or_else(|| "no such event yet".to_owned())
+        },
+    )
     .await;
 }
 

@@ -193,21 +193,12 @@ fn unquote(value: &str) -> String {
 }
 
 /// Polls `check` until it returns `Ok`, at most `timeout`; panics with the last reason.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(reason) if Instant::now() >= deadline => {
-                panic!("{what}: not within {timeout:?}: {reason}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
+    poll(what, timeout, check, || {}).await
 }
 
 /// What a failed wait prints: the NodeAddressPools, the pods and the recent Events.
@@ -238,7 +229,20 @@ pub async fn eventually_in<T, F, Fut>(
     cluster: &Cluster,
     what: &str,
     timeout: Duration,
+    check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    poll(what, timeout, check, || diagnose(cluster)).await
+}
+
+async fn poll<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
     mut check: F,
+    on_timeout: impl FnOnce(),
 ) -> T
 where
     F: FnMut() -> Fut,
@@ -249,7 +253,7 @@ where
         match check().await {
             Ok(value) => return value,
             Err(reason) if Instant::now() >= deadline => {
-                diagnose(cluster);
+                on_timeout();
                 panic!("{what}: not within {timeout:?}: {reason}")
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
