@@ -356,6 +356,9 @@ teardown() {
   stop_process kubelet
   for name in kube-apiserver etcd; do stop_process "$name"; done
   stop_containerd
+  # Whatever still runs with the state dir on its command line (a run whose pid files another
+  # run removed) goes too: this is the one cluster of the host.
+  pkill -KILL -f -- "$state/" 2>/dev/null
   clean_host
   restore_sysctls
   # The logs of the last cluster (its processes' and its pods') outlive it, for a failed test.
