@@ -18,6 +18,7 @@ mod e2e_opt_out;
 mod e2e_prefix_sim;
 mod e2e_race;
 mod e2e_restart;
+mod e2e_status_write;
 mod e2e_targets;
 mod e2e_webhooks;
 mod ec2_batching;
