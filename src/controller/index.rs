@@ -260,15 +260,24 @@ mod tests {
         }
     }
 
+    /// (event, routes, managed Windows nodes in the index after it)
+    type NodeCase = (
+        WatchEvent<NodeView>,
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+
+    fn run_node_cases(index: &mut Index, cases: impl IntoIterator<Item = NodeCase>) {
+        for (i, (ev, routes, after)) in cases.into_iter().enumerate() {
+            let got: Vec<String> = index.on_nodes(ev).iter().map(short).collect();
+            assert_eq!(got, routes, "case {i}");
+            assert_eq!(names(index), after, "case {i}");
+        }
+    }
+
     #[test]
     fn node_events_keep_the_windows_nodes_and_route_each_change() {
-        // (event, routes, Windows nodes in the index after it)
-        type Case = (
-            WatchEvent<NodeView>,
-            &'static [&'static str],
-            &'static [&'static str],
-        );
-        let cases: [Case; 9] = [
+        let cases: [NodeCase; 9] = [
             (
                 WatchEvent::Applied(node("a", "1", true)),
                 &["applied a/1"],
@@ -316,23 +325,13 @@ mod tests {
             ),
         ];
         let mut index = Index::default();
-        for (i, (ev, routes, after)) in cases.into_iter().enumerate() {
-            let got: Vec<String> = index.on_nodes(ev).iter().map(short).collect();
-            assert_eq!(got, routes, "case {i}");
-            assert_eq!(names(&index), after, "case {i}");
-        }
+        run_node_cases(&mut index, cases);
         assert_eq!(index.node("d").map(|n| n.uid.as_str()), Some("8"));
     }
 
     #[test]
     fn opted_out_nodes_are_as_if_not_windows() {
-        // (event, routes, managed nodes in the index after it)
-        type Case = (
-            WatchEvent<NodeView>,
-            &'static [&'static str],
-            &'static [&'static str],
-        );
-        let cases: [Case; 9] = [
+        let cases: [NodeCase; 9] = [
             (
                 WatchEvent::Applied(node("a", "1", true)),
                 &["applied a/1"],
@@ -394,11 +393,7 @@ mod tests {
         ];
         let mut index = Index::default();
         index.apply_pod(pod("p1", "ns", "a"));
-        for (i, (ev, routes, after)) in cases.into_iter().enumerate() {
-            let got: Vec<String> = index.on_nodes(ev).iter().map(short).collect();
-            assert_eq!(got, routes, "case {i}");
-            assert_eq!(names(&index), after, "case {i}");
-        }
+        run_node_cases(&mut index, cases);
         // The pods of an opted-out node stay known: opted in again, its worker gets them.
         assert_eq!(uids_of(&index, "a"), ["p1"]);
     }

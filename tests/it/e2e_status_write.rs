@@ -71,18 +71,14 @@ async fn a_status_write_refused_by_rbac_is_reported_counted_and_mended() {
     bind(&env, &partial_name).await;
 
     env.create_pod("waits", &node.name).await;
-    let event = eventually(
-        "StatusWriteFailed Event",
-        Duration::from_secs(20),
-        || async {
-            env.events_about("default", &node.name)
-                .await
-                .into_iter()
-                .find(|e| e.reason.as_deref() == Some("StatusWriteFailed"))
-                .ok_or_else(|| "none yet".to_string())
-        },
-    )
-    .await;
+    let event = env
+        .wait_event(
+            "default",
+            &node.name,
+            "StatusWriteFailed",
+            Duration::from_secs(20),
+        )
+        .await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     let note = event.note.clone().unwrap_or_default();
     assert!(note.contains("nodeaddresspools/status"), "{note}");
