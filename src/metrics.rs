@@ -41,6 +41,7 @@ pub struct Metrics {
     pub pod_ip_assign_seconds: Histogram,
     pub allocation_failures_total: IntCounterVec,
     pub config_errors_total: IntCounter,
+    pub status_write_failures_total: IntCounterVec,
     pub duplicate_ip_annotations: IntGauge,
     pub nodes: IntGaugeVec,
     pub leader: IntGauge,
@@ -109,6 +110,20 @@ impl Metrics {
             "ConfigMap versions rejected (the last good configuration stayed in force).",
         )?;
         registry.register(Box::new(config_errors_total.clone()))?;
+        let status_write_failures_total = IntCounterVec::new(
+            Opts::new(
+                "winipam_status_write_failures_total",
+                "Failed creations or writes of a NodeAddressPool (its status), by reason \
+                 (not_found, forbidden, conflict, rejected, transport, invalid). Annotations wait \
+                 for these writes.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(status_write_failures_total.clone()))?;
+        // Every reason exported from the start: an alert's rate() sees the first failure.
+        for reason in crate::k8s::ClusterError::METRIC_LABELS {
+            status_write_failures_total.with_label_values(&[reason]);
+        }
         let duplicate_ip_annotations = gauge(
             "winipam_duplicate_ip_annotations",
             "Addresses named by the annotations of more than one live pod.",
@@ -140,6 +155,7 @@ impl Metrics {
             pod_ip_assign_seconds,
             allocation_failures_total,
             config_errors_total,
+            status_write_failures_total,
             duplicate_ip_annotations,
             nodes,
             leader,

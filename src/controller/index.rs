@@ -9,6 +9,16 @@ use std::sync::Arc;
 use crate::ipam::PodUid;
 use crate::k8s::{NodeView, PodView, WatchEvent};
 
+/// winipam manages a Windows node unless its labels leave it to another IPAM (`winipam.dev/
+/// managed: "false"`, EKS Auto Mode). An opted-out node is as if it were not Windows: it leaves
+/// the index and its worker stops. Nothing it did is undone (addresses stay on the ENI, pods
+/// keep their annotations, the advertised capacity and the NodeAddressPool stay), as the VPC
+/// Resource Controller forgets a node it stops managing: releasing addresses that another IPAM
+/// is about to take over, or that pods still use, would break running pods.
+pub(crate) fn managed(view: &NodeView) -> bool {
+    view.windows && view.opt_out.is_none()
+}
+
 /// What the dispatcher does after an event, in order.
 #[derive(Debug)]
 pub(crate) enum Route {
@@ -90,9 +100,15 @@ impl Index {
         }
     }
 
-    /// A node added or changed; one that is not Windows (any more) leaves the index.
+    /// A node added or changed; one that is not managed (any more: not Windows, or opted out)
+    /// leaves the index.
     pub(crate) fn apply_node(&mut self, view: NodeView) -> Route {
-        if !view.windows {
+        if !managed(&view) {
+            if let Some(why) = view.opt_out
+                && self.nodes.contains_key(&view.name)
+            {
+                tracing::info!(node = %view.name, ?why, "node opted out: winipam stops managing it and leaves its addresses, annotations, capacity and NodeAddressPool as they are");
+            }
             return self.delete_node(&view.name);
         }
         self.nodes.insert(view.name.clone(), view.clone());
@@ -106,12 +122,12 @@ impl Index {
         Route::NodeGone(name.to_string())
     }
 
-    /// The complete set of nodes: those known before and absent now are gone (first), then
-    /// every Windows node is applied, in name order.
+    /// The complete set of nodes: those known before and absent (or no longer managed) now are
+    /// gone (first), then every managed node is applied, in name order.
     pub(crate) fn resync_nodes(&mut self, views: Vec<NodeView>) -> Vec<Route> {
         let windows: BTreeMap<String, NodeView> = views
             .into_iter()
-            .filter(|v| v.windows)
+            .filter(managed)
             .map(|v| (v.name.clone(), v))
             .collect();
         let gone: Vec<String> = self
@@ -185,7 +201,7 @@ fn shared(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::k8s::PodPhase;
+    use crate::k8s::{OptOut, PodPhase};
 
     fn node(name: &str, uid: &str, windows: bool) -> NodeView {
         NodeView {
@@ -194,8 +210,16 @@ mod tests {
             instance_id: Some(format!("i-{uid}")),
             instance_type: Some("m5.xlarge".into()),
             windows,
+            opt_out: None,
             advertised_capacity: None,
             deleting: false,
+        }
+    }
+
+    fn opted_out(name: &str, uid: &str, why: OptOut) -> NodeView {
+        NodeView {
+            opt_out: Some(why),
+            ..node(name, uid, true)
         }
     }
 
@@ -236,15 +260,24 @@ mod tests {
         }
     }
 
+    /// (event, routes, managed Windows nodes in the index after it)
+    type NodeCase = (
+        WatchEvent<NodeView>,
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+
+    fn run_node_cases(index: &mut Index, cases: impl IntoIterator<Item = NodeCase>) {
+        for (i, (ev, routes, after)) in cases.into_iter().enumerate() {
+            let got: Vec<String> = index.on_nodes(ev).iter().map(short).collect();
+            assert_eq!(got, routes, "case {i}");
+            assert_eq!(names(index), after, "case {i}");
+        }
+    }
+
     #[test]
     fn node_events_keep_the_windows_nodes_and_route_each_change() {
-        // (event, routes, Windows nodes in the index after it)
-        type Case = (
-            WatchEvent<NodeView>,
-            &'static [&'static str],
-            &'static [&'static str],
-        );
-        let cases: [Case; 9] = [
+        let cases: [NodeCase; 9] = [
             (
                 WatchEvent::Applied(node("a", "1", true)),
                 &["applied a/1"],
@@ -292,12 +325,77 @@ mod tests {
             ),
         ];
         let mut index = Index::default();
-        for (i, (ev, routes, after)) in cases.into_iter().enumerate() {
-            let got: Vec<String> = index.on_nodes(ev).iter().map(short).collect();
-            assert_eq!(got, routes, "case {i}");
-            assert_eq!(names(&index), after, "case {i}");
-        }
+        run_node_cases(&mut index, cases);
         assert_eq!(index.node("d").map(|n| n.uid.as_str()), Some("8"));
+    }
+
+    #[test]
+    fn opted_out_nodes_are_as_if_not_windows() {
+        let cases: [NodeCase; 9] = [
+            (
+                WatchEvent::Applied(node("a", "1", true)),
+                &["applied a/1"],
+                &["a"],
+            ),
+            // Opted out from the start: never managed, no worker.
+            (
+                WatchEvent::Applied(opted_out("o", "2", OptOut::Label)),
+                &["gone o"],
+                &["a"],
+            ),
+            (
+                WatchEvent::Applied(opted_out("auto", "3", OptOut::AutoMode)),
+                &["gone auto"],
+                &["a"],
+            ),
+            // A managed node labelled: it leaves, its worker stops.
+            (
+                WatchEvent::Applied(opted_out("a", "1", OptOut::Label)),
+                &["gone a"],
+                &[],
+            ),
+            // Changed again while opted out: still nothing.
+            (
+                WatchEvent::Applied(opted_out("a", "1", OptOut::Label)),
+                &["gone a"],
+                &[],
+            ),
+            // The label removed: managed again (a new worker rebuilds the pool).
+            (
+                WatchEvent::Applied(node("a", "1", true)),
+                &["applied a/1"],
+                &["a"],
+            ),
+            // A Linux node with the label is not Windows anyway.
+            (
+                WatchEvent::Applied(NodeView {
+                    opt_out: Some(OptOut::Label),
+                    ..node("l", "4", false)
+                }),
+                &["gone l"],
+                &["a"],
+            ),
+            // A relist: the opted-out nodes go with the absent ones.
+            (
+                WatchEvent::Resynced(vec![
+                    opted_out("a", "1", OptOut::AutoMode),
+                    node("b", "5", true),
+                    opted_out("o", "2", OptOut::Label),
+                ]),
+                &["gone a", "applied b/5"],
+                &["b"],
+            ),
+            (
+                WatchEvent::Deleted(opted_out("o", "2", OptOut::Label)),
+                &["gone o"],
+                &["b"],
+            ),
+        ];
+        let mut index = Index::default();
+        index.apply_pod(pod("p1", "ns", "a"));
+        run_node_cases(&mut index, cases);
+        // The pods of an opted-out node stay known: opted in again, its worker gets them.
+        assert_eq!(uids_of(&index, "a"), ["p1"]);
     }
 
     #[test]

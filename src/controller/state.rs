@@ -119,6 +119,8 @@ pub(crate) struct StatusState {
     /// Writes failed in a row, and when to try again.
     pub(crate) failures: u32,
     pub(crate) retry_at: Option<Timestamp>,
+    /// When the current run of failures was last reported (`StatusWriteFailed`).
+    pub(crate) reported_at: Option<Timestamp>,
 }
 
 pub(crate) struct NodeWorker<C, B: Ec2Backend> {

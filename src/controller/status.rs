@@ -2,15 +2,51 @@
 //! a restart needs, see `record::rules`), creating the object first if needed, and retrying a
 //! failed write. What the status says, and how it is made, is `record`'s.
 
+use std::time::Duration;
+
+use super::reasons;
 use super::record::{PoolFacts, Published, Stage, render, restore_conditions, rules};
 use super::state::{NodeWorker, Phase};
 use crate::ec2::Ec2Backend;
 use crate::ipam::Timestamp;
-use crate::k8s::Cluster;
+use crate::k8s::{Cluster, ClusterError, EventSeverity, ObjectRef};
 
 /// First retry of a failed status write; doubles up to `status_min_interval`. Short, because
 /// annotations wait for it.
-const STATUS_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+const STATUS_RETRY: Duration = Duration::from_secs(1);
+
+/// While writes keep failing, the `StatusWriteFailed` Event is repeated this often (an Event
+/// lives an hour in the apiserver; a missing CRD or RBAC rule lasts until someone acts).
+const REPORT_EVERY: Duration = Duration::from_secs(600);
+
+/// Whether a failed write gets a `StatusWriteFailed` Event: from the second failure in a row
+/// (a single one is often a NodeAddressPool deleted under us, created again by the retry a
+/// second later), then every [`REPORT_EVERY`] while the failures last; never one per retry.
+fn report_due(failures_in_a_row: u32, reported_at: Option<Timestamp>, now: Timestamp) -> bool {
+    failures_in_a_row >= 2 && reported_at.is_none_or(|at| now >= at.plus(REPORT_EVERY))
+}
+
+/// The Event's note: what failed, what waits for it, and what to check.
+fn failure_note(err: &ClusterError) -> String {
+    let check = match err {
+        ClusterError::NotFound(_) => {
+            "Check that the CRD nodeaddresspools.winipam.dev is installed (kubectl apply \
+             --server-side -f crds/nodeaddresspool.yaml)"
+        }
+        ClusterError::Forbidden(_) => {
+            "RBAC denies it: winipam's ClusterRole must grant get, create and patch on \
+             nodeaddresspools and patch on nodeaddresspools/status (winipam.dev)"
+        }
+        _ => {
+            "Check that the CRD nodeaddresspools.winipam.dev is installed and up to date, and \
+             that winipam's ClusterRole grants patch on nodeaddresspools/status"
+        }
+    };
+    format!(
+        "writing this node's NodeAddressPool failed ({err}): pods on this node get no address \
+         annotation until it succeeds (retried with backoff). {check}"
+    )
+}
 
 impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     /// What the status would say now, in typed form (cheap to compare, see `write_status`).
@@ -118,7 +154,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 Ok(_) => self.status.object_missing = false,
                 Err(err) => {
                     tracing::warn!(node = %self.node.name, error = %err, "could not create the NodeAddressPool");
-                    return Some(self.status_failed(now));
+                    return Some(self.status_failed(&err, now).await);
                 }
             }
         }
@@ -140,6 +176,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 self.status.written_at = Some(now);
                 self.status.failures = 0;
                 self.status.retry_at = None;
+                self.status.reported_at = None;
                 None
             }
             Err(err) => {
@@ -148,22 +185,93 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     restore_conditions(written, &published, status);
                 }
                 tracing::warn!(node = %self.node.name, error = %err, "writing NodeAddressPool status failed");
-                if matches!(err, crate::k8s::ClusterError::NotFound(_)) {
+                if matches!(err, ClusterError::NotFound(_)) {
                     self.status.object_missing = true;
                 }
-                Some(self.status_failed(now))
+                Some(self.status_failed(&err, now).await)
             }
         }
     }
 
-    /// Schedules the retry of a failed write: 1 s, doubling, at most `status_min_interval`.
-    fn status_failed(&mut self, now: Timestamp) -> Timestamp {
+    /// Counts a failed write, reports it (see [`report_due`]) and schedules the retry: 1 s,
+    /// doubling, at most `status_min_interval`.
+    async fn status_failed(&mut self, err: &ClusterError, now: Timestamp) -> Timestamp {
+        self.ctx
+            .metrics
+            .status_write_failures_total
+            .with_label_values(&[err.metric_label()])
+            .inc();
         let delay = STATUS_RETRY
             .saturating_mul(1 << self.status.failures.min(6))
             .min(self.ctx.settings.status_min_interval.max(STATUS_RETRY));
         self.status.failures = self.status.failures.saturating_add(1);
         let at = now.plus(delay);
         self.status.retry_at = Some(at);
+        if report_due(self.status.failures, self.status.reported_at, now) {
+            self.status.reported_at = Some(now);
+            self.ctx
+                .event(
+                    &ObjectRef::node(&self.node),
+                    EventSeverity::Warning,
+                    reasons::STATUS_WRITE_FAILED,
+                    &failure_note(err),
+                )
+                .await;
+        }
         at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_streak_is_reported_from_its_second_failure_then_every_ten_minutes() {
+        let at = |s: u64| Timestamp(s * 1000);
+        // (failures in a row, last report, now, reported)
+        let cases: [(u32, Option<Timestamp>, Timestamp, bool); 7] = [
+            (0, None, at(0), false),
+            // One failure: the retry a second later usually mends it.
+            (1, None, at(0), false),
+            (2, None, at(1), true),
+            // Reported: the retries that follow are not.
+            (3, Some(at(1)), at(3), false),
+            (40, Some(at(1)), at(600), false),
+            (41, Some(at(1)), at(601), true),
+            // A long streak first reported late (a failure count carried on).
+            (200, None, at(5000), true),
+        ];
+        for (failures, reported_at, now, want) in cases {
+            assert_eq!(
+                report_due(failures, reported_at, now),
+                want,
+                "{failures} failures, reported {reported_at:?}, now {now:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_note_says_what_to_check() {
+        let missing = failure_note(&ClusterError::NotFound("the server could not find".into()));
+        assert!(
+            missing.contains("CRD nodeaddresspools.winipam.dev is installed"),
+            "{missing}"
+        );
+        let denied = failure_note(&ClusterError::Forbidden("cannot patch".into()));
+        assert!(denied.contains("nodeaddresspools/status"), "{denied}");
+        assert!(
+            denied.contains("cannot patch"),
+            "the apiserver's words: {denied}"
+        );
+        let other = failure_note(&ClusterError::Rejected {
+            code: 422,
+            reason: "Invalid".into(),
+            message: "status.x: Invalid value".into(),
+        });
+        assert!(other.contains("Invalid value"), "{other}");
+        for note in [missing, denied, other] {
+            assert!(note.contains("no address annotation"), "{note}");
+        }
     }
 }

@@ -29,6 +29,16 @@ pub enum ClusterError {
 }
 
 impl ClusterError {
+    /// Every value of [`ClusterError::metric_label`]: counters by it start at 0 for each.
+    pub const METRIC_LABELS: [&'static str; 6] = [
+        "not_found",
+        "forbidden",
+        "conflict",
+        "rejected",
+        "transport",
+        "invalid",
+    ];
+
     /// Short stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -82,6 +92,24 @@ impl From<serde_json::Error> for ClusterError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_metric_label_is_listed() {
+        let errors = [
+            ClusterError::NotFound(String::new()),
+            ClusterError::Forbidden(String::new()),
+            ClusterError::Conflict(String::new()),
+            ClusterError::Rejected {
+                code: 422,
+                reason: String::new(),
+                message: String::new(),
+            },
+            ClusterError::Transport(String::new()),
+            ClusterError::Invalid(String::new()),
+        ];
+        let labels: Vec<&str> = errors.iter().map(ClusterError::metric_label).collect();
+        assert_eq!(labels, ClusterError::METRIC_LABELS);
+    }
 
     #[test]
     fn labels_and_transience() {

@@ -17,6 +17,10 @@ pub const OS_LABEL: &str = "kubernetes.io/os";
 pub const BETA_OS_LABEL: &str = "beta.kubernetes.io/os";
 pub const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
 pub const BETA_INSTANCE_TYPE_LABEL: &str = "beta.kubernetes.io/instance-type";
+/// `"false"` leaves a Windows node to another IPAM (README, Configuration).
+pub const MANAGED_LABEL: &str = "winipam.dev/managed";
+/// `"auto"` on nodes that EKS Auto Mode manages: the VPC Resource Controller leaves them alone.
+pub const COMPUTE_TYPE_LABEL: &str = "eks.amazonaws.com/compute-type";
 
 /// What the controller needs of a Node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +31,8 @@ pub struct NodeView {
     pub instance_id: Option<String>,
     pub instance_type: Option<String>,
     pub windows: bool,
+    /// The node's labels leave it to another IPAM (see [`opt_out`]).
+    pub opt_out: Option<OptOut>,
     /// The current value of the extended resource in `status.capacity`, as written there.
     pub advertised_capacity: Option<String>,
     /// `metadata.deletionTimestamp` is set.
@@ -109,6 +115,28 @@ pub fn is_windows(labels: &BTreeMap<String, String>) -> bool {
     }
 }
 
+/// Why a node's labels leave it to another IPAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptOut {
+    /// `winipam.dev/managed: "false"`.
+    Label,
+    /// `eks.amazonaws.com/compute-type: auto`: EKS Auto Mode manages the node's networking.
+    AutoMode,
+}
+
+/// `winipam.dev/managed` set to `false` (also `False`/`FALSE`, the spellings the ConfigMap's
+/// booleans accept), or an EKS Auto Mode node. Any other value of the label, or none, leaves the
+/// node managed: a typo must not silently take a node's pods off their addresses' owner.
+pub fn opt_out(labels: &BTreeMap<String, String>) -> Option<OptOut> {
+    if labels
+        .get(MANAGED_LABEL)
+        .is_some_and(|v| matches!(v.trim(), "false" | "False" | "FALSE"))
+    {
+        return Some(OptOut::Label);
+    }
+    (labels.get(COMPUTE_TYPE_LABEL).map(String::as_str) == Some("auto")).then_some(OptOut::AutoMode)
+}
+
 pub fn node_view(node: &Node) -> NodeView {
     let meta = &node.metadata;
     let empty = BTreeMap::new();
@@ -126,6 +154,7 @@ pub fn node_view(node: &Node) -> NodeView {
             .or_else(|| labels.get(BETA_INSTANCE_TYPE_LABEL))
             .cloned(),
         windows: is_windows(labels),
+        opt_out: opt_out(labels),
         advertised_capacity: node
             .status
             .as_ref()
@@ -221,6 +250,36 @@ mod tests {
     }
 
     #[test]
+    fn labels_that_leave_a_node_to_another_ipam() {
+        // (labels, what they say)
+        type Case = (&'static [(&'static str, &'static str)], Option<OptOut>);
+        let cases: [Case; 10] = [
+            (&[], None),
+            (&[(MANAGED_LABEL, "false")], Some(OptOut::Label)),
+            (&[(MANAGED_LABEL, "False")], Some(OptOut::Label)),
+            (&[(MANAGED_LABEL, " FALSE ")], Some(OptOut::Label)),
+            // Anything else keeps the node managed: a typo must not drop it.
+            (&[(MANAGED_LABEL, "true")], None),
+            (&[(MANAGED_LABEL, "no")], None),
+            (&[(MANAGED_LABEL, "")], None),
+            (&[(COMPUTE_TYPE_LABEL, "auto")], Some(OptOut::AutoMode)),
+            (&[(COMPUTE_TYPE_LABEL, "ec2")], None),
+            // Both: the explicit label is named.
+            (
+                &[(MANAGED_LABEL, "false"), (COMPUTE_TYPE_LABEL, "auto")],
+                Some(OptOut::Label),
+            ),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(opt_out(&labels(pairs)), want, "{pairs:?}");
+        }
+        let mut n = node(&[(OS_LABEL, "windows"), (MANAGED_LABEL, "false")], None);
+        assert_eq!(node_view(&n).opt_out, Some(OptOut::Label));
+        n.metadata.labels = None;
+        assert_eq!(node_view(&n).opt_out, None);
+    }
+
+    #[test]
     fn windows_label_then_beta_label() {
         assert!(is_windows(&labels(&[(OS_LABEL, "windows")])));
         assert!(is_windows(&labels(&[(BETA_OS_LABEL, "windows")])));
@@ -279,6 +338,7 @@ mod tests {
                 instance_id: Some("i-0abc".into()),
                 instance_type: Some("m5.large".into()),
                 windows: true,
+                opt_out: None,
                 advertised_capacity: Some("9".into()),
                 deleting: false,
             }

@@ -212,6 +212,7 @@ mod tests {
             instance_id: None,
             instance_type: None,
             windows: true,
+            opt_out: None,
             advertised_capacity: None,
             deleting: false,
         }

@@ -437,16 +437,40 @@ fn the_readme_explains_every_event_reason() {
     let reasons = std::fs::read_to_string(repo_root().join("src/controller/reasons.rs"))
         .expect("src/controller/reasons.rs");
     let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
-    let names: Vec<&str> = reasons
+    // (constant, reason)
+    let consts: Vec<(&str, &str)> = reasons
         .lines()
         .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \""))
-        .filter_map(|l| l.split('"').nth(1))
+        .filter_map(|l| {
+            let name = l.strip_prefix("pub const ")?.split(':').next()?;
+            Some((name, l.split('"').nth(1)?))
+        })
         .collect();
-    assert!(names.len() >= 10, "{names:?}");
-    for name in names {
+    assert!(consts.len() >= 10, "{consts:?}");
+    let code = rust_sources(&repo_root().join("src"));
+    for (constant, name) in consts {
         assert!(
             readme.contains(&format!("| `{name}` |")),
             "README's troubleshooting table lacks the Event reason {name}"
         );
+        assert!(
+            code.contains(&format!("reasons::{constant}")),
+            "no code emits the Event reason {name} (reasons::{constant})"
+        );
     }
+}
+
+/// The text of every `.rs` file under `dir`.
+fn rust_sources(dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            text.push_str(&rust_sources(&path));
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            text.push_str(&std::fs::read_to_string(&path).expect("a source file"));
+        }
+    }
+    text
 }

@@ -42,6 +42,7 @@ impl SimNode {
             instance_id: self.instance_id.clone(),
             instance_type: self.instance_type.clone(),
             windows: self.windows,
+            opt_out: None,
             advertised_capacity: self.capacity.clone(),
             deleting: false,
         }

@@ -413,6 +413,24 @@ impl Env {
             .collect()
     }
 
+    /// Waits for an Event of `reason` about the object named `name` in `namespace`.
+    pub async fn wait_event(
+        &self,
+        namespace: &str,
+        name: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> Event {
+        eventually(&format!("a {reason} Event"), timeout, || async {
+            self.events_about(namespace, name)
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+                .ok_or_else(|| "none yet".to_string())
+        })
+        .await
+    }
+
     /// Events (events.k8s.io) in `namespace` about the object named `name`.
     pub async fn events_about(&self, namespace: &str, name: &str) -> Vec<Event> {
         Api::<Event>::namespaced(self.client.clone(), namespace)
