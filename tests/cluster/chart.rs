@@ -210,6 +210,7 @@ async fn the_chart_on_a_real_node() {
     wait_live(&watch, 5).await;
     scale(&deployments, capacity).await;
     wait_live(&watch, capacity).await;
+    assert_every_pod_has_the_resource(&pods).await;
     let leader_pod: Pod = Api::namespaced(client.clone(), RELEASE_NS)
         .get(holder_pod(&second_leader))
         .await

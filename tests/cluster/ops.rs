@@ -414,6 +414,33 @@ pub async fn wait_no_cooling(client: &Client) {
     .await;
 }
 
+/// Every pod of the workload asks for the IP resource: the mutating webhook was reached for each
+/// (with failurePolicy Ignore a miss admits the pod without it, and the scheduler then
+/// overcommits its node).
+pub async fn assert_every_pod_has_the_resource(pods: &Api<Pod>) {
+    let list = pods.list(&ListParams::default()).await.expect("list pods");
+    let missing: Vec<String> = list
+        .items
+        .iter()
+        .filter(|p| {
+            let limits = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers[0].resources.clone())
+                .and_then(|r| r.limits);
+            limits
+                .and_then(|l| l.get(RESOURCE).map(|q| q.0.clone()))
+                .as_deref()
+                != Some("1")
+        })
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the mutating webhook did not give these pods the resource: {missing:?}"
+    );
+}
+
 /// Waits for the scheduler's FailedScheduling Event that names the IP resource.
 pub async fn wait_failed_scheduling(client: &Client) {
     let events: Api<Event> = Api::namespaced(client.clone(), APPS);

@@ -205,6 +205,14 @@ where
 pub fn diagnose(cluster: &Cluster) {
     for args in [
         &["get", "nodeaddresspools", "-o", "yaml"][..],
+        &["get", "nodes", "-o", "wide"][..],
+        &[
+            "get",
+            "pods",
+            "-A",
+            "-o",
+            "custom-columns=NAME:.metadata.name,RESOURCE:.spec.containers[0].resources.limits,RESTARTS:.status.containerStatuses[0].restartCount",
+        ][..],
         &[
             "get",
             "pods",
