@@ -5,6 +5,8 @@
 
 mod chart;
 mod chart_prefix;
+#[path = "../common/mod.rs"]
+mod common;
 mod image;
 mod ops;
 mod support;

@@ -13,6 +13,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
+pub use crate::common::eni_ips;
 use crate::image::build_offline;
 use crate::support::{AMI, ANNOTATION, AZ, Cluster, eventually};
 use crate::watch::PodWatch;
@@ -526,24 +527,6 @@ pub fn renewed_after(t: k8s_openapi::jiff::Timestamp, since: Instant) -> bool {
     let ago = since.elapsed();
     let since_wall = now - k8s_openapi::jiff::SignedDuration::try_from(ago).unwrap_or_default();
     t > since_wall
-}
-
-pub async fn eni_ips(ec2: &aws_sdk_ec2::Client, eni_id: &str) -> Vec<Ipv4Addr> {
-    let out = ec2
-        .describe_network_interfaces()
-        .network_interface_ids(eni_id)
-        .send()
-        .await
-        .expect("DescribeNetworkInterfaces");
-    let mut ips: Vec<Ipv4Addr> = out
-        .network_interfaces()
-        .iter()
-        .flat_map(|n| n.private_ip_addresses())
-        .filter(|a| a.primary() != Some(true))
-        .filter_map(|a| a.private_ip_address()?.parse().ok())
-        .collect();
-    ips.sort();
-    ips
 }
 
 pub async fn annotations(pods: &Api<Pod>) -> BTreeMap<String, Option<String>> {

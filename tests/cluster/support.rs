@@ -192,14 +192,7 @@ fn unquote(value: &str) -> String {
     out
 }
 
-/// Polls `check` until it returns `Ok`, at most `timeout`; panics with the last reason.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    poll(what, timeout, check, || {}).await
-}
+pub use crate::common::eventually;
 
 /// What a failed wait prints: the NodeAddressPools, the pods and the recent Events.
 pub fn diagnose(cluster: &Cluster) {
@@ -243,30 +236,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    poll(what, timeout, check, || diagnose(cluster)).await
-}
-
-async fn poll<T, F, Fut>(
-    what: &str,
-    timeout: Duration,
-    mut check: F,
-    on_timeout: impl FnOnce(),
-) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(reason) if Instant::now() >= deadline => {
-                on_timeout();
-                panic!("{what}: not within {timeout:?}: {reason}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
+    crate::common::eventually_then(what, timeout, check, || diagnose(cluster)).await
 }
 
 /// Percentile `p` (0..=100) of sorted durations.

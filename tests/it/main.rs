@@ -2,6 +2,8 @@
 //! `support` starts the real parts the tests run against (etcd + kube-apiserver, moto) on
 //! 127.0.0.1; `scripts/test.sh` builds or installs them and exports their paths.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod controlplane;
 mod deploy_alerts;
 mod deploy_chart;

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_ec2::types::{InstanceType, Tenancy};
 use ipnet::Ipv4Net;
@@ -54,23 +54,7 @@ pub async fn control_plane() -> &'static ControlPlane {
     .await
 }
 
-/// Polls `check` until it returns `Ok`, at most `timeout`; panics with the last reason.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(reason) if Instant::now() >= deadline => {
-                panic!("{what}: not within {timeout:?}: {reason}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
+pub use crate::common::eventually;
 
 /// A Windows node: a moto instance and its Node object.
 #[derive(Debug, Clone)]
@@ -275,22 +259,7 @@ impl Env {
 
     /// Secondary addresses of an ENI, as moto has them now.
     pub async fn eni_ips(&self, eni_id: &str) -> Vec<Ipv4Addr> {
-        let out = self
-            .ec2
-            .describe_network_interfaces()
-            .network_interface_ids(eni_id)
-            .send()
-            .await
-            .expect("DescribeNetworkInterfaces");
-        let mut ips: Vec<Ipv4Addr> = out
-            .network_interfaces()
-            .iter()
-            .flat_map(|n| n.private_ip_addresses())
-            .filter(|a| a.primary() != Some(true))
-            .filter_map(|a| a.private_ip_address()?.parse().ok())
-            .collect();
-        ips.sort();
-        ips
+        crate::common::eni_ips(&self.ec2, eni_id).await
     }
 
     /// Waits until the ENI holds exactly `count` secondary addresses.
