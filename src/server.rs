@@ -26,6 +26,7 @@ struct ReadinessFlags {
     caches_synced: AtomicBool,
     leader: AtomicBool,
     pools_rebuilt: AtomicBool,
+    shutting_down: AtomicBool,
 }
 
 impl Readiness {
@@ -50,8 +51,17 @@ impl Readiness {
         self.0.pools_rebuilt.store(rebuilt, Ordering::SeqCst);
     }
 
+    /// A terminating replica reports unready for the rest of its life, while it still serves
+    /// the webhooks for the drain (`--shutdown-drain`).
+    pub fn set_shutting_down(&self) {
+        self.0.shutting_down.store(true, Ordering::SeqCst);
+    }
+
     /// `Err` says what is missing.
     pub fn check(&self) -> Result<(), &'static str> {
+        if self.0.shutting_down.load(Ordering::SeqCst) {
+            return Err("shutting down");
+        }
         if !self.0.caches_synced.load(Ordering::SeqCst) {
             return Err("caches not synced");
         }

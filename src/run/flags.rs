@@ -48,6 +48,14 @@ pub struct RunArgs {
     #[arg(long, env = "WINIPAM_DISABLE_WEBHOOKS")]
     pub disable_webhooks: bool,
 
+    /// After SIGTERM, how long the webhooks and /metrics keep serving (with /readyz failing)
+    /// while the controller hands over the lease. A replica's webhook endpoint leaves the
+    /// Service only once the pod is terminating; without this drain the apiserver can call a
+    /// replica whose server already closed, and with failurePolicy Ignore the pod is admitted
+    /// without the IP resource, which overcommits its node (seen in a rolling upgrade).
+    #[arg(long, env = "WINIPAM_SHUTDOWN_DRAIN", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_drain: Duration,
+
     /// Directory of the webhook's `tls.crt` and `tls.key`.
     #[arg(
         long,

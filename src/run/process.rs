@@ -1,6 +1,7 @@
 //! `winipam run`: builds the process from its flags (logging, clients, metrics, HTTP server,
 //! leader election, the controller) and runs it until SIGTERM, then shuts down in order: stop
-//! taking work, let EC2 calls in flight finish, give up the lease, stop serving.
+//! taking work, let EC2 calls in flight finish, give up the lease, serve the webhooks to the end
+//! of the drain (`--shutdown-drain`, with /readyz failing), stop serving.
 
 use std::sync::Arc;
 
@@ -54,6 +55,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
     let (trigger, shutdown) = shutdown_channel();
+    // The servers (webhooks, /metrics) stop later than the controller: see `--shutdown-drain`.
+    let (stop_serving, serving) = shutdown_channel();
 
     let ec2_config = Ec2ClientConfig {
         mutating: BucketConfig {
@@ -80,7 +83,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             readiness: readiness.clone(),
             log_level: Some(log_level),
         },
-        shutdown.clone(),
+        serving.clone(),
     ));
 
     // Webhooks are served on every replica, leader or not (SPEC 9). A certificate that cannot
@@ -92,7 +95,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         let server =
             crate::webhook::WebhookServer::bind(args.webhook_config(client.clone())).await?;
         tracing::info!(addr = %args.webhook_addr, "serving admission webhooks");
-        let stop = shutdown.clone();
+        let stop = serving.clone();
         Some(tokio::spawn(
             server.run(async move { stop.cancelled().await }),
         ))
@@ -116,9 +119,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     tracing::info!(%identity, lease = %args.lease_name, "campaigning for leadership");
 
     let signal_trigger = trigger.clone();
+    let signal_readiness = readiness.clone();
+    let (signalled_tx, signalled) = watch::channel(None::<tokio::time::Instant>);
     let signals = tokio::spawn(async move {
         let result = termination_signal().await;
         tracing::info!("termination signal: shutting down");
+        signalled_tx.send_replace(Some(tokio::time::Instant::now()));
+        signal_readiness.set_shutting_down();
         signal_trigger.trigger();
         result
     });
@@ -170,6 +177,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     if let Err(err) = election.await {
         tracing::error!(error = %err, "leader election task failed");
     }
+    let signalled_at = *signalled.borrow();
+    if let Some(at) = signalled_at
+        && webhooks.is_some()
+    {
+        let drain_end = at + args.shutdown_drain;
+        if drain_end > tokio::time::Instant::now() {
+            tracing::info!(drain = ?args.shutdown_drain, "serving the webhooks until the apiserver stops routing here");
+        }
+        tokio::time::sleep_until(drain_end).await;
+    }
+    stop_serving.trigger();
     if let Ok(Err(err)) = server.await {
         tracing::error!(error = %err, "metrics server failed");
     }

@@ -62,9 +62,12 @@ async fn run_serves_the_webhooks_and_pods_created_while_it_is_down_get_addresses
     let pair = ca::issue_serving(&authority, &names, now).expect("a serving certificate");
     std::fs::write(certs.path().join("tls.crt"), &pair.cert).expect("write tls.crt");
     std::fs::write(certs.path().join("tls.key"), &pair.key).expect("write tls.key");
-    let start = |env: &Env| {
+    let start = |env: &Env, drain: &str| {
         let mut options = env.options("winipam-webhooks");
         options.webhooks = true;
+        options
+            .extra_env
+            .push(("WINIPAM_SHUTDOWN_DRAIN".to_owned(), drain.to_owned()));
         options.extra_args.extend([
             "--webhook-cert-mode".to_owned(),
             "files".to_owned(),
@@ -74,7 +77,7 @@ async fn run_serves_the_webhooks_and_pods_created_while_it_is_down_get_addresses
         Winipam::start(&options)
     };
 
-    let mut winipam = start(&env);
+    let mut winipam = start(&env, "4s");
     winipam.wait_ready(Duration::from_secs(30)).await;
     register(&env, winipam.webhook_addr().port(), &authority.cert).await;
 
@@ -123,6 +126,34 @@ async fn run_serves_the_webhooks_and_pods_created_while_it_is_down_get_addresses
         .await
         .expect("delete the kube-system pod");
 
+    // Terminating: /readyz fails at once (the replica leaves the Service), yet the webhooks serve
+    // through the drain, so a pod admitted while the endpoint is on its way out still gets the
+    // resource. Without the drain it would not, and the scheduler would overcommit its node
+    // (a rolling upgrade in the chart test showed it).
+    winipam.terminate();
+    eventually(
+        "/readyz fails once terminating",
+        Duration::from_secs(2),
+        || async {
+            match winipam.get("/readyz").await {
+                Ok((503, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    // Well past the controller's own stop (it gives up the lease within a second), inside the
+    // 4 s drain.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let created = pods
+        .create(&PostParams::default(), &windows_pod("draining", &node.name))
+        .await
+        .expect("create a Windows pod while winipam drains");
+    assert!(
+        has_ip_resource(&created),
+        "the webhooks serve through the drain"
+    );
+
     // Down: creation still succeeds (Ignore), without the resource and without an address.
     winipam.stop().await;
     let created = pods
@@ -141,11 +172,15 @@ async fn run_serves_the_webhooks_and_pods_created_while_it_is_down_get_addresses
     assert_eq!(state["while-down"].annotation, None, "no controller ran");
 
     // Back: the controller annotates it.
-    let mut winipam = start(&env);
+    let mut winipam = start(&env, "0s");
     winipam.wait_ready(Duration::from_secs(30)).await;
     let state = env
         .wait_annotated(
-            &["served".to_owned(), "while-down".to_owned()],
+            &[
+                "served".to_owned(),
+                "draining".to_owned(),
+                "while-down".to_owned(),
+            ],
             Duration::from_secs(30),
         )
         .await;

@@ -122,7 +122,9 @@ impl Winipam {
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_REGION", &options.region)
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            // No drain: no Service routes to a test process (a test that wants one sets it).
+            .env("WINIPAM_SHUTDOWN_DRAIN", "0s");
         for (k, v) in &options.extra_env {
             command.env(k, v);
         }
@@ -253,8 +255,13 @@ impl Winipam {
 
     /// SIGTERM and wait for the orderly shutdown.
     pub async fn stop(&mut self) {
-        self.signal("TERM");
+        self.terminate();
         self.wait_exit(Duration::from_secs(30)).await;
+    }
+
+    /// SIGTERM without waiting: the shutdown (and its drain) goes on while the test looks.
+    pub fn terminate(&self) {
+        self.signal("TERM");
     }
 
     fn signal(&self, signal: &str) {
