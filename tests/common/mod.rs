@@ -29,6 +29,8 @@ where
         match check().await {
             Ok(value) => return value,
             Err(reason) if Instant::now() >= deadline => {
+                // Said first too: a log cut short for length keeps its head.
+                eprintln!("--- {what}: not within {timeout:?}: {reason}");
                 on_timeout();
                 panic!("{what}: not within {timeout:?}: {reason}")
             }
