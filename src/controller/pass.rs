@@ -17,11 +17,13 @@
 //! The pass returns when it wants to run again by itself (status write due, pending Event due,
 //! the pool's next wake-up, an annotation retry).
 
+use super::leaving::leaving;
+use super::reasons;
 use super::record::rules;
 use super::state::{AnnotationWrite, NodeWorker, Phase};
 use crate::ec2::Ec2Backend;
 use crate::ipam::Timestamp;
-use crate::k8s::Cluster;
+use crate::k8s::{Cluster, EventSeverity, ObjectRef};
 
 impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     /// One pass: initialise if needed, then reconcile. Returns when to run again by itself.
@@ -69,6 +71,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             Phase::Ready(ready) => ready.pool.advance(now),
             _ => return None,
         }
+        self.follow_leaving().await;
         self.flush_lost().await;
         self.adopt_annotated(now).await;
         let waiting = if self.blocked {
@@ -102,6 +105,41 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// A node on its way out keeps no target: its pool stops growing for warm or minimum and
+    /// gives back what its pods do not use (issue 16). The pass that first sees it leave says
+    /// so on the node, naming the signal; its capacity stays advertised (its pods keep theirs).
+    async fn follow_leaving(&mut self) {
+        let why = leaving(&self.node);
+        let Phase::Ready(ready) = &mut self.phase else {
+            return;
+        };
+        let was = ready.pool.leaving();
+        ready.pool.set_leaving(why.is_some());
+        match why {
+            Some(why) if !was => {
+                let note = format!(
+                    "node is on its way out: {}; winipam keeps no warm or minimum addresses \
+                     for it and releases the free ones as their cool-down ends (pods on it \
+                     keep theirs); uncordoning restores the targets",
+                    why.signal()
+                );
+                let node_ref = ObjectRef::node(&self.node);
+                (self.ctx)
+                    .event(
+                        &node_ref,
+                        EventSeverity::Normal,
+                        reasons::NODE_LEAVING,
+                        &note,
+                    )
+                    .await;
+            }
+            None if was => {
+                tracing::info!(node = %self.node.name, "node no longer on its way out: its targets apply again");
+            }
+            _ => {}
+        }
     }
 
     /// Status before annotation: the `writes` whose addresses a written status lists for their

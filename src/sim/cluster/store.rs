@@ -45,6 +45,8 @@ impl SimNode {
             opt_out: None,
             advertised_capacity: self.capacity.clone(),
             deleting: false,
+            unschedulable: false,
+            leaving_taints: Vec::new(),
         }
     }
 }
