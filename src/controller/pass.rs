@@ -5,8 +5,9 @@
 //!    leader's records (`init`), record every address annotations name, then cool down what the
 //!    previous leader listed as used and no pod holds. Nodes that are not ready still write
 //!    their status (saying why, and the previous leader's records, unchanged).
-//! 2. Ready: report addresses a resync found gone; record annotations (`pods`); hand out
-//!    addresses to pods that need one (not while blocked: another controller owns Windows IPs).
+//! 2. Ready: drop the targets of a node on its way out (`leaving`); report addresses a resync
+//!    found gone; record annotations (`pods`); hand out addresses to pods that need one (not
+//!    while blocked: another controller owns Windows IPs).
 //! 3. Status before annotation: write the status if it does not list those addresses for their
 //!    pods, then write the annotations it lists (`pods`); the others wait for a later pass.
 //! 4. Plan and start the EC2 call (`ec2_ops`); write the extended resource; write the status
@@ -110,11 +111,16 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     /// A node on its way out keeps no target: its pool stops growing for warm or minimum and
     /// gives back what its pods do not use (issue 16). The pass that first sees it leave says
     /// so on the node, naming the signal; its capacity stays advertised (its pods keep theirs).
+    /// While another controller owns Windows IPs nothing is released, so nothing is said
+    /// either: the first pass after it lets go does both.
     async fn follow_leaving(&mut self) {
         let why = leaving(&self.node);
         let Phase::Ready(ready) = &mut self.phase else {
             return;
         };
+        if self.blocked {
+            return;
+        }
         let was = ready.pool.leaving();
         ready.pool.set_leaving(why.is_some());
         match why {
