@@ -5,22 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Node;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::e2e::{Env, eventually};
 
 const COOLDOWN: Duration = Duration::from_secs(6);
 const SETTLE: Duration = Duration::from_secs(20);
-
-async fn patch_node(env: &Env, node: &str, patch: Value) {
-    Api::<Node>::all(env.client.clone())
-        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap_or_else(|e| panic!("patch node {node}: {e}"));
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cordoned_node_gives_back_its_free_addresses_until_uncordoned() {
@@ -46,7 +36,8 @@ async fn a_cordoned_node_gives_back_its_free_addresses_until_uncordoned() {
     // One pod leaves, then the node is cordoned (kubectl cordon).
     env.delete_pod("pod-0").await;
     let cordoned_at = Instant::now();
-    patch_node(&env, &node.name, json!({"spec": {"unschedulable": true}})).await;
+    env.patch_node(&node.name, json!({"spec": {"unschedulable": true}}))
+        .await;
     // At once: the 2 pods' addresses and the cooling one.
     env.wait_eni_len(&node, 3, Duration::from_secs(5)).await;
     let event = env
@@ -68,7 +59,8 @@ async fn a_cordoned_node_gives_back_its_free_addresses_until_uncordoned() {
     assert_eq!(env.eni_ips(&node.eni_id).await.len(), 2);
 
     // Uncordoned: the minimum applies again.
-    patch_node(&env, &node.name, json!({"spec": {"unschedulable": null}})).await;
+    env.patch_node(&node.name, json!({"spec": {"unschedulable": null}}))
+        .await;
     env.wait_eni_len(&node, 8, Duration::from_secs(10)).await;
     eventually("the gauge back to 0", Duration::from_secs(5), || async {
         match leaving().await {
@@ -80,8 +72,10 @@ async fn a_cordoned_node_gives_back_its_free_addresses_until_uncordoned() {
 
     // Karpenter's disruption taint alone (no cordon): the free addresses go again.
     let taint = json!({"key": "karpenter.sh/disrupted", "effect": "NoSchedule"});
-    patch_node(&env, &node.name, json!({"spec": {"taints": [taint]}})).await;
+    env.patch_node(&node.name, json!({"spec": {"taints": [taint]}}))
+        .await;
     env.wait_eni_len(&node, 2, Duration::from_secs(10)).await;
-    patch_node(&env, &node.name, json!({"spec": {"taints": null}})).await;
+    env.patch_node(&node.name, json!({"spec": {"taints": null}}))
+        .await;
     env.wait_eni_len(&node, 8, Duration::from_secs(10)).await;
 }

@@ -5,23 +5,7 @@ use std::time::Duration;
 
 use super::config::{KEY_MINIMUM_IP, KEY_PREFIX_DELEGATION, KEY_WARM_IP, KEY_WARM_PREFIX};
 use super::plan::Action;
-use super::pool::{AssignOutcome, NodePool};
 use super::test_support::*;
-use super::types::Timestamp;
-
-fn bind(pool: &mut NodePool, range: std::ops::Range<usize>, now: Timestamp) {
-    let mut waiting = 0;
-    for n in range {
-        if pool.assign(&uid(n), now) == AssignOutcome::Exhausted {
-            waiting += 1;
-        }
-    }
-    pool.set_waiting(waiting);
-}
-
-fn on_eni(pool: &NodePool) -> (usize, usize) {
-    (pool.secondary_ips().len(), pool.prefixes().len())
-}
 
 #[test]
 fn secondary_releases_down_to_its_pods_then_grows_back() {
