@@ -37,6 +37,7 @@ pub struct Metrics {
     pub node_capacity_ips: IntGaugeVec,
     pub node_ips: IntGaugeVec,
     pub node_prefixes: IntGaugeVec,
+    pub node_leaving: IntGaugeVec,
     pub pods_waiting_for_ip: IntGauge,
     pub pod_ip_assign_seconds: Histogram,
     pub allocation_failures_total: IntCounterVec,
@@ -83,6 +84,12 @@ impl Metrics {
         let node_prefixes = gauge_vec(
             "winipam_node_prefixes",
             "/28 prefixes on the node's primary ENI.",
+            &["node"],
+        )?;
+        let node_leaving = gauge_vec(
+            "winipam_node_leaving",
+            "1 while the node is on its way out (cordoned, draining, being deleted): it keeps no \
+             warm or minimum addresses and gives back what its pods do not use.",
             &["node"],
         )?;
         let pods_waiting_for_ip = gauge(
@@ -151,6 +158,7 @@ impl Metrics {
             node_capacity_ips,
             node_ips,
             node_prefixes,
+            node_leaving,
             pods_waiting_for_ip,
             pod_ip_assign_seconds,
             allocation_failures_total,
@@ -192,11 +200,18 @@ impl Metrics {
             .set(i64::from(prefixes));
     }
 
+    pub fn set_node_leaving(&self, node: &str, leaving: bool) {
+        self.node_leaving
+            .with_label_values(&[node])
+            .set(i64::from(leaving));
+    }
+
     /// Drops every series of a node that is gone, so dashboards do not show ghosts.
     pub fn remove_node(&self, node: &str) {
         // Absent series are not an error worth reporting.
         let _ = self.node_capacity_ips.remove_label_values(&[node]);
         let _ = self.node_prefixes.remove_label_values(&[node]);
+        let _ = self.node_leaving.remove_label_values(&[node]);
         for state in IP_STATES {
             let _ = self.node_ips.remove_label_values(&[node, state]);
         }
@@ -255,6 +270,7 @@ mod tests {
             },
         );
         m.set_node_prefixes("n1", 0);
+        m.set_node_leaving("n1", true);
         m.pods_waiting_for_ip.set(4);
         m.pod_ip_assign_seconds.observe(0.2);
         m.allocation_failed("subnet_full");
@@ -270,6 +286,7 @@ mod tests {
             "winipam_node_ips{node=\"n1\",state=\"cooling\"} 1",
             "winipam_node_ips{node=\"n1\",state=\"pending\"} 0",
             "winipam_node_prefixes{node=\"n1\"} 0",
+            "winipam_node_leaving{node=\"n1\"} 1",
             "winipam_pods_waiting_for_ip 4",
             "winipam_pod_ip_assign_seconds_bucket{le=\"0.05\"} 0",
             "winipam_pod_ip_assign_seconds_bucket{le=\"0.25\"} 1",
@@ -297,6 +314,7 @@ mod tests {
         m.set_node_capacity("gone", 9);
         m.set_node_ips("gone", NodeIpCounts::default());
         m.set_node_prefixes("gone", 1);
+        m.set_node_leaving("gone", true);
         m.set_node_capacity("stays", 14);
         m.remove_node("gone");
         m.remove_node("never-seen");

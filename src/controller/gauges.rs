@@ -11,9 +11,9 @@ pub(crate) struct NodeGauges {
     waiting: i64,
     duplicates: i64,
     has_series: bool,
-    /// The per-node series as last set (capacity, counts, prefixes): unchanged values are not
-    /// set again (a label lookup each, on every pass).
-    last: Option<(u32, PoolCounts, u32)>,
+    /// The per-node series as last set (capacity, counts, prefixes, leaving): unchanged values
+    /// are not set again (a label lookup each, on every pass).
+    last: Option<(u32, PoolCounts, u32, bool)>,
 }
 
 impl NodeGauges {
@@ -37,7 +37,7 @@ impl NodeGauges {
             } else {
                 0
             };
-            let values = (capacity, c, prefixes);
+            let values = (capacity, c, prefixes, pool.leaving());
             if self.last != Some(values) || !self.has_series {
                 metrics.set_node_capacity(node, capacity);
                 metrics.set_node_ips(
@@ -50,6 +50,7 @@ impl NodeGauges {
                     },
                 );
                 metrics.set_node_prefixes(node, prefixes);
+                metrics.set_node_leaving(node, pool.leaving());
                 self.last = Some(values);
             }
             self.has_series = true;

@@ -201,6 +201,7 @@ fn shared(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::leaving::{Leaving, leaving};
     use crate::k8s::{OptOut, PodPhase};
 
     fn node(name: &str, uid: &str, windows: bool) -> NodeView {
@@ -213,6 +214,8 @@ mod tests {
             opt_out: None,
             advertised_capacity: None,
             deleting: false,
+            unschedulable: false,
+            leaving_taints: Vec::new(),
         }
     }
 
@@ -396,6 +399,75 @@ mod tests {
         run_node_cases(&mut index, cases);
         // The pods of an opted-out node stay known: opted in again, its worker gets them.
         assert_eq!(uids_of(&index, "a"), ["p1"]);
+    }
+
+    fn with(view: NodeView, deleting: bool, unschedulable: bool, taints: &[&str]) -> NodeView {
+        NodeView {
+            deleting,
+            unschedulable,
+            leaving_taints: taints.iter().map(|t| t.to_string()).collect(),
+            ..view
+        }
+    }
+
+    #[test]
+    fn a_leaving_node_stays_managed_and_its_worker_hears_each_change() {
+        let cordoned = with(node("a", "1", true), false, true, &[]);
+        let uncordoned = node("a", "1", true);
+        let deleting = with(node("a", "1", true), true, true, &[]);
+        // (event, routes, managed nodes, what the index says of "a" after it)
+        type Case = (
+            WatchEvent<NodeView>,
+            &'static [&'static str],
+            &'static [&'static str],
+            Option<Leaving>,
+        );
+        let cases: [Case; 5] = [
+            (
+                WatchEvent::Applied(uncordoned.clone()),
+                &["applied a/1"],
+                &["a"],
+                None,
+            ),
+            (
+                WatchEvent::Applied(cordoned.clone()),
+                &["applied a/1"],
+                &["a"],
+                Some(Leaving::Cordoned),
+            ),
+            (
+                WatchEvent::Applied(uncordoned),
+                &["applied a/1"],
+                &["a"],
+                None,
+            ),
+            (
+                WatchEvent::Resynced(vec![cordoned]),
+                &["applied a/1"],
+                &["a"],
+                Some(Leaving::Cordoned),
+            ),
+            (
+                WatchEvent::Applied(deleting),
+                &["applied a/1"],
+                &["a"],
+                Some(Leaving::Deleting),
+            ),
+        ];
+        let mut index = Index::default();
+        for (i, (ev, routes, after, says)) in cases.into_iter().enumerate() {
+            let got = index.on_nodes(ev);
+            let short_routes: Vec<String> = got.iter().map(short).collect();
+            assert_eq!(short_routes, routes, "case {i}");
+            assert_eq!(names(&index), after, "case {i}");
+            // The route carries the signals to the worker, and the index keeps them.
+            for route in &got {
+                if let Route::NodeApplied(v) = route {
+                    assert_eq!(leaving(v), says, "case {i}: routed");
+                }
+            }
+            assert_eq!(index.node("a").and_then(leaving), says, "case {i}: kept");
+        }
     }
 
     #[test]

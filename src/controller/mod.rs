@@ -10,7 +10,8 @@
 //! - What a pass calls: `init` (build the pool), `pods` (adopt, assign, annotate), `ec2_ops`
 //!   (the EC2 call and its outcome), `status` (writing the NodeAddressPool), `gauges`.
 //! - Pure: `record` (the status as write-ahead record: render, restore, the rules writes wait
-//!   for), `need` (what a pod needs), `reasons` (Event reasons).
+//!   for), `need` (what a pod needs), `leaving` (whether a node is on its way out), `reasons`
+//!   (Event reasons).
 
 mod context;
 mod dispatch;
@@ -18,6 +19,7 @@ mod ec2_ops;
 mod gauges;
 mod index;
 mod init;
+mod leaving;
 mod need;
 mod pass;
 mod pods;

@@ -5,8 +5,9 @@
 //!    leader's records (`init`), record every address annotations name, then cool down what the
 //!    previous leader listed as used and no pod holds. Nodes that are not ready still write
 //!    their status (saying why, and the previous leader's records, unchanged).
-//! 2. Ready: report addresses a resync found gone; record annotations (`pods`); hand out
-//!    addresses to pods that need one (not while blocked: another controller owns Windows IPs).
+//! 2. Ready: drop the targets of a node on its way out (`leaving`); report addresses a resync
+//!    found gone; record annotations (`pods`); hand out addresses to pods that need one (not
+//!    while blocked: another controller owns Windows IPs).
 //! 3. Status before annotation: write the status if it does not list those addresses for their
 //!    pods, then write the annotations it lists (`pods`); the others wait for a later pass.
 //! 4. Plan and start the EC2 call (`ec2_ops`); write the extended resource; write the status
@@ -17,11 +18,13 @@
 //! The pass returns when it wants to run again by itself (status write due, pending Event due,
 //! the pool's next wake-up, an annotation retry).
 
+use super::leaving::leaving;
+use super::reasons;
 use super::record::rules;
 use super::state::{AnnotationWrite, NodeWorker, Phase};
 use crate::ec2::Ec2Backend;
 use crate::ipam::Timestamp;
-use crate::k8s::Cluster;
+use crate::k8s::{Cluster, EventSeverity, ObjectRef};
 
 impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     /// One pass: initialise if needed, then reconcile. Returns when to run again by itself.
@@ -69,6 +72,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             Phase::Ready(ready) => ready.pool.advance(now),
             _ => return None,
         }
+        self.follow_leaving().await;
         self.flush_lost().await;
         self.adopt_annotated(now).await;
         let waiting = if self.blocked {
@@ -102,6 +106,46 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// A node on its way out keeps no target: its pool stops growing for warm or minimum and
+    /// gives back what its pods do not use (issue 16). The pass that first sees it leave says
+    /// so on the node, naming the signal; its capacity stays advertised (its pods keep theirs).
+    /// While another controller owns Windows IPs nothing is released, so nothing is said
+    /// either: the first pass after it lets go does both.
+    async fn follow_leaving(&mut self) {
+        let why = leaving(&self.node);
+        let Phase::Ready(ready) = &mut self.phase else {
+            return;
+        };
+        if self.blocked {
+            return;
+        }
+        let was = ready.pool.leaving();
+        ready.pool.set_leaving(why.is_some());
+        match why {
+            Some(why) if !was => {
+                let note = format!(
+                    "node is on its way out: {}; winipam keeps no warm or minimum addresses \
+                     for it and releases the free ones as their cool-down ends (pods on it \
+                     keep theirs); uncordoning restores the targets",
+                    why.signal()
+                );
+                let node_ref = ObjectRef::node(&self.node);
+                (self.ctx)
+                    .event(
+                        &node_ref,
+                        EventSeverity::Normal,
+                        reasons::NODE_LEAVING,
+                        &note,
+                    )
+                    .await;
+            }
+            None if was => {
+                tracing::info!(node = %self.node.name, "node no longer on its way out: its targets apply again");
+            }
+            _ => {}
+        }
     }
 
     /// Status before annotation: the `writes` whose addresses a written status lists for their

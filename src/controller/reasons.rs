@@ -33,3 +33,5 @@ pub const CONFIG_REJECTED: &str = "ConfigRejected";
 pub const FOREIGN_IPAM_ENABLED: &str = "ForeignIPAMEnabled";
 /// The NodeAddressPool could not be created or written.
 pub const STATUS_WRITE_FAILED: &str = "StatusWriteFailed";
+/// The node is cordoned, drained or being deleted: its free addresses go back (Normal).
+pub const NODE_LEAVING: &str = "NodeLeaving";

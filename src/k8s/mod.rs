@@ -21,4 +21,4 @@ pub use error::ClusterError;
 pub use kube_cluster::{
     CONTROLLER_NAME, FOREIGN_IPAM_CONFIG_MAP, FOREIGN_IPAM_NAMESPACE, KubeCluster,
 };
-pub use views::{ConfigMapView, NodeView, OptOut, PodPhase, PodView};
+pub use views::{ConfigMapView, LEAVING_TAINTS, NodeView, OptOut, PodPhase, PodView};

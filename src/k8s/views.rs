@@ -37,7 +37,20 @@ pub struct NodeView {
     pub advertised_capacity: Option<String>,
     /// `metadata.deletionTimestamp` is set.
     pub deleting: bool,
+    /// `spec.unschedulable` (`kubectl cordon`, `kubectl drain`).
+    pub unschedulable: bool,
+    /// The keys of the node's taints that say it is on its way out ([`LEAVING_TAINTS`]), in
+    /// the node's order; other taints are not kept.
+    pub leaving_taints: Vec<String>,
 }
+
+/// Taints (any effect) that mark a node on its way out: cordoned, disrupted by Karpenter,
+/// scaled down by the Cluster Autoscaler.
+pub const LEAVING_TAINTS: [&str; 3] = [
+    "node.kubernetes.io/unschedulable",
+    "karpenter.sh/disrupted",
+    "ToBeDeletedByClusterAutoscaler",
+];
 
 /// Pod phase, as far as IP management cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -162,6 +175,20 @@ pub fn node_view(node: &Node) -> NodeView {
             .and_then(|c| c.get(PRIVATE_IPV4_ADDRESS))
             .map(|q| q.0.clone()),
         deleting: meta.deletion_timestamp.is_some(),
+        unschedulable: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
+        leaving_taints: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|t| LEAVING_TAINTS.contains(&t.key.as_str()))
+            .map(|t| t.key.clone())
+            .collect(),
     }
 }
 
@@ -208,7 +235,7 @@ pub fn foreign_ipam_enabled(data: &BTreeMap<String, String>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus, PodSpec, PodStatus};
+    use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus, PodSpec, PodStatus, Taint};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     use k8s_openapi::jiff::Timestamp;
@@ -341,6 +368,8 @@ mod tests {
                 opt_out: None,
                 advertised_capacity: Some("9".into()),
                 deleting: false,
+                unschedulable: false,
+                leaving_taints: Vec::new(),
             }
         );
     }
@@ -366,6 +395,40 @@ mod tests {
         assert_eq!(garbage.instance_id, None);
         assert!(!garbage.windows);
         assert_eq!(garbage.instance_type, None);
+    }
+
+    #[test]
+    fn node_view_keeps_the_signals_of_a_node_on_its_way_out() {
+        let taint = |key: &str, effect: &str| Taint {
+            key: key.into(),
+            effect: effect.into(),
+            ..Default::default()
+        };
+        let mut n = node(&[(OS_LABEL, "windows")], None);
+        let v = node_view(&n);
+        assert!(!v.unschedulable);
+        assert!(v.leaving_taints.is_empty());
+        if let Some(spec) = n.spec.as_mut() {
+            spec.unschedulable = Some(true);
+            spec.taints = Some(vec![
+                taint("dedicated", "NoSchedule"),
+                taint("ToBeDeletedByClusterAutoscaler", "NoSchedule"),
+                taint("karpenter.sh/disrupted", "NoExecute"),
+                // Other taints of the node lifecycle are not a way out.
+                taint("node.kubernetes.io/not-ready", "NoExecute"),
+                taint("node.kubernetes.io/unschedulable", "PreferNoSchedule"),
+            ]);
+        }
+        let v = node_view(&n);
+        assert!(v.unschedulable);
+        assert_eq!(
+            v.leaving_taints,
+            [
+                "ToBeDeletedByClusterAutoscaler",
+                "karpenter.sh/disrupted",
+                "node.kubernetes.io/unschedulable"
+            ]
+        );
     }
 
     fn pod(node_name: Option<&str>) -> Pod {

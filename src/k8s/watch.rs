@@ -215,6 +215,8 @@ mod tests {
             opt_out: None,
             advertised_capacity: None,
             deleting: false,
+            unschedulable: false,
+            leaving_taints: Vec::new(),
         }
     }
 

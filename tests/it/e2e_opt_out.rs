@@ -5,9 +5,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::support::e2e::{Env, eventually};
@@ -16,10 +13,7 @@ const MANAGED_LABEL: &str = "winipam.dev/managed";
 
 async fn label(env: &Env, node: &str, value: &str) {
     let patch = json!({"metadata": {"labels": {MANAGED_LABEL: value}}});
-    Api::<Node>::all(env.client.clone())
-        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap_or_else(|e| panic!("label node {node}: {e}"));
+    env.patch_node(node, patch).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

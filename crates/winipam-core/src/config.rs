@@ -210,6 +210,23 @@ impl Config {
         }
     }
 
+    /// The targets that apply to a node: [`Config::targets`], or none at all while the node
+    /// is on its way out (cordoned, draining, being deleted: `leaving`). A leaving node keeps
+    /// only what its pods use and what pods bound to it still wait for (the waiting term of the
+    /// plan is not a target): no warm addresses, no minimum, no warm /28. Cooling addresses
+    /// still finish their cool-down first; the plan never releases them early. Issue 16: a
+    /// scale-down returns subnet space when the node is cordoned, not when the instance is gone.
+    pub fn node_targets(&self, mode: Mode, capacity: u32, leaving: bool) -> Targets {
+        match self.targets(mode, capacity) {
+            targets if !leaving => targets,
+            Targets::Ips { .. } => Targets::Ips {
+                warm: 0,
+                minimum: 0,
+            },
+            Targets::Prefixes { .. } => Targets::Prefixes { warm_prefixes: 0 },
+        }
+    }
+
     /// The targets for a node running in `mode` with `capacity` pod addresses (SPEC 3.1):
     /// - secondary: warm (default 3, and 0 means 1) and minimum (default 3); setting only one
     ///   keeps the other's default; warm-prefix is ignored.

@@ -164,6 +164,71 @@ fn target_rules() {
     }
 }
 
+/// (ConfigMap, mode, capacity, targets while the node stays, targets while it leaves)
+type LeavingCase = (
+    Vec<(&'static str, &'static str)>,
+    Mode,
+    u32,
+    Targets,
+    Targets,
+);
+
+#[test]
+fn a_leaving_node_keeps_no_target() {
+    let none = Targets::Prefixes { warm_prefixes: 0 };
+    let cases: Vec<LeavingCase> = vec![
+        // Secondary defaults (warm 0 means 1 for a staying node; 0 for a leaving one).
+        (vec![], Mode::Secondary, 1000, ips(3, 3), ips(0, 0)),
+        (
+            vec![(KEY_WARM_IP, "0"), (KEY_MINIMUM_IP, "0")],
+            Mode::Secondary,
+            1000,
+            ips(1, 0),
+            ips(0, 0),
+        ),
+        // A minimum above every use: dropped too (issue 16: "the minimum no longer applies").
+        (
+            vec![(KEY_MINIMUM_IP, "20"), (KEY_WARM_IP, "5")],
+            Mode::Secondary,
+            1000,
+            ips(5, 20),
+            ips(0, 0),
+        ),
+        (vec![], Mode::Prefix, 1000, ips(1, 3), ips(0, 0)),
+        (
+            vec![(KEY_MINIMUM_IP, "40")],
+            Mode::Prefix,
+            1000,
+            ips(1, 40),
+            ips(0, 0),
+        ),
+        // Warm-prefix keeps its shape: no whole free /28 is wanted.
+        (
+            vec![(KEY_WARM_PREFIX, "2")],
+            Mode::Prefix,
+            1000,
+            Targets::Prefixes { warm_prefixes: 2 },
+            none,
+        ),
+        // Nothing to drop on a node with no capacity.
+        (vec![], Mode::Secondary, 0, ips(0, 0), ips(0, 0)),
+    ];
+    for (pairs, mode, capacity, staying, leaving) in cases {
+        let c = parse(&pairs);
+        let what = format!("{pairs:?} in {mode} mode, capacity {capacity}");
+        assert_eq!(c.node_targets(mode, capacity, false), staying, "{what}");
+        assert_eq!(
+            c.node_targets(mode, capacity, false),
+            c.targets(mode, capacity)
+        );
+        assert_eq!(
+            c.node_targets(mode, capacity, true),
+            leaving,
+            "{what} leaving"
+        );
+    }
+}
+
 #[test]
 fn values_are_trimmed() {
     let c = parse(&[(KEY_WARM_IP, " 5\n"), (KEY_PREFIX_DELEGATION, "\ttrue ")]);

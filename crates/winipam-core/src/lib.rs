@@ -26,6 +26,8 @@ pub mod types;
 pub mod uid;
 
 #[cfg(test)]
+mod leaving_tests;
+#[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
 mod pool_proptest;

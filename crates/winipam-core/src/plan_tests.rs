@@ -4,24 +4,9 @@ use std::time::Duration;
 
 use super::config::{KEY_MINIMUM_IP, KEY_PREFIX_DELEGATION, KEY_WARM_IP, KEY_WARM_PREFIX};
 use super::plan::{Action, IpMaths, free_prefixes_needed, prefixes_needed};
-use super::pool::{AssignOutcome, NodePool};
+use super::pool::AssignOutcome;
 use super::test_support::*;
-use super::types::{Mode, Timestamp};
-
-fn bind(pool: &mut NodePool, range: std::ops::Range<usize>, now: Timestamp) -> u32 {
-    let mut waiting = 0;
-    for n in range {
-        if pool.assign(&uid(n), now) == AssignOutcome::Exhausted {
-            waiting += 1;
-        }
-    }
-    pool.set_waiting(waiting);
-    waiting
-}
-
-fn on_eni(pool: &NodePool) -> (usize, usize) {
-    (pool.secondary_ips().len(), pool.prefixes().len())
-}
+use super::types::Mode;
 
 #[test]
 fn secondary_maths_table() {

@@ -121,6 +121,9 @@ pub struct NodePool {
     /// After `InsufficientFreeAddressesInSubnet`: no assign of any kind before this.
     pub(crate) no_assign_until: Option<Timestamp>,
     pub(crate) gone: bool,
+    /// The node is on its way out (cordoned, draining, being deleted): no targets apply
+    /// ([`Config::node_targets`]).
+    pub(crate) leaving: bool,
 }
 
 impl NodePool {
@@ -154,6 +157,7 @@ impl NodePool {
             no_prefix_until: None,
             no_assign_until: None,
             gone: false,
+            leaving: false,
         }
     }
 
@@ -204,9 +208,19 @@ impl NodePool {
             && self.no_prefix_until.is_some_and(|t| t > now)
     }
 
-    /// Targets for this node, capped by its capacity now.
+    /// The node is on its way out (or back): while it is, the plan keeps only what its pods
+    /// use and wait for, and releases the rest as it stops cooling.
+    pub fn set_leaving(&mut self, leaving: bool) {
+        self.leaving = leaving;
+    }
+
+    pub fn leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// Targets for this node, capped by its capacity now; none while it is leaving.
     pub fn targets(&self, now: Timestamp) -> Targets {
-        self.config.targets(self.mode(), self.capacity(now))
+        (self.config).node_targets(self.mode(), self.capacity(now), self.leaving)
     }
 
     // ----- pods -----

@@ -7,7 +7,7 @@ use ipnet::Ipv4Net;
 
 use super::config::Config;
 use super::plan::Action;
-use super::pool::NodePool;
+use super::pool::{AssignOutcome, NodePool};
 use super::pool_ec2::Ec2Addresses;
 use super::types::{Ec2ErrorClass, EniSnapshot, InstanceTypeLimits, Timestamp};
 use super::uid::PodUid;
@@ -207,4 +207,22 @@ pub fn empty_pool(limits: InstanceTypeLimits, config: Config) -> (NodePool, Fake
     let eni = FakeEni::new(&limits);
     let pool = NodePool::new(limits, config, &eni.snapshot());
     (pool, eni)
+}
+
+/// Gives pods `range` an address each (the same again if they have one); those left without
+/// one wait. Returns how many wait.
+pub fn bind(pool: &mut NodePool, range: std::ops::Range<usize>, now: Timestamp) -> u32 {
+    let mut waiting = 0;
+    for n in range {
+        if pool.assign(&uid(n), now) == AssignOutcome::Exhausted {
+            waiting += 1;
+        }
+    }
+    pool.set_waiting(waiting);
+    waiting
+}
+
+/// (secondary IPs, /28s) the pool knows on its ENI.
+pub fn on_eni(pool: &NodePool) -> (usize, usize) {
+    (pool.secondary_ips().len(), pool.prefixes().len())
 }

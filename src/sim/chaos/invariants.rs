@@ -303,11 +303,13 @@ pub fn check_quiescent(
                 ),
             );
         }
+        // A node still leaving keeps no target: anything beyond its pods' addresses leaks.
         let over = excess(
             mode,
-            config.targets(
+            config.node_targets(
                 mode,
                 capacity::pod_capacity(&limits, config.requested_mode()).pods,
+                node.leaving,
             ),
             &eni.secondary_ips,
             &eni.prefixes,
@@ -317,8 +319,9 @@ pub fn check_quiescent(
             return violation(
                 "leak",
                 format!(
-                    "{name} ({}, {mode}) holds {over} addresses beyond its targets; {}",
+                    "{name} ({}, {mode}{}) holds {over} addresses beyond its targets; {}",
                     node.instance_type,
+                    if node.leaving { ", leaving" } else { "" },
                     describe_node(world, name, &pods)
                 ),
             );

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::gate::Tally;
 use super::invariants::{Tracker, Violation, check_quiescent};
 use super::process::{LeaderLog, Process, lease_timings};
-use super::schedule::{Action, ApiChaos, ApiFaultKind, Ec2FaultKind, Schedule};
+use super::schedule::{Action, ApiChaos, ApiFaultKind, Ec2FaultKind, NodeExit, Schedule};
 use super::world::ChaosWorld;
 use crate::ipam::Config;
 use crate::k8s::ClusterError;
@@ -44,10 +44,16 @@ pub struct SeedOutcome {
     pub recent: Vec<String>,
 }
 
-/// Plays `seed` (with apiserver trouble, and for half the seeds two replicas with failovers)
+/// Plays `seed` (with apiserver trouble, for half the seeds two replicas with failovers, for
+/// half nodes cordoned and uncordoned)
 /// on a fresh current-thread runtime with paused (virtual) time.
 pub fn run_seed(seed: u64) -> std::io::Result<SeedOutcome> {
-    run_schedule(Schedule::from_seed(seed).with_api_chaos().with_failover())
+    run_schedule(
+        Schedule::from_seed(seed)
+            .with_api_chaos()
+            .with_failover()
+            .with_node_exits(),
+    )
 }
 
 /// Plays a schedule on a fresh current-thread runtime with paused (virtual) time.
@@ -249,6 +255,17 @@ impl Runner {
         self.note(format!("{api:?}"));
     }
 
+    fn node_exit(&mut self, exit: &NodeExit) {
+        *self.actions.entry(exit.kind()).or_default() += 1;
+        const CORDON_TAINT: &str = crate::k8s::LEAVING_TAINTS[0];
+        let node = match exit {
+            NodeExit::Cordon { pick } => self.world.node_exit(*pick, true, &[CORDON_TAINT]),
+            NodeExit::Taint { pick, key } => self.world.node_exit(*pick, false, &[key]),
+            NodeExit::Uncordon { pick } => self.world.node_exit(*pick, false, &[]),
+        };
+        self.note(format!("{exit:?}: {node:?}"));
+    }
+
     /// Faults off, the configuration fixed, a live process; then time passes.
     async fn quiesce(&mut self) -> Result<(), Violation> {
         self.note("quiescence: faults off".into());
@@ -411,6 +428,9 @@ async fn play(schedule: Schedule) -> SeedOutcome {
         }
         if let Some(failover) = &step.failover {
             runner.failover(failover);
+        }
+        if let Some(exit) = &step.exit {
+            runner.node_exit(exit);
         }
         result = runner.pass(step.wait).await;
         if result.is_err() {

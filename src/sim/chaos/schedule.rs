@@ -10,6 +10,7 @@ use crate::ec2::Operation;
 use crate::ipam::config::{
     KEY_COOLDOWN, KEY_MINIMUM_IP, KEY_PREFIX_DELEGATION, KEY_WARM_IP, KEY_WARM_PREFIX,
 };
+use crate::k8s::LEAVING_TAINTS;
 use crate::sim::cluster::WriteKind;
 use crate::sim::rng::SplitMix64;
 
@@ -198,6 +199,28 @@ impl Failover {
     }
 }
 
+/// A node on its way out, or back (issue 16), drawn from a stream of its own (see
+/// [`Schedule::with_node_exits`]). The node is the `pick`th by name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeExit {
+    /// `kubectl cordon`: `spec.unschedulable` and the taint the node controller adds.
+    Cordon { pick: u64 },
+    /// The taint of a tool taking the node away (Karpenter, the Cluster Autoscaler), alone.
+    Taint { pick: u64, key: &'static str },
+    /// `kubectl uncordon`: every signal gone.
+    Uncordon { pick: u64 },
+}
+
+impl NodeExit {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeExit::Cordon { .. } => "cordon",
+            NodeExit::Taint { .. } => "leaving-taint",
+            NodeExit::Uncordon { .. } => "uncordon",
+        }
+    }
+}
+
 /// One step: the action, then this much virtual time passes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
@@ -206,6 +229,8 @@ pub struct Step {
     pub api: Option<ApiChaos>,
     /// A failover starting with the step (two replicas only).
     pub failover: Option<Failover>,
+    /// A node cordoned, tainted or uncordoned with the step.
+    pub exit: Option<NodeExit>,
     pub wait: Duration,
 }
 
@@ -382,6 +407,7 @@ impl Schedule {
                 action: action(&mut rng),
                 api: None,
                 failover: None,
+                exit: None,
                 wait: secs(&mut rng, 0.05, 8.0),
             })
             .collect();
@@ -456,6 +482,31 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// For half the seeds: nodes cordoned, tainted as leaving and uncordoned with some steps,
+    /// drawn from a stream of their own: the steps themselves are unchanged. A node still
+    /// leaving at quiescence must hold nothing beyond its pods' addresses.
+    pub fn with_node_exits(mut self) -> Schedule {
+        let mut rng = SplitMix64::new(self.seed ^ 0x0de9_a27e);
+        if !rng.chance(0.5) {
+            return self;
+        }
+        for step in &mut self.steps {
+            let p = rng.next_u64();
+            step.exit = match rng.below(100) {
+                0..=4 => Some(NodeExit::Cordon { pick: p }),
+                5..=7 => Some(NodeExit::Taint {
+                    pick: p,
+                    key: pick(&mut rng, &LEAVING_TAINTS[1..]),
+                }),
+                8..=13 => Some(NodeExit::Uncordon { pick: p }),
+                _ => None,
+            };
+        }
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,5 +542,23 @@ mod tests {
             (60..140).contains(&two),
             "{two} of 200 seeds with two replicas"
         );
+    }
+
+    #[test]
+    fn node_exits_leave_the_steps_unchanged() {
+        let mut with_exits = 0;
+        for seed in 0..200 {
+            let plain = Schedule::from_seed(seed).with_api_chaos().with_failover();
+            let exits = plain.clone().with_node_exits();
+            assert_eq!(plain.steps.len(), exits.steps.len());
+            for (a, b) in plain.steps.iter().zip(&exits.steps) {
+                assert_eq!(
+                    (&a.action, &a.api, &a.failover, a.wait),
+                    (&b.action, &b.api, &b.failover, b.wait)
+                );
+            }
+            with_exits += u32::from(exits.steps.iter().any(|s| s.exit.is_some()));
+        }
+        assert!((60..140).contains(&with_exits), "{with_exits} of 200 seeds");
     }
 }

@@ -25,6 +25,8 @@ pub struct ChaosNode {
     pub instance_id: String,
     pub instance_type: String,
     pub eni: String,
+    /// Cordoned or tainted as leaving (a replaced node joins without).
+    pub leaving: bool,
 }
 
 pub struct ChaosWorld {
@@ -89,6 +91,7 @@ impl ChaosWorld {
                 instance_id: info.instance_id,
                 instance_type: instance_type.to_string(),
                 eni: info.primary_eni.eni_id,
+                leaving: false,
             },
         );
         true
@@ -228,6 +231,18 @@ impl ChaosWorld {
         self.ec2.remove_instance(&old.instance_id);
         self.launch(&name, &old.instance_type);
         Some(format!("{name} ({} -> new instance)", old.instance_id))
+    }
+
+    /// A person cordons the `pick`th node (`unschedulable`), taints it as leaving, or takes both
+    /// away; its pods stay. Returns its name.
+    pub fn node_exit(&mut self, pick: u64, unschedulable: bool, taints: &[&str]) -> Option<String> {
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        let name = names
+            .get((pick % names.len().max(1) as u64) as usize)?
+            .clone();
+        self.cluster.set_node_leaving(&name, unschedulable, taints);
+        self.nodes.get_mut(&name)?.leaving = unschedulable || !taints.is_empty();
+        Some(name)
     }
 
     /// A person unassigns one address of a node's ENI by hand: one a live pod's annotation names

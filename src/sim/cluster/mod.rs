@@ -137,6 +137,8 @@ impl SimCluster {
             windows: spec.windows,
             capacity: None,
             pods: 0,
+            unschedulable: false,
+            leaving_taints: Vec::new(),
         };
         // Replaced under the same name: watchers see the old one go first.
         if let Some(old) = store.nodes.get(&spec.name)
@@ -170,6 +172,25 @@ impl SimCluster {
         }
         if node.windows {
             watchers.node(WatchEvent::Deleted(node.view()));
+        }
+        true
+    }
+
+    /// Cordons a node (`spec.unschedulable`) and sets the taints that mark a node on its way
+    /// out (Karpenter's, the Cluster Autoscaler's), or takes both away (uncordon). Its pods
+    /// stay. False if unknown.
+    pub fn set_node_leaving(&self, name: &str, unschedulable: bool, taints: &[&str]) -> bool {
+        let mut st = self.lock();
+        let State {
+            store, watchers, ..
+        } = &mut *st;
+        let Some(n) = store.nodes.get_mut(name) else {
+            return false;
+        };
+        n.unschedulable = unschedulable;
+        n.leaving_taints = taints.iter().map(|t| t.to_string()).collect();
+        if n.windows {
+            watchers.node(WatchEvent::Applied(n.view()));
         }
         true
     }

@@ -32,6 +32,10 @@ pub(super) struct SimNode {
     pub capacity: Option<String>,
     /// Live pods bound to it (for the workload's scheduler).
     pub pods: u32,
+    /// `spec.unschedulable`.
+    pub unschedulable: bool,
+    /// The keys of its taints that mark a node on its way out.
+    pub leaving_taints: Vec<String>,
 }
 
 impl SimNode {
@@ -45,6 +49,8 @@ impl SimNode {
             opt_out: None,
             advertised_capacity: self.capacity.clone(),
             deleting: false,
+            unschedulable: self.unschedulable,
+            leaving_taints: self.leaving_taints.clone(),
         }
     }
 }

@@ -246,6 +246,8 @@ pub fn run(
 }
 
 #[cfg(test)]
+mod leaving_tests;
+#[cfg(test)]
 mod ordering_tests;
 #[cfg(test)]
 mod tests;

@@ -300,6 +300,14 @@ impl Env {
         .await
     }
 
+    /// Merge-patches the Node (labels, `spec.unschedulable`, taints), as an admin would.
+    pub async fn patch_node(&self, node: &str, patch: Value) {
+        Api::<Node>::all(self.client.clone())
+            .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("patch node {node}: {e}"));
+    }
+
     /// The node's `status.capacity["vpc.amazonaws.com/PrivateIPv4Address"]`.
     pub async fn node_capacity(&self, node: &str) -> Option<String> {
         let node = Api::<Node>::all(self.client.clone())
