@@ -248,4 +248,6 @@ pub fn run(
 #[cfg(test)]
 mod ordering_tests;
 #[cfg(test)]
+mod path_tests;
+#[cfg(test)]
 mod tests;
