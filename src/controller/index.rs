@@ -212,6 +212,7 @@ mod tests {
             windows,
             opt_out: None,
             advertised_capacity: None,
+            max_pods: None,
             deleting: false,
         }
     }

@@ -33,3 +33,5 @@ pub const CONFIG_REJECTED: &str = "ConfigRejected";
 pub const FOREIGN_IPAM_ENABLED: &str = "ForeignIPAMEnabled";
 /// The NodeAddressPool could not be created or written.
 pub const STATUS_WRITE_FAILED: &str = "StatusWriteFailed";
+/// The kubelet's `--max-pods` (`status.capacity.pods`) disagrees with the node's pod IP capacity.
+pub const MAX_PODS_MISMATCH: &str = "MaxPodsMismatch";

@@ -15,6 +15,7 @@ mod e2e_adopt;
 mod e2e_assign;
 mod e2e_config;
 mod e2e_cooldown;
+mod e2e_node_status;
 mod e2e_nodes;
 mod e2e_opt_out;
 mod e2e_prefix_sim;
