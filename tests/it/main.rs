@@ -18,6 +18,7 @@ mod e2e_cooldown;
 mod e2e_node_status;
 mod e2e_nodes;
 mod e2e_opt_out;
+mod e2e_prefix_fallback;
 mod e2e_prefix_sim;
 mod e2e_race;
 mod e2e_restart;
