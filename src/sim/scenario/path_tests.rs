@@ -97,7 +97,7 @@ fn a_full_subnet_holds_the_assigns_of_sibling_nodes_until_the_hold_ends() {
             .filter(|e| e.reason == reasons::SUBNET_EXHAUSTED)
             .map(|e| e.name)
             .collect();
-        assert_eq!(exhausted, [a.clone()]);
+        assert_eq!(exhausted, std::slice::from_ref(&a));
 
         // Node b, in the same subnet, needs more too: it serves what it has and asks EC2 for
         // nothing while the hold runs (2 minutes from a's failure).
