@@ -364,8 +364,9 @@ pub fn jitter_seed(eni_id: &str) -> u64 {
     })
 }
 
-/// splitmix64 of `x`, as a fraction in [0, 1).
-fn unit_fraction(x: u64) -> f64 {
+/// splitmix64 of `x` (the step after state `x`), as a fraction in [0, 1): the jitter of the
+/// per-node backoff here and of the EC2 client's throttle retries.
+pub fn unit_fraction(x: u64) -> f64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
