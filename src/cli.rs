@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use winipam::ipam::capacity::{self, ADDRESSES_PER_PREFIX, TableRow};
+use winipam::ipam::max_pods::kubelet_max_pods;
 use winipam::ipam::{Mode, PodCapacity};
 
 #[derive(Debug, Parser)]
@@ -59,15 +60,6 @@ pub struct CapacityArgs {
     /// no address.
     #[arg(long, conflicts_with = "all")]
     pub max_pods: bool,
-}
-
-/// The kubelet's default `--max-pods`, and the pods per node Kubernetes is tested at.
-pub const KUBELET_DEFAULT_MAX_PODS: u32 = 110;
-
-/// The kubelet `--max-pods` value for a node with `ip_capacity` pod addresses: no more pods
-/// than addresses (each Windows pod needs one), and no more than the kubelet's default.
-pub fn kubelet_max_pods(ip_capacity: u32) -> u32 {
-    ip_capacity.min(KUBELET_DEFAULT_MAX_PODS)
 }
 
 /// Exit code for an instance type that is not in the table.
@@ -244,6 +236,7 @@ fn table_line(row: &TableRow, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use winipam::ipam::max_pods::KUBELET_DEFAULT_MAX_PODS;
 
     /// Runs the command line `argv` (without the program name): (exit code, stdout, stderr).
     fn run_args(argv: &[&str]) -> (u8, String, String) {

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub node_ips: IntGaugeVec,
     pub node_prefixes: IntGaugeVec,
     pub node_leaving: IntGaugeVec,
+    pub node_kubelet_max_pods: IntGaugeVec,
+    pub node_max_pods_mismatch: IntGaugeVec,
     pub pods_waiting_for_ip: IntGauge,
     pub pod_ip_assign_seconds: Histogram,
     pub allocation_failures_total: IntCounterVec,
@@ -90,6 +92,16 @@ impl Metrics {
             "winipam_node_leaving",
             "1 while the node is on its way out (cordoned, draining, being deleted): it keeps no \
              warm or minimum addresses and gives back what its pods do not use.",
+            &["node"],
+        )?;
+        let node_kubelet_max_pods = gauge_vec(
+            "winipam_node_kubelet_max_pods",
+            "The node's status.capacity.pods (the kubelet's --max-pods), as winipam compared it with the node's pod IP capacity.",
+            &["node"],
+        )?;
+        let node_max_pods_mismatch = gauge_vec(
+            "winipam_node_max_pods_mismatch",
+            "1 while the kubelet's --max-pods disagrees with the node's pod IP capacity (below: addresses never used; above: pods refused by IP); the MaxPodsMismatch Event says the value to set.",
             &["node"],
         )?;
         let pods_waiting_for_ip = gauge(
@@ -159,6 +171,8 @@ impl Metrics {
             node_ips,
             node_prefixes,
             node_leaving,
+            node_kubelet_max_pods,
+            node_max_pods_mismatch,
             pods_waiting_for_ip,
             pod_ip_assign_seconds,
             allocation_failures_total,
@@ -206,12 +220,30 @@ impl Metrics {
             .set(i64::from(leaving));
     }
 
+    /// The kubelet's `--max-pods` of a node, and whether it disagrees with the IP capacity.
+    pub fn set_node_max_pods(&self, node: &str, max_pods: u32, mismatch: bool) {
+        self.node_kubelet_max_pods
+            .with_label_values(&[node])
+            .set(i64::from(max_pods));
+        self.node_max_pods_mismatch
+            .with_label_values(&[node])
+            .set(i64::from(mismatch));
+    }
+
+    /// The node no longer says its `--max-pods`: nothing to compare.
+    pub fn remove_node_max_pods(&self, node: &str) {
+        // Absent series are not an error worth reporting.
+        let _ = self.node_kubelet_max_pods.remove_label_values(&[node]);
+        let _ = self.node_max_pods_mismatch.remove_label_values(&[node]);
+    }
+
     /// Drops every series of a node that is gone, so dashboards do not show ghosts.
     pub fn remove_node(&self, node: &str) {
         // Absent series are not an error worth reporting.
         let _ = self.node_capacity_ips.remove_label_values(&[node]);
         let _ = self.node_prefixes.remove_label_values(&[node]);
         let _ = self.node_leaving.remove_label_values(&[node]);
+        self.remove_node_max_pods(node);
         for state in IP_STATES {
             let _ = self.node_ips.remove_label_values(&[node, state]);
         }
@@ -271,6 +303,7 @@ mod tests {
         );
         m.set_node_prefixes("n1", 0);
         m.set_node_leaving("n1", true);
+        m.set_node_max_pods("n1", 110, true);
         m.pods_waiting_for_ip.set(4);
         m.pod_ip_assign_seconds.observe(0.2);
         m.allocation_failed("subnet_full");
@@ -287,6 +320,8 @@ mod tests {
             "winipam_node_ips{node=\"n1\",state=\"pending\"} 0",
             "winipam_node_prefixes{node=\"n1\"} 0",
             "winipam_node_leaving{node=\"n1\"} 1",
+            "winipam_node_kubelet_max_pods{node=\"n1\"} 110",
+            "winipam_node_max_pods_mismatch{node=\"n1\"} 1",
             "winipam_pods_waiting_for_ip 4",
             "winipam_pod_ip_assign_seconds_bucket{le=\"0.05\"} 0",
             "winipam_pod_ip_assign_seconds_bucket{le=\"0.25\"} 1",
@@ -315,6 +350,7 @@ mod tests {
         m.set_node_ips("gone", NodeIpCounts::default());
         m.set_node_prefixes("gone", 1);
         m.set_node_leaving("gone", true);
+        m.set_node_max_pods("gone", 29, true);
         m.set_node_capacity("stays", 14);
         m.remove_node("gone");
         m.remove_node("never-seen");

@@ -213,6 +213,7 @@ mod tests {
             windows,
             opt_out: None,
             advertised_capacity: None,
+            max_pods: None,
             deleting: false,
             unschedulable: false,
             leaving_taints: Vec::new(),

@@ -81,6 +81,7 @@ mod tests {
                 windows: true,
                 opt_out: None,
                 advertised_capacity: None,
+                max_pods: None,
                 deleting,
                 unschedulable,
                 leaving_taints: taints.iter().map(|t| t.to_string()).collect(),

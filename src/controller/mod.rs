@@ -8,7 +8,8 @@
 //! - `worker`: a node's task (its loop and messages); `pass`: what one pass reads, decides and
 //!   writes, in order; `state`: the types a worker holds.
 //! - What a pass calls: `init` (build the pool), `pods` (adopt, assign, annotate), `ec2_ops`
-//!   (the EC2 call and its outcome), `status` (writing the NodeAddressPool), `gauges`.
+//!   (the EC2 call and its outcome), `status` (writing the NodeAddressPool), `gauges`,
+//!   `max_pods` (the kubelet's max-pods against the IP capacity).
 //! - Pure: `record` (the status as write-ahead record: render, restore, the rules writes wait
 //!   for), `need` (what a pod needs), `leaving` (whether a node is on its way out), `reasons`
 //!   (Event reasons).
@@ -20,6 +21,7 @@ mod gauges;
 mod index;
 mod init;
 mod leaving;
+mod max_pods;
 mod need;
 mod pass;
 mod pods;

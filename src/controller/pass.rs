@@ -10,7 +10,8 @@
 //!    while blocked: another controller owns Windows IPs).
 //! 3. Status before annotation: write the status if it does not list those addresses for their
 //!    pods, then write the annotations it lists (`pods`); the others wait for a later pass.
-//! 4. Plan and start the EC2 call (`ec2_ops`); write the extended resource; write the status
+//! 4. Plan and start the EC2 call (`ec2_ops`); write the extended resource; compare the
+//!    kubelet's max-pods with the IP capacity (`max_pods`); write the status
 //!    (coalesced, but at once when it misses what a restart needs); status before release: a
 //!    release begun above goes out only now that a written status lists its slots.
 //! 5. `IPAllocationPending` for pods waiting too long; the node's gauges.
@@ -92,6 +93,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
         self.start_ec2_op(now);
         self.write_capacity().await;
+        self.check_max_pods().await;
         let status_due = self.write_status(now).await;
         // A release begun above goes out once the status just written lists it.
         self.start_ec2_op(self.ctx.now());

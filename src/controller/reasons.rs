@@ -35,3 +35,5 @@ pub const FOREIGN_IPAM_ENABLED: &str = "ForeignIPAMEnabled";
 pub const STATUS_WRITE_FAILED: &str = "StatusWriteFailed";
 /// The node is cordoned, drained or being deleted: its free addresses go back (Normal).
 pub const NODE_LEAVING: &str = "NodeLeaving";
+/// The kubelet's `--max-pods` (`status.capacity.pods`) disagrees with the node's pod IP capacity.
+pub const MAX_PODS_MISMATCH: &str = "MaxPodsMismatch";

@@ -72,6 +72,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             annotate_failures: 0,
             annotate_retry_at: None,
             retired: Arc::new(AtomicBool::new(false)),
+            max_pods_checked: None,
         };
         let retired = Arc::clone(&worker.retired);
         for pod in pods {

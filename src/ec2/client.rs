@@ -378,17 +378,12 @@ impl<B: Ec2Backend> Inner<B> {
         cap.mul_f64(fraction).max(Duration::from_millis(1))
     }
 
-    /// splitmix64 step: a fraction in [0, 1).
+    /// The next step of a splitmix64 sequence from the configured seed: a fraction in [0, 1).
     fn next_jitter(&self) -> f64 {
         let x = self
             .jitter
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        crate::ipam::pool_ec2::unit_fraction(x)
     }
 
     async fn instances_by_id(&self, ids: Vec<String>) -> BatchOutcome<InstanceInfo> {

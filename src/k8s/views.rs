@@ -35,6 +35,8 @@ pub struct NodeView {
     pub opt_out: Option<OptOut>,
     /// The current value of the extended resource in `status.capacity`, as written there.
     pub advertised_capacity: Option<String>,
+    /// `status.capacity.pods`: the kubelet's `--max-pods` (`None` when absent or not a count).
+    pub max_pods: Option<u32>,
     /// `metadata.deletionTimestamp` is set.
     pub deleting: bool,
     /// `spec.unschedulable` (`kubectl cordon`, `kubectl drain`).
@@ -174,6 +176,12 @@ pub fn node_view(node: &Node) -> NodeView {
             .and_then(|s| s.capacity.as_ref())
             .and_then(|c| c.get(PRIVATE_IPV4_ADDRESS))
             .map(|q| q.0.clone()),
+        max_pods: node
+            .status
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|c| c.get("pods"))
+            .and_then(|q| q.0.trim().parse().ok()),
         deleting: meta.deletion_timestamp.is_some(),
         unschedulable: node
             .spec
@@ -350,10 +358,10 @@ mod tests {
             Some("aws:///us-west-2a/i-0abc"),
         );
         n.status = Some(NodeStatus {
-            capacity: Some(BTreeMap::from([(
-                PRIVATE_IPV4_ADDRESS.to_string(),
-                Quantity("9".into()),
-            )])),
+            capacity: Some(BTreeMap::from([
+                (PRIVATE_IPV4_ADDRESS.to_string(), Quantity("9".into())),
+                ("pods".to_string(), Quantity("110".into())),
+            ])),
             ..Default::default()
         });
         let v = node_view(&n);
@@ -367,11 +375,20 @@ mod tests {
                 windows: true,
                 opt_out: None,
                 advertised_capacity: Some("9".into()),
+                max_pods: Some(110),
                 deleting: false,
                 unschedulable: false,
                 leaving_taints: Vec::new(),
             }
         );
+        // A pods quantity that is not a plain count is not guessed at.
+        for odd in ["1k", "", "-3"] {
+            n.status = Some(NodeStatus {
+                capacity: Some(BTreeMap::from([("pods".to_string(), Quantity(odd.into()))])),
+                ..Default::default()
+            });
+            assert_eq!(node_view(&n).max_pods, None, "{odd:?}");
+        }
     }
 
     #[test]
@@ -390,6 +407,7 @@ mod tests {
         assert!(v.windows);
         assert!(v.deleting);
         assert_eq!(v.advertised_capacity, None);
+        assert_eq!(v.max_pods, None);
 
         let garbage = node_view(&node(&[], Some("garbage")));
         assert_eq!(garbage.instance_id, None);

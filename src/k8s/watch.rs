@@ -214,6 +214,7 @@ mod tests {
             windows: true,
             opt_out: None,
             advertised_capacity: None,
+            max_pods: None,
             deleting: false,
             unschedulable: false,
             leaving_taints: Vec::new(),

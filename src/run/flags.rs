@@ -148,6 +148,16 @@ pub struct RunArgs {
     #[arg(long, env = "WINIPAM_SIMULATED_EC2")]
     pub simulated_ec2: bool,
 
+    /// Simulation only (with `--simulated-ec2`, development and end-to-end tests): the
+    /// simulated subnet starts with one address of every /28 taken, so prefix assigns fail with
+    /// `InsufficientCidrBlocks` and `prefix-fallback-to-secondary` can be seen at work.
+    #[arg(
+        long,
+        env = "WINIPAM_SIMULATED_EC2_FRAGMENTED_SUBNET",
+        requires = "simulated_ec2"
+    )]
+    pub simulated_ec2_fragmented_subnet: bool,
+
     /// Log format. Default: `text` on a terminal, `json` otherwise.
     #[arg(long, env = "WINIPAM_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,

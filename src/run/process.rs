@@ -159,6 +159,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             "EC2 is simulated inside this process (--simulated-ec2): no AWS call is made"
         );
         let backend = NodeBackedEc2::new(1)?;
+        if args.simulated_ec2_fragmented_subnet {
+            backend.fragment_subnet()?;
+            tracing::warn!("simulated EC2: the subnet is fragmented (no free /28)");
+        }
         let follower = tokio::spawn(backend.clone().follow_nodes(cluster));
         control.run(backend, ec2_config).await?;
         follower.abort();

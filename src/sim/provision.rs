@@ -63,6 +63,23 @@ impl NodeBackedEc2 {
         })
     }
 
+    /// Simulation knob (`--simulated-ec2-fragmented-subnet`): another ENI of the VPC takes one
+    /// address of every aligned /28 of the subnet, so a prefix assign fails with
+    /// `InsufficientCidrBlocks` while single addresses stay free, as in a long-lived subnet
+    /// whose /32s are scattered: the path to the `/32` fallback, end to end.
+    pub fn fragment_subnet(&self) -> Result<(), Ec2Error> {
+        let cidr: Ipv4Net = SUBNET
+            .parse()
+            .map_err(|_| Ec2Error::local("SimSubnet", "bad subnet CIDR"))?;
+        let base = u32::from(cidr.network());
+        let size = 1u32 << (32 - u32::from(cidr.prefix_len()));
+        // Offset 5 of each /28: past the four addresses AWS reserves at the subnet's start.
+        let taken: Vec<Ipv4Addr> = (0..size / 16)
+            .map(|block| Ipv4Addr::from(base + block * 16 + 5))
+            .collect();
+        self.sim.occupy(&self.subnet, &taken)
+    }
+
     pub fn sim(&self) -> &SimEc2 {
         &self.sim
     }
@@ -209,5 +226,17 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code.as_deref(), Some("InvalidInstanceID.NotFound"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fragmented_subnet_refuses_prefixes_and_gives_single_addresses() {
+        let ec2 = NodeBackedEc2::new(1).unwrap();
+        ec2.fragment_subnet().unwrap();
+        let id = "i-0123456789abcdef0";
+        ec2.learn(id, "m5.large");
+        let eni = ec2.sim().instance(id).unwrap().primary_eni.eni_id;
+        let err = ec2.assign_prefixes(&eni, 1).await.unwrap_err();
+        assert_eq!(err.code.as_deref(), Some("InsufficientCidrBlocks"));
+        assert_eq!(ec2.assign_private_ips(&eni, 3).await.unwrap().len(), 3);
     }
 }

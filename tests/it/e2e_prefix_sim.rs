@@ -30,7 +30,7 @@ fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
     )
 }
 
-fn node(name: &str, instance: u32) -> Node {
+pub(crate) fn node(name: &str, instance: u32) -> Node {
     Node {
         metadata: ObjectMeta {
             name: Some(name.to_string()),

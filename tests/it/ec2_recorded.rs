@@ -174,6 +174,25 @@ async fn describe_reads_the_primary_eni_only_with_its_prefixes() {
     assert_eq!(param(f, "InstanceId.1"), Some("i-0123456789abcdef0"));
 }
 
+/// An instance with two network cards (c6in.32xlarge): each card has an ENI at device index 0,
+/// and EC2 lists them in no set order. The primary is device 0 on card 0 (SPEC 6.1); here it
+/// comes after card 1's device 0 and card 0's device 1, so taking the first device 0, or the
+/// first ENI of card 0, picks the wrong one.
+#[tokio::test]
+async fn describe_picks_device_0_on_network_card_0_among_several_cards() {
+    let (client, _, _) = client_on(vec![answer(200, "describe_instances_network_cards.xml")]);
+    let i = client
+        .describe_instance("i-0fedcba9876543210")
+        .await
+        .unwrap();
+    assert_eq!(i.instance_type, "c6in.32xlarge");
+    let eni = &i.primary_eni;
+    assert_eq!(eni.eni_id, "eni-0c0c0c0c0c0c0c0c0");
+    assert_eq!(eni.primary_ip, ip("10.0.48.10"));
+    assert_eq!(eni.secondary_ips, vec![ip("10.0.48.11"), ip("10.0.48.12")]);
+    assert!(eni.prefixes.is_empty());
+}
+
 #[tokio::test]
 async fn instance_types_read_nitro_xen_and_bare_metal() {
     let (client, replay, _) = client_on(vec![answer(200, "describe_instance_types.xml")]);

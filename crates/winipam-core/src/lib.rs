@@ -18,6 +18,7 @@
 pub mod annotation;
 pub mod capacity;
 pub mod config;
+pub mod max_pods;
 pub mod plan;
 pub mod pool;
 pub mod pool_ec2;
@@ -41,6 +42,7 @@ mod test_support;
 pub use annotation::parse_annotation;
 pub use capacity::{LimitsSource, PodCapacity, ResolvedLimits};
 pub use config::{Config, ConfigError, ParsedConfig, Targets};
+pub use max_pods::{MaxPodsMismatch, compare_max_pods, kubelet_max_pods};
 pub use plan::Action;
 pub use pool::{AddressKind, AdoptOutcome, AssignOutcome, Assignment, NodePool};
 pub use pool_ec2::{DescribeOutcome, Ec2Addresses, FailureEffect, LostAddress};

@@ -115,6 +115,8 @@ pub struct NodePool {
     pub(crate) waiting: u32,
     /// Consecutive throttled/failed calls, for the exponential backoff.
     pub(crate) failures: u32,
+    /// Spreads this node's backoff delays from other nodes' ([`super::pool_ec2::backoff_delay`]).
+    pub(crate) jitter_seed: u64,
     pub(crate) backoff_until: Option<Timestamp>,
     /// After `InsufficientCidrBlocks`: no new /28 before this (or /32 fallback if configured).
     pub(crate) no_prefix_until: Option<Timestamp>,
@@ -153,6 +155,7 @@ impl NodePool {
             needs_describe: false,
             waiting: 0,
             failures: 0,
+            jitter_seed: super::pool_ec2::jitter_seed(&eni.eni_id),
             backoff_until: None,
             no_prefix_until: None,
             no_assign_until: None,

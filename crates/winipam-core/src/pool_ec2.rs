@@ -202,7 +202,7 @@ impl NodePool {
 
     fn back_off(&mut self, now: Timestamp) -> FailureEffect {
         self.failures = self.failures.saturating_add(1);
-        let until = now.plus(backoff_delay(self.failures));
+        let until = now.plus(backoff_delay(self.failures, self.jitter_seed));
         self.backoff_until = Some(until);
         FailureEffect::Backoff { until }
     }
@@ -346,8 +346,30 @@ impl NodePool {
     }
 }
 
-/// Deterministic exponential backoff: `BACKOFF_BASE * 2^(failures-1)`, capped.
-pub fn backoff_delay(failures: u32) -> Duration {
+/// Exponential backoff with jitter (SPEC 7): `BACKOFF_BASE * 2^(failures-1)`, capped at
+/// `BACKOFF_MAX`, then scaled into its upper half, `[d/2, d]`, by a fraction drawn from `seed`
+/// (the node's) and the failure count. Nodes throttled by the same burst retry spread out
+/// instead of together, which would refill EC2's account bucket only to drain it at once again.
+/// Pure: the same node and count give the same delay, so a simulated run replays from its seed.
+pub fn backoff_delay(failures: u32, seed: u64) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
+    let cap = BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX);
+    cap.mul_f64(0.5 + 0.5 * unit_fraction(seed ^ u64::from(failures).rotate_left(32)))
+}
+
+/// A node's jitter seed: FNV-1a of its ENI id (stable across restarts and platforms).
+pub fn jitter_seed(eni_id: &str) -> u64 {
+    eni_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// splitmix64 of `x` (the step after state `x`), as a fraction in [0, 1): the jitter of the
+/// per-node backoff here and of the EC2 client's throttle retries.
+pub fn unit_fraction(x: u64) -> f64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }

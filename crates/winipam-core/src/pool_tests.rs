@@ -5,7 +5,9 @@ use std::time::Duration;
 use super::config::{KEY_COOLDOWN, KEY_FALLBACK, KEY_PREFIX_DELEGATION};
 use super::plan::Action;
 use super::pool::{AddressKind, AdoptOutcome, AssignOutcome, Assignment, NodePool};
-use super::pool_ec2::{Ec2Addresses, FailureEffect, LostAddress, backoff_delay};
+use super::pool_ec2::{
+    BACKOFF_BASE, BACKOFF_MAX, Ec2Addresses, FailureEffect, LostAddress, backoff_delay,
+};
 use super::test_support::*;
 use super::types::{Ec2ErrorClass, EniSnapshot, Timestamp};
 
@@ -269,17 +271,23 @@ fn stale_describe_does_not_resurrect_released_addresses() {
 fn failure_reactions() {
     let now = secs(0);
     let mut pool = pool_with_ips(&[]);
-    // Throttled: exponential, deterministic backoff; plan waits, next_wakeup says until when.
-    for (n, expected) in [(1, 1), (2, 2), (3, 4)] {
+    // Throttled: exponential backoff, jittered into [d/2, d]; plan waits, next_wakeup says
+    // until when.
+    for (n, expected) in [(1, 1000), (2, 2000), (3, 4000)] {
         pool.begin(&Action::AssignIps(3), now);
         let effect = pool.apply_failure(&Ec2ErrorClass::Throttled, now);
-        let until = now.plus(Duration::from_secs(expected));
-        assert_eq!(effect, FailureEffect::Backoff { until }, "failure {n}");
+        let FailureEffect::Backoff { until } = effect else {
+            panic!("failure {n}: {effect:?}");
+        };
+        let delay = until.since(now);
+        let bounds = Duration::from_millis(expected / 2)..=Duration::from_millis(expected);
+        assert!(bounds.contains(&delay), "failure {n}: {delay:?}");
         assert_eq!(pool.plan(now), Action::None);
         assert_eq!(pool.next_wakeup(now), Some(until));
         assert_eq!(pool.plan(until), Action::AssignIps(3));
     }
-    assert_eq!(backoff_delay(30), Duration::from_secs(60));
+    assert!(backoff_delay(30, 7) <= Duration::from_secs(60));
+    assert!(backoff_delay(30, 7) >= Duration::from_secs(30));
     // Success resets the backoff sequence.
     pool.begin(&Action::AssignIps(3), now);
     pool.apply_assign_ok(&Ec2Addresses::Ips(vec![ip(10)]), now);
@@ -291,12 +299,10 @@ fn failure_reactions() {
         },
         now,
     );
-    assert_eq!(
-        effect,
-        FailureEffect::Backoff {
-            until: now.plus(Duration::from_secs(1))
-        }
-    );
+    let FailureEffect::Backoff { until } = effect else {
+        panic!("{effect:?}");
+    };
+    assert!(until.since(now) <= Duration::from_secs(1), "{effect:?}");
 
     // EniLimit and UnknownOutcome: describe next, never a blind retry.
     let mut pool = pool_with_ips(&[]);
@@ -579,4 +585,58 @@ fn an_orphan_is_held_even_with_no_cool_down_configured() {
     let held = rebuild.plus(super::pool::ORPHAN_HOLD);
     pool.advance(held);
     assert_eq!(assigned(pool.assign(&uid(1), held)).addr, ip(10));
+}
+
+/// SPEC 7 asks for jittered backoff: nodes throttled by one burst must not all retry at the same
+/// instant. Every delay stays within [d/2, d] of the exponential step d; distinct nodes (ENIs)
+/// get distinct delays for the same failure count; one node's delay is the same every time
+/// (replayable simulations).
+#[test]
+fn backoff_is_jittered_per_node_within_its_bounds() {
+    use super::pool_ec2::jitter_seed;
+    for failures in [1u32, 2, 3, 5, 7, 30] {
+        let step = BACKOFF_BASE
+            .saturating_mul(1 << failures.saturating_sub(1).min(16))
+            .min(BACKOFF_MAX);
+        let delays: std::collections::BTreeSet<Duration> = (0..64)
+            .map(|i| {
+                let seed = jitter_seed(&format!("eni-{i:017x}"));
+                let d = backoff_delay(failures, seed);
+                assert!(
+                    d >= step / 2 && d <= step,
+                    "failures {failures}: {d:?} vs {step:?}"
+                );
+                assert_eq!(d, backoff_delay(failures, seed), "deterministic per node");
+                d
+            })
+            .collect();
+        // Without jitter all 64 nodes would wait the same.
+        assert!(
+            delays.len() > 48,
+            "failures {failures}: {} distinct delays",
+            delays.len()
+        );
+        let spread = *delays.last().unwrap() - *delays.first().unwrap();
+        assert!(
+            spread > step / 4,
+            "failures {failures}: spread {spread:?} of {step:?}"
+        );
+    }
+    // The pools of two nodes back off differently from the same failure.
+    let pool_on = |eni: &str| {
+        let mut snapshot = eni_snapshot(&[], &[]);
+        snapshot.eni_id = eni.to_string();
+        NodePool::new(limits(10, true), config(&[]), &snapshot)
+    };
+    let until = |mut pool: NodePool| {
+        pool.begin(&Action::AssignIps(3), secs(0));
+        match pool.apply_failure(&Ec2ErrorClass::Throttled, secs(0)) {
+            FailureEffect::Backoff { until } => until,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_ne!(
+        until(pool_on("eni-0a1b2c3d4e5f60718")),
+        until(pool_on("eni-0ffff00001111aaaa"))
+    );
 }

@@ -48,6 +48,8 @@ impl SimNode {
             windows: self.windows,
             opt_out: None,
             advertised_capacity: self.capacity.clone(),
+            // No kubelet: the simulated nodes do not advertise pods.
+            max_pods: None,
             deleting: false,
             unschedulable: self.unschedulable,
             leaving_taints: self.leaving_taints.clone(),

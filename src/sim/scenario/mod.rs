@@ -250,4 +250,6 @@ mod leaving_tests;
 #[cfg(test)]
 mod ordering_tests;
 #[cfg(test)]
+mod path_tests;
+#[cfg(test)]
 mod tests;
