@@ -14,7 +14,7 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use winipam::webhook::ca::{self, ServingNames};
 
-use crate::support::e2e::{Env, eventually, pod_on, pod_state};
+use crate::support::e2e::{Env, eventually, pod_state, windows_pod};
 use crate::support::winipam::Winipam;
 use crate::webhook_support::{has_ip_resource, url_configurations};
 
@@ -37,14 +37,6 @@ async fn register(env: &Env, port: u16, ca: &[u8]) {
     v.create(&PostParams::default(), &validating)
         .await
         .expect("create the validating webhook");
-}
-
-fn windows_pod(name: &str, node: &str) -> Pod {
-    let mut pod = pod_on(name, node);
-    if let Some(spec) = pod.spec.as_mut() {
-        spec.node_selector = Some([("kubernetes.io/os".to_owned(), "windows".to_owned())].into());
-    }
-    pod
 }
 
 #[tokio::test]

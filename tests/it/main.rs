@@ -32,6 +32,8 @@ mod k8s_leader;
 mod k8s_support;
 mod k8s_watch;
 mod support;
+mod vpcrc_proxy;
+mod vpcrc_serves;
 mod webhook_admission;
 mod webhook_certs;
 mod webhook_support;

@@ -257,6 +257,11 @@ impl Env {
         (id.to_owned(), cidr)
     }
 
+    /// The id of this test's VPC in moto, once a node made it.
+    pub async fn vpc_id(&self) -> Option<String> {
+        self.vpc.lock().await.as_ref().map(|(id, _)| id.clone())
+    }
+
     /// Secondary addresses of an ENI, as moto has them now.
     pub async fn eni_ips(&self, eni_id: &str) -> Vec<Ipv4Addr> {
         crate::common::eni_ips(&self.ec2, eni_id).await
@@ -432,6 +437,16 @@ pub fn pod_on(name: &str, node: &str) -> Pod {
     }
 }
 
+/// A bound pod that selects Windows nodes, as a Windows workload does (the mutating webhooks,
+/// winipam's and the VPC Resource Controller's, key on the node selector).
+pub fn windows_pod(name: &str, node: &str) -> Pod {
+    let mut pod = pod_on(name, node);
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.node_selector = Some([("kubernetes.io/os".to_owned(), "windows".to_owned())].into());
+    }
+    pod
+}
+
 pub fn pod_state(pod: &Pod) -> Option<PodState> {
     Some(PodState {
         name: pod.metadata.name.clone()?,
@@ -478,6 +493,7 @@ async fn clear_cluster(client: &Client) {
     let _ = Api::<ValidatingWebhookConfiguration>::all(client.clone())
         .delete("winipam", &DeleteParams::default())
         .await;
+    super::vpcrc::unregister_webhooks(client).await;
 }
 
 /// Applies the base's RBAC for a controller in `namespace`: the files as they are, with the
