@@ -32,6 +32,7 @@ mod k8s_leader;
 mod k8s_support;
 mod k8s_watch;
 mod support;
+mod vpcrc_migrate;
 mod vpcrc_proxy;
 mod vpcrc_serves;
 mod webhook_admission;

@@ -5,11 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use kube::api::PostParams;
-
-use crate::support::e2e::{Env, assert_distinct, eventually, windows_pod};
+use crate::support::e2e::{Env, assert_distinct};
 use crate::support::vpcrc::{VpcRc, give_kubelet_status, set_windows_ipam};
-use crate::webhook_support::{has_ip_resource, wait_until_injecting};
+use crate::webhook_support::wait_until_injecting;
 
 /// m5.large: 10 addresses per ENI, the primary one the node's own.
 const CAPACITY_M5_LARGE: &str = "9";
@@ -29,36 +27,14 @@ async fn the_real_vpc_resource_controller_serves_windows_pods_on_two_nodes() {
     let mut vpcrc = VpcRc::start(&env).await;
     let started = Instant::now();
 
-    for node in &nodes {
-        eventually("capacity advertised", Duration::from_secs(60), || async {
-            match env.node_capacity(&node.name).await {
-                Some(c) if c == CAPACITY_M5_LARGE => Ok(()),
-                other => Err(format!("{}: {other:?}", node.name)),
-            }
-        })
+    env.wait_capacity(&nodes, CAPACITY_M5_LARGE, Duration::from_secs(60))
         .await;
-    }
     let advertised = started.elapsed();
 
     // The apiserver picks the webhook registration up within moments.
     wait_until_injecting(&env.pods_api()).await;
-    let mut names = Vec::new();
     let created = Instant::now();
-    for (n, node) in nodes.iter().enumerate() {
-        for i in 0..PODS_PER_NODE {
-            let name = format!("pod-{n}-{i}");
-            let pod = env
-                .pods_api()
-                .create(&PostParams::default(), &windows_pod(&name, &node.name))
-                .await
-                .unwrap_or_else(|e| panic!("create pod {name}: {e}"));
-            assert!(
-                has_ip_resource(&pod),
-                "{name}: the VPC Resource Controller's mutating webhook puts the resource on it"
-            );
-            names.push(name);
-        }
-    }
+    let names = env.create_windows_pods(&nodes, "pod", PODS_PER_NODE).await;
     let pods = env.wait_annotated(&names, Duration::from_secs(90)).await;
     let annotated = created.elapsed();
 

@@ -284,6 +284,46 @@ impl Env {
         .await
     }
 
+    /// Waits until each node's `status.capacity` of the IP resource is `capacity`.
+    pub async fn wait_capacity(&self, nodes: &[TestNode], capacity: &str, timeout: Duration) {
+        for node in nodes {
+            eventually("capacity", timeout, || async {
+                match self.node_capacity(&node.name).await {
+                    Some(c) if c == capacity => Ok(()),
+                    other => Err(format!("{}: {other:?}", node.name)),
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Creates `per_node` Windows pods on each node, named `{prefix}-{node index}-{i}`, and
+    /// checks that a mutating webhook gave each the IP resource; returns their names.
+    pub async fn create_windows_pods(
+        &self,
+        nodes: &[TestNode],
+        prefix: &str,
+        per_node: usize,
+    ) -> Vec<String> {
+        let mut names = Vec::new();
+        for (n, node) in nodes.iter().enumerate() {
+            for i in 0..per_node {
+                let name = format!("{prefix}-{n}-{i}");
+                let pod = self
+                    .pods_api()
+                    .create(&PostParams::default(), &windows_pod(&name, &node.name))
+                    .await
+                    .unwrap_or_else(|e| panic!("create pod {name}: {e}"));
+                assert!(
+                    crate::webhook_support::has_ip_resource(&pod),
+                    "{name} admitted with the IP resource"
+                );
+                names.push(name);
+            }
+        }
+        names
+    }
+
     /// Waits until every pod named is annotated; returns all pods of the namespace.
     pub async fn wait_annotated(
         &self,
