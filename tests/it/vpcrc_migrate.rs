@@ -99,37 +99,68 @@ async fn annotation_writer(env: &Env, name: &str) -> Option<String> {
         .and_then(|entry| entry.manager)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forward_from_the_real_vpc_resource_controller_leaves_no_pod_without_an_address() {
-    let env = Env::new("vpcrc-forward").await;
+/// The VPC Resource Controller serving `count` m5.large nodes (with its IPAM on), capacity
+/// advertised and its mutating webhook called.
+async fn vpcrc_serving(env: &Env, count: usize) -> (VpcRc, Vec<TestNode>) {
     set_windows_ipam(&env.client, true).await;
-    let nodes = vec![
-        env.add_node("a", "m5.large").await,
-        env.add_node("b", "m5.large").await,
-    ];
-    for node in &nodes {
+    let mut nodes = Vec::new();
+    for i in 0..count {
+        let node = env.add_node(&format!("n{i}"), "m5.large").await;
         give_kubelet_status(&env.client, &node.name).await;
+        nodes.push(node);
     }
-    let mut vpcrc = VpcRc::start(&env).await;
+    let vpcrc = VpcRc::start(env).await;
     env.wait_capacity(&nodes, CAPACITY_M5_LARGE, Duration::from_secs(60))
         .await;
     wait_until_injecting(&env.pods_api()).await;
-    let before = create_and_wait(&env, &nodes, "before", 2).await;
+    (vpcrc, nodes)
+}
 
-    // winipam installed: it waits, and its validating webhook is in the apiserver's path.
+/// winipam installed beside it, webhooks served and registered; returns once it waits
+/// (`winipam_blocked` 1). Keep the certificates as long as winipam runs.
+async fn install_winipam(env: &Env) -> (Winipam, FileCerts) {
     let certs = FileCerts::new();
     let mut options = env.options("winipam-0");
     certs.serve(&mut options);
     let mut winipam = Winipam::start(&options);
     winipam.wait_ready(Duration::from_secs(30)).await;
-    register(&env, winipam.webhook_addr().port(), &certs.ca).await;
-    eventually("winipam waits", Duration::from_secs(20), || async {
+    register(env, winipam.webhook_addr().port(), &certs.ca).await;
+    wait_blocked(&winipam, 1.0).await;
+    (winipam, certs)
+}
+
+async fn wait_blocked(winipam: &Winipam, value: f64) {
+    eventually("winipam_blocked", Duration::from_secs(20), || async {
         match winipam.metric("winipam_blocked", &[]).await {
-            Some(1.0) => Ok(()),
-            other => Err(format!("winipam_blocked {other:?}")),
+            Some(v) if v == value => Ok(()),
+            other => Err(format!("winipam_blocked {other:?}, want {value}")),
         }
     })
     .await;
+}
+
+/// The switch, exactly as the README says; returns once winipam resumed.
+async fn switch_off(env: &Env, winipam: &Winipam) {
+    let patch = json!({"data": {"enable-windows-ipam": "false"}});
+    Api::<ConfigMap>::namespaced(env.client.clone(), "kube-system")
+        .patch(
+            "amazon-vpc-cni",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("patch kube-system/amazon-vpc-cni");
+    wait_blocked(winipam, 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_from_the_real_vpc_resource_controller_leaves_no_pod_without_an_address() {
+    let env = Env::new("vpcrc-forward").await;
+    let (mut vpcrc, nodes) = vpcrc_serving(&env, 2).await;
+    let before = create_and_wait(&env, &nodes, "before", 2).await;
+
+    // winipam installed: it waits, and its validating webhook is in the apiserver's path.
+    let (mut winipam, _certs) = install_winipam(&env).await;
     eventually(
         "the apiserver calls winipam's validating webhook",
         Duration::from_secs(30),
@@ -163,30 +194,10 @@ async fn forward_from_the_real_vpc_resource_controller_leaves_no_pod_without_an_
         judged_before.get("true"),
         "winipam's webhook denied nothing"
     );
-    assert_eq!(
-        winipam.metric("winipam_blocked", &[]).await,
-        Some(1.0),
-        "still waiting"
-    );
+    wait_blocked(&winipam, 1.0).await;
     assert_addresses(&env, &nodes).await;
 
-    // The switch, exactly as the README says.
-    let patch = json!({"data": {"enable-windows-ipam": "false"}});
-    Api::<ConfigMap>::namespaced(env.client.clone(), "kube-system")
-        .patch(
-            "amazon-vpc-cni",
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .expect("patch kube-system/amazon-vpc-cni");
-    eventually("winipam resumes", Duration::from_secs(20), || async {
-        match winipam.metric("winipam_blocked", &[]).await {
-            Some(0.0) => Ok(()),
-            other => Err(format!("winipam_blocked {other:?}")),
-        }
-    })
-    .await;
+    switch_off(&env, &winipam).await;
     let assigns_at_switch = vpcrc.proxy.calls().get("AssignPrivateIpAddresses").copied();
 
     let after = create_and_wait(&env, &nodes, "after", 2).await;
@@ -221,6 +232,75 @@ async fn forward_from_the_real_vpc_resource_controller_leaves_no_pod_without_an_
         during.len(),
         after.len()
     );
+    winipam.stop().await;
+    vpcrc.stop(&env.client).await;
+}
+
+/// An address the VPC Resource Controller freed in its last moments (its pod deleted just before
+/// the switch) is not handed out by winipam inside the cool-down (SPEC 5.3, issue 17). The node
+/// is filled to its capacity after the switch, so the last pod can only have that address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_freed_just_before_the_switch_cools_down_before_winipam_reuses_it() {
+    const COOLDOWN: Duration = Duration::from_secs(30);
+    let env = Env::new("vpcrc-cooldown").await;
+    let (mut vpcrc, nodes) = vpcrc_serving(&env, 1).await;
+    let before = create_and_wait(&env, &nodes, "before", 4).await;
+    let (mut winipam, _certs) = install_winipam(&env).await;
+
+    let gone = &before[0];
+    let freed = env.pods().await[gone].address().expect("an annotated pod");
+    env.delete_pod(gone).await;
+    let freed_at = std::time::Instant::now();
+    // Its release reaches the VPC Resource Controller before it is switched off.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    switch_off(&env, &winipam).await;
+
+    let live = before.len() - 1;
+    let capacity: usize = CAPACITY_M5_LARGE.parse().expect("a number");
+    let after = env
+        .create_windows_pods(&nodes, "after", capacity - live)
+        .await;
+    // When each pod was first seen annotated, counted from the release.
+    let mut annotated_at = BTreeMap::new();
+    let deadline = freed_at + COOLDOWN * 3;
+    loop {
+        for (name, pod) in env.pods().await {
+            if pod.annotation.is_some() {
+                annotated_at
+                    .entry(name)
+                    .or_insert_with(|| (pod.address(), freed_at.elapsed()));
+            }
+        }
+        let missing: Vec<&String> = after
+            .iter()
+            .filter(|n| !annotated_at.contains_key(*n))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not annotated within {:?}: {missing:?}",
+            COOLDOWN * 3
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_addresses(&env, &nodes).await;
+    let reuse = annotated_at
+        .iter()
+        .find(|(name, (addr, _))| after.contains(name) && *addr == Some(freed));
+    eprintln!(
+        "cool-down across the switch: {freed} freed by deleting {gone}; reused by {reuse:?}; \
+         the VPC Resource Controller's EC2 calls {:?}",
+        vpcrc.proxy.calls()
+    );
+    if let Some((name, (_, at))) = reuse {
+        assert!(
+            *at >= COOLDOWN,
+            "{name} got {freed} {at:?} after the VPC Resource Controller freed it, inside the \
+             {COOLDOWN:?} cool-down"
+        );
+    }
     winipam.stop().await;
     vpcrc.stop(&env.client).await;
 }
