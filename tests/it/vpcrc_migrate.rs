@@ -153,6 +153,56 @@ async fn switch_off(env: &Env, winipam: &Winipam) {
     wait_blocked(winipam, 0.0).await;
 }
 
+/// Switches the VPC Resource Controller off (as the README says) while pods are created and
+/// deleted on every node: `CHURN_ROUNDS` rounds half a second apart, each creating one pod per
+/// node and, from the third on, deleting the one created two rounds earlier. Meanwhile the
+/// annotated live pods are checked every 100 ms for an address named twice. Returns the churn's
+/// pods still live.
+async fn switch_under_churn(env: &Env, nodes: &[TestNode], winipam: &Winipam) -> Vec<String> {
+    const CHURN_ROUNDS: usize = 4;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let churn = async {
+        let mut live = Vec::new();
+        for round in 0..CHURN_ROUNDS {
+            live.extend(
+                env.create_windows_pods(nodes, &format!("churn{round}"), 1)
+                    .await,
+            );
+            if round >= 2 {
+                for n in 0..nodes.len() {
+                    let name = format!("churn{}-{n}-0", round - 2);
+                    env.delete_pod(&name).await;
+                    live.retain(|l| *l != name);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        live
+    };
+    let switch = async {
+        tokio::time::sleep(Duration::from_millis(750)).await;
+        switch_off(env, winipam).await;
+    };
+    let watch = async {
+        let mut checks = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let pods = env.pods().await;
+            assert_distinct(&pods.values().collect::<Vec<_>>());
+            checks += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        checks
+    };
+    let work = async {
+        let out = tokio::join!(churn, switch);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    };
+    let ((live, ()), checks) = tokio::join!(work, watch);
+    assert!(checks > 0, "the addresses were watched");
+    live
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_from_the_real_vpc_resource_controller_leaves_no_pod_without_an_address() {
     let env = Env::new("vpcrc-forward").await;
@@ -197,12 +247,16 @@ async fn forward_from_the_real_vpc_resource_controller_leaves_no_pod_without_an_
     wait_blocked(&winipam, 1.0).await;
     assert_addresses(&env, &nodes).await;
 
-    switch_off(&env, &winipam).await;
+    // The switch with pods created and deleted on both nodes around it, and the live pods'
+    // addresses watched throughout.
+    let churned = switch_under_churn(&env, &nodes, &winipam).await;
     let assigns_at_switch = vpcrc.proxy.calls().get("AssignPrivateIpAddresses").copied();
+    env.wait_annotated(&churned, Duration::from_secs(60)).await;
 
-    let after = create_and_wait(&env, &nodes, "after", 2).await;
+    // One more per node: with the churn's cooling addresses the nodes are then full.
+    let after = create_and_wait(&env, &nodes, "after", 1).await;
     let pods = assert_addresses(&env, &nodes).await;
-    for name in before.iter().chain(&during).chain(&after) {
+    for name in before.iter().chain(&during).chain(&churned).chain(&after) {
         assert!(pods[name].annotation.is_some(), "{name} lost its address");
     }
     env.wait_capacity(&nodes, CAPACITY_M5_LARGE, Duration::from_secs(60))
@@ -224,12 +278,13 @@ async fn forward_from_the_real_vpc_resource_controller_leaves_no_pod_without_an_
     let calls = vpcrc.proxy.calls();
     let winipam_writer = annotation_writer(&env, &after[0]).await;
     eprintln!(
-        "forward migration: {} pods before, {} during, {} after; winipam's webhook on UPDATE \
+        "forward migration: {} pods before, {} during, {} live of the churn, {} after; winipam's webhook on UPDATE \
          {judged:?} (was {judged_before:?}); annotations by {vpcrc_writer:?} then {winipam_writer:?}; the VPC \
          Resource Controller's EC2 calls {calls:?} (AssignPrivateIpAddresses at the switch \
          {assigns_at_switch:?})",
         before.len(),
         during.len(),
+        churned.len(),
         after.len()
     );
     winipam.stop().await;
