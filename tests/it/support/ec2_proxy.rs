@@ -34,8 +34,9 @@ struct ProxyState {
     refused: Mutex<BTreeMap<String, u64>>,
     /// Address limit per ENI (primary included), learnt once from moto.
     limits: Mutex<HashMap<String, usize>>,
-    /// One AssignPrivateIpAddresses at a time: the rewrite compares the ENI before and after.
-    assign: Mutex<()>,
+    /// One AssignPrivateIpAddresses at a time per ENI (the rewrite compares the ENI before and
+    /// after); calls on other ENIs go on meanwhile, as EC2's would.
+    assigning: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl Ec2Proxy {
@@ -45,7 +46,7 @@ impl Ec2Proxy {
             calls: Mutex::default(),
             refused: Mutex::default(),
             limits: Mutex::default(),
-            assign: Mutex::default(),
+            assigning: Mutex::default(),
         });
         let handler = state.clone();
         let server = LoopbackServer::start("ec2-proxy", Arc::new(move |r| handler.answer(r)));
@@ -116,7 +117,11 @@ impl ProxyState {
                 .filter(|k| k.starts_with("PrivateIpAddress."))
                 .count(),
         };
-        let _one_at_a_time = lock(&self.assign);
+        let eni_lock = lock(&self.assigning)
+            .entry(eni.clone())
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock(&eni_lock);
         let before = self.eni_addresses(eni)?;
         let limit = self.limit(eni)?;
         if before.len() + asked > limit {
