@@ -133,19 +133,24 @@ build_kubernetes() {
   go_build "$module" "$(kubernetes_stamp)" "$out" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
 }
 
-build() {
-  if [ -f "$bin_dir/.complete" ]; then return; fi
+# Sets $go and the Go environment, and checks that Go is 1.26 or newer: the pinned modules
+# (Kubernetes 1.37, etcd 3.6.16, the VPC Resource Controller) declare `go 1.26.x`, and with
+# GOTOOLCHAIN=local an older Go would only fail deep in the build. $1 names what is built.
+setup_go() {
   go=$(find_go)
   go_env
-  mkdir -p "$cp_root"
-  # Kubernetes 1.37 and etcd 3.6.16 declare `go 1.26.0`; with GOTOOLCHAIN=local an older Go
-  # would only fail deep in the build.
   local go_version
   go_version=$("$go" env GOVERSION)
   case "$go_version" in
     go1.2[6-9]* | go1.[3-9][0-9]*) ;;
-    *) die "$go is $go_version; building Kubernetes $KUBERNETES_VERSION needs Go 1.26 or newer (set GO=...)" ;;
+    *) die "$go is $go_version; building $1 needs Go 1.26 or newer (set GO=...)" ;;
   esac
+}
+
+build() {
+  if [ -f "$bin_dir/.complete" ]; then return; fi
+  setup_go "Kubernetes $KUBERNETES_VERSION"
+  mkdir -p "$cp_root"
   # Two callers at once (test script and dev cluster) must not build into the same place.
   exec 9>"$cp_root/.build.lock"
   if command -v flock >/dev/null 2>&1; then flock 9; fi

@@ -15,7 +15,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 step() { printf '\n==> %s\n' "$*"; }
 
 # Test dependencies. Each script prints `export NAME=value` lines for the harness in tests/support.
-for dep in scripts/controlplane.sh scripts/moto.sh scripts/helm.sh scripts/promtool.sh; do
+# scripts/vpcrc.sh builds the real VPC Resource Controller (Go, about 10 min cold) for the tests
+# that run it.
+for dep in scripts/controlplane.sh scripts/moto.sh scripts/helm.sh scripts/promtool.sh scripts/vpcrc.sh; do
   if [ -x "$dep" ]; then
     step "preparing $(basename "$dep" .sh)"
     env_lines=$("$dep" env)

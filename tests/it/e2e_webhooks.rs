@@ -3,83 +3,34 @@
 //! winipam stopped a Windows pod is still created (failurePolicy Ignore), and once winipam is
 //! back the controller annotates it.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
-};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use winipam::webhook::ca::{self, ServingNames};
 
-use crate::support::e2e::{Env, eventually, pod_on, pod_state};
+use crate::support::e2e::{Env, eventually, pod_state, windows_pod};
 use crate::support::winipam::Winipam;
-use crate::webhook_support::{has_ip_resource, url_configurations};
-
-/// Registers the base's two configurations, pointed at `port` on 127.0.0.1 with `ca` trusted.
-async fn register(env: &Env, port: u16, ca: &[u8]) {
-    let (mut mutating, mut validating) = url_configurations(port);
-    for hook in mutating.webhooks.iter_mut().flatten() {
-        hook.client_config.ca_bundle = Some(ByteString(ca.to_vec()));
-    }
-    for hook in validating.webhooks.iter_mut().flatten() {
-        hook.client_config.ca_bundle = Some(ByteString(ca.to_vec()));
-    }
-    let m = Api::<MutatingWebhookConfiguration>::all(env.client.clone());
-    let v = Api::<ValidatingWebhookConfiguration>::all(env.client.clone());
-    let _ = m.delete("winipam", &DeleteParams::default()).await;
-    let _ = v.delete("winipam", &DeleteParams::default()).await;
-    m.create(&PostParams::default(), &mutating)
-        .await
-        .expect("create the mutating webhook");
-    v.create(&PostParams::default(), &validating)
-        .await
-        .expect("create the validating webhook");
-}
-
-fn windows_pod(name: &str, node: &str) -> Pod {
-    let mut pod = pod_on(name, node);
-    if let Some(spec) = pod.spec.as_mut() {
-        spec.node_selector = Some([("kubernetes.io/os".to_owned(), "windows".to_owned())].into());
-    }
-    pod
-}
+use crate::webhook_support::{FileCerts, has_ip_resource, register};
 
 #[tokio::test]
 async fn run_serves_the_webhooks_and_pods_created_while_it_is_down_get_addresses_after() {
     let env = Env::new("e2e-webhooks").await;
     let node = env.add_node("a", "m5.large").await;
 
-    let certs = tempfile::tempdir().expect("a temporary directory");
-    let now = SystemTime::now();
-    let authority = ca::new_ca(now).expect("a CA");
-    let names = ServingNames {
-        dns: vec!["winipam-webhook.winipam-system.svc".to_owned()],
-        ips: vec!["127.0.0.1".parse().expect("an IP")],
-    };
-    let pair = ca::issue_serving(&authority, &names, now).expect("a serving certificate");
-    std::fs::write(certs.path().join("tls.crt"), &pair.cert).expect("write tls.crt");
-    std::fs::write(certs.path().join("tls.key"), &pair.key).expect("write tls.key");
+    let certs = FileCerts::new();
     let start = |env: &Env, drain: &str| {
         let mut options = env.options("winipam-webhooks");
-        options.webhooks = true;
+        certs.serve(&mut options);
         options
             .extra_env
             .push(("WINIPAM_SHUTDOWN_DRAIN".to_owned(), drain.to_owned()));
-        options.extra_args.extend([
-            "--webhook-cert-mode".to_owned(),
-            "files".to_owned(),
-            "--webhook-cert-dir".to_owned(),
-            certs.path().display().to_string(),
-        ]);
         Winipam::start(&options)
     };
 
     let mut winipam = start(&env, "4s");
     winipam.wait_ready(Duration::from_secs(30)).await;
-    register(&env, winipam.webhook_addr().port(), &authority.cert).await;
+    register(&env, winipam.webhook_addr().port(), &certs.ca).await;
 
     let pods = env.pods_api();
     let created = pods

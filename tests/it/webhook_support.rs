@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -22,11 +22,14 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
+use winipam::webhook::ca::{self, ServingNames};
 use winipam::webhook::placement::IP_RESOURCE;
 use winipam::webhook::{CertSource, SelfManagedCerts, WebhookConfig, WebhookError, WebhookServer};
 
 use crate::support::controlplane::ControlPlane;
 use crate::support::deploy;
+use crate::support::e2e::Env;
+use crate::support::winipam::WinipamOptions;
 
 /// The controller's namespace and ServiceAccount, as in `deploy/kustomize/base`.
 pub const NAMESPACE: &str = "winipam-system";
@@ -315,6 +318,65 @@ pub async fn wait_until_guarding(pods: &Api<Pod>) {
             "the validating webhook was not called within 30 s"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Registers the base's two configurations, pointed at `port` on 127.0.0.1 with `ca` trusted.
+pub async fn register(env: &Env, port: u16, ca: &[u8]) {
+    let (mut mutating, mut validating) = url_configurations(port);
+    for hook in mutating.webhooks.iter_mut().flatten() {
+        hook.client_config.ca_bundle = Some(ByteString(ca.to_vec()));
+    }
+    for hook in validating.webhooks.iter_mut().flatten() {
+        hook.client_config.ca_bundle = Some(ByteString(ca.to_vec()));
+    }
+    let m = Api::<MutatingWebhookConfiguration>::all(env.client.clone());
+    let v = Api::<ValidatingWebhookConfiguration>::all(env.client.clone());
+    let _ = m.delete("winipam", &DeleteParams::default()).await;
+    let _ = v.delete("winipam", &DeleteParams::default()).await;
+    m.create(&PostParams::default(), &mutating)
+        .await
+        .expect("create the mutating webhook");
+    v.create(&PostParams::default(), &validating)
+        .await
+        .expect("create the validating webhook");
+}
+
+/// A CA and a serving certificate for 127.0.0.1 in files, for `winipam run` serving its
+/// webhooks with `--webhook-cert-mode files`.
+pub struct FileCerts {
+    pub dir: tempfile::TempDir,
+    /// The CA's certificate (PEM), for the caBundle.
+    pub ca: Vec<u8>,
+}
+
+impl FileCerts {
+    pub fn new() -> FileCerts {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let now = SystemTime::now();
+        let authority = ca::new_ca(now).expect("a CA");
+        let names = ServingNames {
+            dns: vec!["winipam-webhook.winipam-system.svc".to_owned()],
+            ips: vec!["127.0.0.1".parse().expect("an IP")],
+        };
+        let pair = ca::issue_serving(&authority, &names, now).expect("a serving certificate");
+        std::fs::write(dir.path().join("tls.crt"), &pair.cert).expect("write tls.crt");
+        std::fs::write(dir.path().join("tls.key"), &pair.key).expect("write tls.key");
+        FileCerts {
+            dir,
+            ca: authority.cert,
+        }
+    }
+
+    /// Makes `options` serve the webhooks from these files.
+    pub fn serve(&self, options: &mut WinipamOptions) {
+        options.webhooks = true;
+        options.extra_args.extend([
+            "--webhook-cert-mode".to_owned(),
+            "files".to_owned(),
+            "--webhook-cert-dir".to_owned(),
+            self.dir.path().display().to_string(),
+        ]);
     }
 }
 

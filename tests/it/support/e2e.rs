@@ -257,6 +257,11 @@ impl Env {
         (id.to_owned(), cidr)
     }
 
+    /// The id of this test's VPC in moto, once a node made it.
+    pub async fn vpc_id(&self) -> Option<String> {
+        self.vpc.lock().await.as_ref().map(|(id, _)| id.clone())
+    }
+
     /// Secondary addresses of an ENI, as moto has them now.
     pub async fn eni_ips(&self, eni_id: &str) -> Vec<Ipv4Addr> {
         crate::common::eni_ips(&self.ec2, eni_id).await
@@ -277,6 +282,46 @@ impl Env {
             },
         )
         .await
+    }
+
+    /// Waits until each node's `status.capacity` of the IP resource is `capacity`.
+    pub async fn wait_capacity(&self, nodes: &[TestNode], capacity: &str, timeout: Duration) {
+        for node in nodes {
+            eventually("capacity", timeout, || async {
+                match self.node_capacity(&node.name).await {
+                    Some(c) if c == capacity => Ok(()),
+                    other => Err(format!("{}: {other:?}", node.name)),
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Creates `per_node` Windows pods on each node, named `{prefix}-{node index}-{i}`, and
+    /// checks that a mutating webhook gave each the IP resource; returns their names.
+    pub async fn create_windows_pods(
+        &self,
+        nodes: &[TestNode],
+        prefix: &str,
+        per_node: usize,
+    ) -> Vec<String> {
+        let mut names = Vec::new();
+        for (n, node) in nodes.iter().enumerate() {
+            for i in 0..per_node {
+                let name = format!("{prefix}-{n}-{i}");
+                let pod = self
+                    .pods_api()
+                    .create(&PostParams::default(), &windows_pod(&name, &node.name))
+                    .await
+                    .unwrap_or_else(|e| panic!("create pod {name}: {e}"));
+                assert!(
+                    crate::webhook_support::has_ip_resource(&pod),
+                    "{name} admitted with the IP resource"
+                );
+                names.push(name);
+            }
+        }
+        names
     }
 
     /// Waits until every pod named is annotated; returns all pods of the namespace.
@@ -440,6 +485,16 @@ pub fn pod_on(name: &str, node: &str) -> Pod {
     }
 }
 
+/// A bound pod that selects Windows nodes, as a Windows workload does (the mutating webhooks,
+/// winipam's and the VPC Resource Controller's, key on the node selector).
+pub fn windows_pod(name: &str, node: &str) -> Pod {
+    let mut pod = pod_on(name, node);
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.node_selector = Some([("kubernetes.io/os".to_owned(), "windows".to_owned())].into());
+    }
+    pod
+}
+
 pub fn pod_state(pod: &Pod) -> Option<PodState> {
     Some(PodState {
         name: pod.metadata.name.clone()?,
@@ -486,6 +541,7 @@ async fn clear_cluster(client: &Client) {
     let _ = Api::<ValidatingWebhookConfiguration>::all(client.clone())
         .delete("winipam", &DeleteParams::default())
         .await;
+    super::vpcrc::unregister_webhooks(client).await;
 }
 
 /// Applies the base's RBAC for a controller in `namespace`: the files as they are, with the

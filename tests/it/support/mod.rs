@@ -5,7 +5,10 @@
 pub mod controlplane;
 pub mod deploy;
 pub mod e2e;
+pub mod ec2_proxy;
 pub mod ec2_replay;
+pub mod loopback_http;
 pub mod moto;
 pub mod observe;
+pub mod vpcrc;
 pub mod winipam;

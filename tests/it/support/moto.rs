@@ -108,27 +108,44 @@ impl Moto {
 
     /// moto loads its data on the first EC2 call (~3 s); pay that once, here.
     fn warm_up(&self) {
+        let answer =
+            self.query("Action=DescribeInstanceTypes&Version=2016-11-15&InstanceType.1=m5.large");
+        assert!(matches!(answer, Ok((200, _))), "moto warm-up: {answer:?}");
+    }
+
+    /// One EC2 Query call (`form` is the URL-encoded body) with a dummy signature (moto reads
+    /// only the region and account from it): (status, body).
+    pub fn query(&self, form: &str) -> std::io::Result<(u16, String)> {
         let auth = format!(
             "AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/ec2/aws4_request, SignedHeaders=host, Signature=00"
         );
-        let (status, body) = self.post(
+        self.try_post(
             "/",
             &[
                 ("Authorization", auth.as_str()),
                 ("Content-Type", "application/x-www-form-urlencoded"),
             ],
-            "Action=DescribeInstanceTypes&Version=2016-11-15&InstanceType.1=m5.large",
-        );
-        assert_eq!(status, 200, "moto warm-up: {body}");
+            form.as_bytes(),
+        )
     }
 
-    /// A minimal HTTP/1.0 POST (the harness needs no HTTP client of its own).
+    /// A minimal HTTP/1.0 POST (the harness needs no HTTP client of its own): the whole
+    /// response, head and body.
     fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-        let mut stream =
-            TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).expect("connect to moto");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("read timeout");
+        self.try_post(path, headers, body.as_bytes())
+            .unwrap_or_else(|e| panic!("POST {path} to moto: {e}"))
+    }
+
+    /// [`Self::post`] that reports failures, for callers that must not panic (the EC2 proxy's
+    /// threads): (status, body).
+    pub fn try_post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<(u16, String)> {
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         let mut req = format!(
             "POST {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n",
             self.port,
@@ -138,18 +155,20 @@ impl Moto {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
-        req.push_str(body);
-        stream.write_all(req.as_bytes()).expect("write to moto");
+        stream.write_all(req.as_bytes())?;
+        stream.write_all(body)?;
         let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .expect("read from moto");
+        stream.read_to_string(&mut response)?;
         let status = response
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        (status, response)
+        let body = response
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body)
+            .to_owned();
+        Ok((status, body))
     }
 }
 

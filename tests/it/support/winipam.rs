@@ -94,30 +94,10 @@ impl Winipam {
         }
         args.extend(options.extra_args.iter().cloned());
 
-        let mut command = Command::new("sh");
+        let mut command = watched_command(&log_path, binary());
         command
-            .arg("-c")
-            .arg(
-                // A background list reads /dev/null unless told otherwise: the lifeline is
-                // passed to the reader as fd 3. The reader goes when the controller goes, so
-                // it never kills a process that reused the pid.
-                r#"log=$1; shift; exec 3<&0
-                   "$@" >>"$log" 2>&1 </dev/null & child=$!
-                   echo "$child"
-                   (read _ <&3; kill -KILL "$child" 2>/dev/null) & reader=$!
-                   wait "$child"; status=$?
-                   kill "$reader" 2>/dev/null; exit "$status""#,
-            )
-            .arg("winipam-watchdog")
-            .arg(&log_path)
-            .arg(binary())
             .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             // Only what the controller needs: no AWS profile or token of the machine leaks in.
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("KUBECONFIG", &options.kubeconfig)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -128,18 +108,11 @@ impl Winipam {
         for (k, v) in &options.extra_env {
             command.env(k, v);
         }
-        let mut watchdog = command.spawn().expect("start the winipam watchdog");
-        let lifeline = watchdog.stdin.take();
-        let mut line = String::new();
-        if let Some(stdout) = watchdog.stdout.take() {
-            BufReader::new(stdout)
-                .read_line(&mut line)
-                .expect("read the controller's pid");
-        }
-        let pid: u32 = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("the watchdog printed no pid: {line:?}"));
+        let Watched {
+            watchdog,
+            lifeline,
+            pid,
+        } = spawn_watched(command, "winipam");
         Winipam {
             name: options.pod_name.clone(),
             watchdog,
@@ -327,6 +300,64 @@ impl Drop for Winipam {
     }
 }
 
+/// A process under a shell watchdog (see the module doc), and the pipe that keeps it alive.
+pub struct Watched {
+    pub watchdog: Child,
+    pub lifeline: Option<ChildStdin>,
+    pub pid: u32,
+}
+
+/// The watchdog command for `program`, its output appended to `log`, with an empty environment
+/// but `PATH`: the caller adds the program's arguments and environment.
+pub fn watched_command(log: &Path, program: &Path) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(
+            // A background list reads /dev/null unless told otherwise: the lifeline is
+            // passed to the reader as fd 3. The reader goes when the process goes, so
+            // it never kills a process that reused the pid.
+            r#"log=$1; shift; exec 3<&0
+               "$@" >>"$log" 2>&1 </dev/null & child=$!
+               echo "$child"
+               (read _ <&3; kill -KILL "$child" 2>/dev/null) & reader=$!
+               wait "$child"; status=$?
+               kill "$reader" 2>/dev/null; exit "$status""#,
+        )
+        .arg("watchdog")
+        .arg(log)
+        .arg(program)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command
+}
+
+/// Starts a [`watched_command`] and reads the pid of the process it started.
+pub fn spawn_watched(mut command: Command, what: &str) -> Watched {
+    let mut watchdog = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("start the {what} watchdog: {e}"));
+    let lifeline = watchdog.stdin.take();
+    let mut line = String::new();
+    if let Some(stdout) = watchdog.stdout.take() {
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("read the pid of {what}: {e}"));
+    }
+    let pid: u32 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the {what} watchdog printed no pid: {line:?}"));
+    Watched {
+        watchdog,
+        lifeline,
+        pid,
+    }
+}
+
 /// The controller binary this test binary was built with (or `$WINIPAM_E2E_BIN`), pinned at
 /// first use: a hard link (or a copy) in a private directory, so a later build that replaces
 /// `target/debug/winipam` (from another checkout sharing the target directory) cannot swap it
@@ -382,12 +413,12 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
