@@ -31,11 +31,18 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         };
         let mode = ready.pool.mode();
         let ip_capacity = capacity::pod_capacity(ready.pool.limits(), mode).pods;
-        if self.max_pods_checked == Some((max_pods, ip_capacity)) {
+        // The most host-network pods seen at once: a DaemonSet rollout that briefly runs one
+        // fewer must not turn an agreed max-pods into a warning and back.
+        let host_network =
+            u32::try_from(self.pods.values().filter(|p| p.view.host_network).count())
+                .unwrap_or(u32::MAX);
+        let host_network = host_network.max(self.max_pods_checked.map_or(0, |c| c.2));
+        let checked = (max_pods, ip_capacity, host_network);
+        if self.max_pods_checked == Some(checked) {
             return;
         }
-        self.max_pods_checked = Some((max_pods, ip_capacity));
-        let mismatch = compare_max_pods(max_pods, ip_capacity);
+        self.max_pods_checked = Some(checked);
+        let mismatch = compare_max_pods(max_pods, ip_capacity, host_network);
         let metrics = &self.ctx.metrics;
         metrics.set_node_max_pods(&self.node.name, max_pods, mismatch.is_some());
         let Some(mismatch) = mismatch else {
@@ -94,7 +101,7 @@ mod tests {
 
     #[test]
     fn notes_give_both_numbers_and_the_value_to_set() {
-        let below = compare_max_pods(29, 144).expect("a mismatch");
+        let below = compare_max_pods(29, 144, 0).expect("a mismatch");
         let note = mismatch_note(&below, "m5.large", Mode::Prefix);
         assert!(note.contains("--max-pods is 29"), "{note}");
         assert!(note.contains("144 pod IPs (prefix delegation)"), "{note}");
@@ -105,7 +112,7 @@ mod tests {
             "{note}"
         );
 
-        let above = compare_max_pods(110, 9).expect("a mismatch");
+        let above = compare_max_pods(110, 9, 0).expect("a mismatch");
         let note = mismatch_note(&above, "m5.large", Mode::Secondary);
         assert!(note.contains("--max-pods is 110"), "{note}");
         assert!(note.contains("only 9 pod IPs (secondary IPv4)"), "{note}");

@@ -148,9 +148,9 @@ pub(crate) struct NodeWorker<C, B: Ec2Backend> {
     /// writes no status, which would replace the records of the worker that took its place
     /// (chaos seed 173059).
     pub(crate) retired: Arc<AtomicBool>,
-    /// The kubelet's max-pods and the IP capacity last compared (`max_pods`): an Event goes out
-    /// only when one of them changes.
-    pub(crate) max_pods_checked: Option<(u32, u32)>,
+    /// The kubelet's max-pods, the IP capacity and the most host-network pods seen, as last
+    /// compared (`max_pods`): an Event goes out only when one of them changes.
+    pub(crate) max_pods_checked: Option<(u32, u32, u32)>,
 }
 
 #[cfg(test)]

@@ -47,10 +47,17 @@ impl MaxPodsMismatch {
 
 /// Compares the kubelet's `max_pods` with the node's `ip_capacity` (in the mode the node runs
 /// in). Between [`kubelet_max_pods`] and the capacity is agreement: above 110 on a prefix-mode
-/// node is the admin's choice, and every pod it admits still gets an address.
-pub fn compare_max_pods(max_pods: u32, ip_capacity: u32) -> Option<MaxPodsMismatch> {
+/// node is the admin's choice, and every pod it admits still gets an address. Host-network
+/// (HostProcess) pods count against max-pods but take no address, so `host_network_pods` (the
+/// most the node was seen to run) widen the upper bound: the README tells admins to add them,
+/// and a node set that way must not be warned about.
+pub fn compare_max_pods(
+    max_pods: u32,
+    ip_capacity: u32,
+    host_network_pods: u32,
+) -> Option<MaxPodsMismatch> {
     let recommended = kubelet_max_pods(ip_capacity);
-    if max_pods > ip_capacity {
+    if max_pods > ip_capacity.saturating_add(host_network_pods) {
         Some(MaxPodsMismatch::Above {
             max_pods,
             ip_capacity,
@@ -82,9 +89,9 @@ mod tests {
     #[test]
     fn agreement_is_from_the_kubelet_value_to_the_capacity() {
         // m5.large secondary (9 IPs) with max-pods 9; prefix (144) with 110, 120 or 144.
-        assert_eq!(compare_max_pods(9, 9), None);
+        assert_eq!(compare_max_pods(9, 9, 0), None);
         for max_pods in [110, 120, 144] {
-            assert_eq!(compare_max_pods(max_pods, 144), None, "{max_pods}");
+            assert_eq!(compare_max_pods(max_pods, 144, 0), None, "{max_pods}");
         }
     }
 
@@ -92,7 +99,7 @@ mod tests {
     fn below_wastes_addresses_above_refuses_by_ip() {
         // Prefix mode on a kubelet left at 29 (EKS's Linux formula for m5.large).
         assert_eq!(
-            compare_max_pods(29, 144),
+            compare_max_pods(29, 144, 0),
             Some(MaxPodsMismatch::Below {
                 max_pods: 29,
                 ip_capacity: 144,
@@ -100,7 +107,7 @@ mod tests {
             })
         );
         // Secondary mode on a kubelet left at the default.
-        let above = compare_max_pods(110, 9);
+        let above = compare_max_pods(110, 9, 0);
         assert_eq!(
             above,
             Some(MaxPodsMismatch::Above {
@@ -112,15 +119,15 @@ mod tests {
         assert_eq!(above.map(|m| m.recommended()), Some(9));
         // One off either way counts.
         assert!(matches!(
-            compare_max_pods(8, 9),
+            compare_max_pods(8, 9, 0),
             Some(MaxPodsMismatch::Below { .. })
         ));
         assert!(matches!(
-            compare_max_pods(10, 9),
+            compare_max_pods(10, 9, 0),
             Some(MaxPodsMismatch::Above { .. })
         ));
         assert!(matches!(
-            compare_max_pods(145, 144),
+            compare_max_pods(145, 144, 0),
             Some(MaxPodsMismatch::Above {
                 recommended: 110,
                 ..
@@ -129,11 +136,31 @@ mod tests {
     }
 
     #[test]
+    fn host_network_pods_widen_the_upper_bound_only() {
+        // m5.large secondary (9 IPs) with two HostProcess pods: 11 as the README advises.
+        assert_eq!(compare_max_pods(11, 9, 2), None);
+        assert!(matches!(
+            compare_max_pods(12, 9, 2),
+            Some(MaxPodsMismatch::Above { recommended: 9, .. })
+        ));
+        // The lower bound stays: below the capacity still leaves addresses unused.
+        assert!(matches!(
+            compare_max_pods(8, 9, 2),
+            Some(MaxPodsMismatch::Below { .. })
+        ));
+        assert_eq!(compare_max_pods(u32::MAX, u32::MAX, 5), None);
+    }
+
+    #[test]
     fn the_recommended_value_always_agrees() {
         for ip_capacity in 0..=800 {
             let value = kubelet_max_pods(ip_capacity);
-            assert_eq!(compare_max_pods(value, ip_capacity), None, "{ip_capacity}");
-            if let Some(m) = compare_max_pods(value + 1000, ip_capacity) {
+            assert_eq!(
+                compare_max_pods(value, ip_capacity, 0),
+                None,
+                "{ip_capacity}"
+            );
+            if let Some(m) = compare_max_pods(value + 1000, ip_capacity, 0) {
                 assert_eq!(m.recommended(), value);
             }
         }
