@@ -212,7 +212,8 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         if self.workers.contains_key(&name) {
             self.send(&name, NodeMsg::Node(Box::new(view)));
         } else if self.running() {
-            self.start_worker(view, Restored::default(), false);
+            // Not restored here: the worker reads its own NodeAddressPool before building.
+            self.start_worker(view, None, false);
         }
     }
 
@@ -341,11 +342,12 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         }
         for view in nodes {
             let records = restored.remove(&view.name).unwrap_or_default();
-            self.start_worker(view, records, true);
+            self.start_worker(view, Some(records), true);
         }
     }
 
-    fn start_worker(&mut self, view: NodeView, restored: Restored, rebuild: bool) {
+    /// `restored`: the node's records as read at leadership start; `None`, the worker reads them.
+    fn start_worker(&mut self, view: NodeView, restored: Option<Restored>, rebuild: bool) {
         let name = view.name.clone();
         let pods = self.index.pods_of(&name);
         let handle = NodeWorker::spawn(

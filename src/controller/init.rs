@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use super::reasons;
+use super::record::restore;
 use super::state::{NodeWorker, Phase, ReadyNode};
 use crate::ec2::Ec2Backend;
 use crate::ipam::{Ec2ErrorClass, NodePool, Timestamp, capacity};
@@ -19,6 +20,24 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     /// adopts the pods' annotations and cools down what no pod holds, as of that time); `None`
     /// if the node is parked or waits for a retry.
     pub(crate) async fn init(&mut self) -> Option<Timestamp> {
+        // A node managed again (its `winipam.dev/managed: "false"` label removed) still has
+        // the records its last worker wrote: addresses in use and cool-downs. Without them an
+        // address whose pod went while the node was left alone would be handed out at once,
+        // inside its cool-down (issue 16). A new node has none: one read of nothing.
+        if self.record_unread {
+            match self.ctx.cluster.read_pool_status(&self.node.name).await {
+                Ok(status) => {
+                    self.restored = status.as_ref().map(restore).unwrap_or_default();
+                    self.record_unread = false;
+                }
+                Err(err) => {
+                    tracing::warn!(node = %self.node.name, error = %err,
+                        "reading the node's NodeAddressPool failed; will retry");
+                    self.retry_init();
+                    return None;
+                }
+            }
+        }
         let node_ref = ObjectRef::node(&self.node);
         let Some(instance_id) = self.node.instance_id.clone() else {
             self.ctx

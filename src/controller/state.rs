@@ -132,6 +132,9 @@ pub(crate) struct NodeWorker<C, B: Ec2Backend> {
     pub(crate) blocked: bool,
     /// What the NodeAddressPool status said at leadership start.
     pub(crate) restored: Restored,
+    /// Started after leadership start (a node managed again, or a new one): the worker reads
+    /// its NodeAddressPool itself before building the pool.
+    pub(crate) record_unread: bool,
     pub(crate) ec2_task: Option<JoinHandle<Ec2Done>>,
     pub(crate) status: StatusState,
     /// Gauge contributions of this node, to keep global gauges right as they change.

@@ -42,7 +42,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         pods: Vec<Arc<PodView>>,
         config: Arc<Config>,
         blocked: bool,
-        restored: Restored,
+        restored: Option<Restored>,
         holds_readiness: bool,
     ) -> WorkerHandle {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -63,7 +63,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             },
             config,
             blocked,
-            restored,
+            record_unread: restored.is_none(),
+            restored: restored.unwrap_or_default(),
             ec2_task: None,
             status: Default::default(),
             gauges: Default::default(),

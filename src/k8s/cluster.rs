@@ -164,6 +164,13 @@ pub trait Cluster: Send + Sync + 'static {
         &self,
     ) -> impl Future<Output = Result<Vec<(String, NodeAddressPoolStatus)>, ClusterError>> + Send;
 
+    /// One node's NodeAddressPool status (`None`: no such object or no status yet), read when
+    /// a node comes under management after the pools were rebuilt (a node managed again).
+    fn read_pool_status(
+        &self,
+        node_name: &str,
+    ) -> impl Future<Output = Result<Option<NodeAddressPoolStatus>, ClusterError>> + Send;
+
     /// Records an Event about `object`. Repeats of the same reason for the same object within a
     /// few minutes are folded into one Event with a count (the note of the first is kept).
     fn publish_event(

@@ -289,6 +289,14 @@ impl Cluster for KubeCluster {
         }
     }
 
+    async fn read_pool_status(
+        &self,
+        node_name: &str,
+    ) -> Result<Option<NodeAddressPoolStatus>, ClusterError> {
+        let api: Api<NodeAddressPool> = Api::all(self.client.clone());
+        Ok(api.get_opt(node_name).await?.and_then(|pool| pool.status))
+    }
+
     async fn publish_event(
         &self,
         object: &ObjectRef,

@@ -1,7 +1,8 @@
 //! End to end, nodes left to another IPAM (README, Configuration): a Windows node labelled
 //! `winipam.dev/managed: "false"` gets no capacity, no NodeAddressPool, no address and no Event,
 //! while an unlabelled one beside it is managed; labelling a managed node stops winipam there
-//! without undoing anything it did (its capacity, addresses and NodeAddressPool stay).
+//! without undoing anything it did (its capacity, addresses and NodeAddressPool stay), and
+//! managing it again restores what its NodeAddressPool records (the cool-downs).
 
 use std::time::Duration;
 
@@ -76,8 +77,32 @@ async fn a_labelled_node_is_left_alone_and_labelling_a_managed_node_undoes_nothi
         "nothing released"
     );
 
-    // Managed again once the label says so: the waiting pod gets an address.
+    // While the node is left alone its pod goes: its address is still listed as in use in the
+    // NodeAddressPool, and nobody cooled it down.
+    let gone = pods["on-managed"].address();
+    env.delete_pod("on-managed").await;
+
+    // Managed again once the label says so: the waiting pod gets an address, and the new
+    // worker reads the records its predecessor left, so the address of the pod that went
+    // while no worker ran cools down from now instead of being free at once.
     label(&env, &managed.name, "true").await;
     env.wait_annotated(&["late".into()], Duration::from_secs(15))
         .await;
+    assert_ne!(env.pods().await["late"].address(), gone);
+    let gone = gone.map(|a| a.to_string());
+    eventually(
+        "the address freed while the node was left alone cools down",
+        Duration::from_secs(10),
+        || async {
+            let status = env.pool(&managed.name).await.and_then(|p| p.status);
+            let status = status.ok_or("no status")?;
+            status
+                .cooldowns
+                .iter()
+                .any(|r| Some(&r.address) == gone.as_ref())
+                .then_some(())
+                .ok_or(format!("{gone:?} not cooling: {:?}", status.cooldowns))
+        },
+    )
+    .await;
 }

@@ -273,6 +273,13 @@ impl Cluster for GatedCluster {
         self.gate.pass(self.inner.read_pool_statuses()).await
     }
 
+    async fn read_pool_status(
+        &self,
+        node_name: &str,
+    ) -> Result<Option<NodeAddressPoolStatus>, ClusterError> {
+        self.gate.pass(self.inner.read_pool_status(node_name)).await
+    }
+
     async fn publish_event(
         &self,
         object: &ObjectRef,

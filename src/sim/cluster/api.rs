@@ -185,6 +185,16 @@ impl Cluster for SimCluster {
             .collect())
     }
 
+    async fn read_pool_status(
+        &self,
+        node_name: &str,
+    ) -> Result<Option<NodeAddressPoolStatus>, ClusterError> {
+        self.request().await;
+        let mut st = self.lock();
+        st.store.counts.pool_get += 1;
+        Ok(st.store.pools.get(node_name).and_then(|p| p.status.clone()))
+    }
+
     async fn publish_event(
         &self,
         object: &ObjectRef,

@@ -180,6 +180,8 @@ pub struct RequestCounts {
     pub pool_status: u64,
     /// Lists of every NodeAddressPool (a read).
     pub pool_list: u64,
+    /// Reads of one NodeAddressPool.
+    pub pool_get: u64,
     pub event_create: u64,
     pub event_patch: u64,
     /// Requests refused by an injected fault.
