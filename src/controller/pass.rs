@@ -39,6 +39,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     // what the previous leader had in use and no pod holds any more cools down.
                     self.adopt_annotated(built_at).await;
                     self.cool_restored_used(built_at);
+                    self.take_over(built_at);
                 }
                 match &self.phase {
                     Phase::Init { retry_at, .. } => Some(*retry_at),

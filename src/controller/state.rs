@@ -154,6 +154,9 @@ pub(crate) struct NodeWorker<C, B: Ec2Backend> {
     /// The kubelet's max-pods, the IP capacity and the most host-network pods seen, as last
     /// compared (`max_pods`): an Event goes out only when one of them changes.
     pub(crate) max_pods_checked: Option<(u32, u32, u32)>,
+    /// The foreign IPAM let go of this node and its pool has not taken the hand-over hold yet
+    /// (`take_over`).
+    pub(crate) handover_pending: bool,
 }
 
 #[cfg(test)]

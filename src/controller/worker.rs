@@ -74,6 +74,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             annotate_retry_at: None,
             retired: Arc::new(AtomicBool::new(false)),
             max_pods_checked: None,
+            handover_pending: false,
         };
         let retired = Arc::clone(&worker.retired);
         for pod in pods {
@@ -208,13 +209,32 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 self.config = config;
             }
             NodeMsg::Blocked(blocked) => {
+                if self.blocked && !blocked {
+                    self.handover_pending = true;
+                }
                 self.blocked = blocked;
+                self.take_over(now);
                 self.release_gone(now);
             }
             NodeMsg::Resync(info) => {
                 self.apply_resync(*info, now);
                 self.release_gone(now);
             }
+        }
+    }
+
+    /// The foreign IPAM let go of the node: what it left on the ENI is held until its late
+    /// calls are over and a describe confirms it (`winipam_core::handover`). A pool still being
+    /// built takes the hold as soon as it is ready.
+    pub(crate) fn take_over(&mut self, now: Timestamp) {
+        if !self.handover_pending || self.blocked {
+            return;
+        }
+        if let Phase::Ready(ready) = &mut self.phase {
+            self.handover_pending = false;
+            let held = ready.pool.foreign_let_go(now);
+            tracing::info!(node = %self.node.name, held,
+                "the foreign IPAM let go: the addresses no pod names are held until its late calls are over and a describe confirms them");
         }
     }
 

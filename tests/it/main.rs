@@ -35,6 +35,8 @@ mod k8s_leader;
 mod k8s_support;
 mod k8s_watch;
 mod support;
+mod vpcrc_back;
+mod vpcrc_last_moments;
 mod vpcrc_migrate;
 mod vpcrc_proxy;
 mod vpcrc_serves;

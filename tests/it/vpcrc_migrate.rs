@@ -9,17 +9,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
-use serde_json::json;
-
-use crate::support::e2e::{Env, PodState, TestNode, assert_distinct, eventually};
-use crate::support::vpcrc::{VpcRc, give_kubelet_status, set_windows_ipam};
+use crate::support::e2e::{Env, TestNode, assert_distinct, eventually};
+use crate::support::migration::{
+    CAPACITY_M5_LARGE, assert_addresses, create_and_wait, install_winipam, switch_off,
+    vpcrc_serving, wait_blocked,
+};
 use crate::support::winipam::{Winipam, samples};
-use crate::webhook_support::{FileCerts, register, url_configurations, wait_until_injecting};
-
-const CAPACITY_M5_LARGE: &str = "9";
+use crate::webhook_support::{url_configurations, wait_until_injecting};
 
 /// How often the apiserver called winipam's validating webhook for `operation`, by outcome
 /// (`rejected` "false" / "true"), from its own metrics.
@@ -51,34 +47,6 @@ async fn winipam_validations(env: &Env, operation: &str) -> BTreeMap<String, f64
     out
 }
 
-/// Windows pods on every node (see [`Env::create_windows_pods`]), waited for their addresses.
-async fn create_and_wait(env: &Env, nodes: &[TestNode], prefix: &str, count: usize) -> Vec<String> {
-    let names = env.create_windows_pods(nodes, prefix, count).await;
-    env.wait_annotated(&names, Duration::from_secs(60)).await;
-    names
-}
-
-/// Every live pod's address is distinct and a secondary address of its node's ENI.
-async fn assert_addresses(env: &Env, nodes: &[TestNode]) -> BTreeMap<String, PodState> {
-    let pods = env.pods().await;
-    let live: Vec<&PodState> = pods.values().collect();
-    assert_distinct(&live);
-    for node in nodes {
-        let on_eni = env.eni_ips(&node.eni_id).await;
-        for pod in live.iter().filter(|p| p.node == node.name) {
-            if let Some(addr) = pod.address() {
-                assert!(
-                    on_eni.contains(&addr),
-                    "{} has {addr}, not on {}'s ENI: {on_eni:?}",
-                    pod.name,
-                    node.name
-                );
-            }
-        }
-    }
-    pods
-}
-
 /// The field manager that wrote the pod's address annotation.
 async fn annotation_writer(env: &Env, name: &str) -> Option<String> {
     let pod = env
@@ -97,60 +65,6 @@ async fn annotation_writer(env: &Env, name: &str) -> Option<String> {
             })
         })
         .and_then(|entry| entry.manager)
-}
-
-/// The VPC Resource Controller serving `count` m5.large nodes (with its IPAM on), capacity
-/// advertised and its mutating webhook called.
-async fn vpcrc_serving(env: &Env, count: usize) -> (VpcRc, Vec<TestNode>) {
-    set_windows_ipam(&env.client, true).await;
-    let mut nodes = Vec::new();
-    for i in 0..count {
-        let node = env.add_node(&format!("n{i}"), "m5.large").await;
-        give_kubelet_status(&env.client, &node.name).await;
-        nodes.push(node);
-    }
-    let vpcrc = VpcRc::start(env).await;
-    env.wait_capacity(&nodes, CAPACITY_M5_LARGE, Duration::from_secs(60))
-        .await;
-    wait_until_injecting(&env.pods_api()).await;
-    (vpcrc, nodes)
-}
-
-/// winipam installed beside it, webhooks served and registered; returns once it waits
-/// (`winipam_blocked` 1). Keep the certificates as long as winipam runs.
-async fn install_winipam(env: &Env) -> (Winipam, FileCerts) {
-    let certs = FileCerts::new();
-    let mut options = env.options("winipam-0");
-    certs.serve(&mut options);
-    let mut winipam = Winipam::start(&options);
-    winipam.wait_ready(Duration::from_secs(30)).await;
-    register(env, winipam.webhook_addr().port(), &certs.ca).await;
-    wait_blocked(&winipam, 1.0).await;
-    (winipam, certs)
-}
-
-async fn wait_blocked(winipam: &Winipam, value: f64) {
-    eventually("winipam_blocked", Duration::from_secs(20), || async {
-        match winipam.metric("winipam_blocked", &[]).await {
-            Some(v) if v == value => Ok(()),
-            other => Err(format!("winipam_blocked {other:?}, want {value}")),
-        }
-    })
-    .await;
-}
-
-/// The switch, exactly as the README says; returns once winipam resumed.
-async fn switch_off(env: &Env, winipam: &Winipam) {
-    let patch = json!({"data": {"enable-windows-ipam": "false"}});
-    Api::<ConfigMap>::namespaced(env.client.clone(), "kube-system")
-        .patch(
-            "amazon-vpc-cni",
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .expect("patch kube-system/amazon-vpc-cni");
-    wait_blocked(winipam, 0.0).await;
 }
 
 /// Switches the VPC Resource Controller off (as the README says) while pods are created and

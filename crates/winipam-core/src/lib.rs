@@ -18,6 +18,7 @@
 pub mod annotation;
 pub mod capacity;
 pub mod config;
+pub mod handover;
 pub mod max_pods;
 pub mod plan;
 pub mod pool;
@@ -26,6 +27,8 @@ pub mod tally;
 pub mod types;
 pub mod uid;
 
+#[cfg(test)]
+mod handover_tests;
 #[cfg(test)]
 mod leaving_tests;
 #[cfg(test)]

@@ -110,6 +110,9 @@ pub struct NodePool {
     /// the rebuild, while they cool down: a pod our cache showed without its annotation may
     /// hold one (see [`NodePool::possible_holder_left`]).
     pub(crate) orphans: BTreeSet<Ipv4Addr>,
+    /// Addresses another IPAM left on the ENI when it let go, held until a describe confirms
+    /// them (`handover.rs`).
+    pub(crate) handover: super::handover::Handover,
     pub(crate) in_flight: Option<(Action, Timestamp)>,
     pub(crate) needs_describe: bool,
     pub(crate) waiting: u32,
@@ -151,6 +154,7 @@ impl NodePool {
             recent: BTreeMap::new(),
             let_go_since_published: BTreeSet::new(),
             orphans: BTreeSet::new(),
+            handover: Default::default(),
             in_flight: None,
             needs_describe: false,
             waiting: 0,
@@ -386,6 +390,7 @@ impl NodePool {
     /// Forgets expired cool-downs and describe-grace records (bookkeeping only: every decision
     /// already compares with `now`).
     pub fn advance(&mut self, now: Timestamp) {
+        self.handover_advance(now);
         self.cooling.retain(|_, until| *until > now);
         if !self.orphans.is_empty() {
             let cooling = &self.cooling;

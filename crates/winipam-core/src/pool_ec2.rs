@@ -211,7 +211,12 @@ impl NodePool {
     /// truth: slots gone from the ENI leave the pool, new ones join as free; a slot we changed
     /// ourselves less than [`DESCRIBE_GRACE`] ago keeps our view.
     pub fn apply_describe(&mut self, eni: &EniSnapshot, now: Timestamp) -> DescribeOutcome {
-        if matches!(self.in_flight, Some((Action::Describe, _))) {
+        // Only a describe of our own says when it began (a resync's may be older).
+        let began = match self.in_flight {
+            Some((Action::Describe, at)) => Some(at),
+            _ => None,
+        };
+        if began.is_some() {
             self.finish_ok();
         }
         self.needs_describe = false;
@@ -258,15 +263,20 @@ impl NodePool {
         for ip in seen_ips {
             if !self.ips.contains(&ip) && !in_grace(&self.recent, Slot::Ip(ip)) {
                 self.ips.insert(ip);
+                self.handover_joined(ip);
                 out.added += 1;
             }
         }
         for net in seen_prefixes {
             if !self.prefixes.contains(&net) && !in_grace(&self.recent, Slot::Prefix(net)) {
                 self.prefixes.insert(net);
+                for addr in prefix_addrs(net) {
+                    self.handover_joined(addr);
+                }
                 out.added += 1;
             }
         }
+        self.handover_described(began);
         out
     }
 

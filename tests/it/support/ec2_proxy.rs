@@ -37,6 +37,8 @@ struct ProxyState {
     /// One AssignPrivateIpAddresses at a time per ENI (the rewrite compares the ENI before and
     /// after); calls on other ENIs go on meanwhile, as EC2's would.
     assigning: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Held back this long before being forwarded, by action ([`Ec2Proxy::delay`]).
+    delays: Mutex<HashMap<String, std::time::Duration>>,
 }
 
 impl Ec2Proxy {
@@ -47,6 +49,7 @@ impl Ec2Proxy {
             refused: Mutex::default(),
             limits: Mutex::default(),
             assigning: Mutex::default(),
+            delays: Mutex::default(),
         });
         let handler = state.clone();
         let server = LoopbackServer::start("ec2-proxy", Arc::new(move |r| handler.answer(r)));
@@ -63,6 +66,12 @@ impl Ec2Proxy {
         lock(&self.state.calls).clone()
     }
 
+    /// Holds every later call of `action` back `by` before it is forwarded (counted on
+    /// arrival), so a controller's calls can still land after it was switched off.
+    pub fn delay(&self, action: &str, by: std::time::Duration) {
+        lock(&self.state.delays).insert(action.to_owned(), by);
+    }
+
     /// Calls answered with an error by the proxy itself, by error code.
     pub fn refused(&self) -> BTreeMap<String, u64> {
         lock(&self.state.refused).clone()
@@ -74,11 +83,19 @@ impl ProxyState {
         let form = parse_form(&request.body);
         let action = form.get("Action").cloned().unwrap_or_default();
         *lock(&self.calls).entry(action.clone()).or_default() += 1;
+        self.hold_back(&action);
         let result = match action.as_str() {
             "AssignPrivateIpAddresses" => self.assign(&request, &form),
             _ => self.forward(&request),
         };
         result.unwrap_or_else(|e| Response::new(502, "text/plain", format!("ec2 proxy: {e}")))
+    }
+
+    fn hold_back(&self, action: &str) {
+        let delay = lock(&self.delays).get(action).copied();
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
+        }
     }
 
     fn forward(&self, request: &Request) -> Result<Response, String> {

@@ -8,6 +8,7 @@ pub mod e2e;
 pub mod ec2_proxy;
 pub mod ec2_replay;
 pub mod loopback_http;
+pub mod migration;
 pub mod moto;
 pub mod observe;
 pub mod vpcrc;
