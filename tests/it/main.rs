@@ -35,6 +35,7 @@ mod k8s_leader;
 mod k8s_support;
 mod k8s_watch;
 mod support;
+mod vpcrc_bench;
 mod vpcrc_migrate;
 mod vpcrc_proxy;
 mod vpcrc_serves;
