@@ -263,7 +263,26 @@ start_etcd() {
   etcd_pid=$!
 }
 
+# With WINIPAM_APISERVER_AUDIT=1, every write (create, update, patch, delete) is logged to
+# DIR/audit.log with its user: the benchmark counts each controller's API writes there.
+audit_args() {
+  [ "${WINIPAM_APISERVER_AUDIT:-}" = 1 ] || return 0
+  cat >"$dir/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+POLICY
+  printf '%s\n' "--audit-policy-file=$dir/audit-policy.yaml" "--audit-log-path=$dir/audit.log" \
+    "--audit-log-mode=blocking" "--audit-log-maxsize=0"
+}
+
 start_apiserver() {
+  local audit
+  mapfile -t audit < <(audit_args)
   # ServiceAccount admission is off because no controller-manager creates the `default`
   # service account that pods would need. The endpoint reconciler (the `kubernetes` service's
   # endpoints) refuses a loopback address. Authorization is Node,RBAC as in a real cluster.
@@ -274,7 +293,7 @@ start_apiserver() {
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$certs/sa.pub" --service-account-signing-key-file="$certs/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 --disable-admission-plugins=ServiceAccount \
-    --endpoint-reconciler-type=none --enable-priority-and-fairness=false --profiling=false \
+    --endpoint-reconciler-type=none --enable-priority-and-fairness=false --profiling=false ${audit[@]+"${audit[@]}"} \
     </dev/null >"$dir/kube-apiserver.log" 2>&1 &
   apiserver_pid=$!
 }

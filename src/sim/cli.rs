@@ -24,7 +24,9 @@ pub enum PolicyChoice {
 
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
-    /// Workload to play (SPEC 12): demo, or s1 scale-out, s2 churn, s3 burst, s4 scale+restart.
+    /// Workload to play (SPEC 12): demo, or s1 scale-out, s2 churn, s3 burst, s4 scale+restart;
+    /// w1 burst, w2 churn: the workloads of the benchmark against the real VPC Resource
+    /// Controller (scripts/bench-vpcrc.sh).
     #[arg(long, value_enum, default_value = "demo")]
     pub scenario: ScenarioKind,
     /// IPAM in charge: winipam, the VPC Resource Controller model, or both side by side.

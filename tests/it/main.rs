@@ -37,6 +37,7 @@ mod k8s_watch;
 mod support;
 mod vpcrc_back;
 mod vpcrc_last_moments;
+mod vpcrc_bench;
 mod vpcrc_migrate;
 mod vpcrc_proxy;
 mod vpcrc_serves;

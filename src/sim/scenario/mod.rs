@@ -38,6 +38,11 @@ pub enum ScenarioKind {
     S3,
     /// Scale: thousands of nodes and pods, then a controller restart.
     S4,
+    /// The rig's burst against the real VPC Resource Controller (docs/benchmarks.md): 20
+    /// m5.large nodes, 8 pods each at once, secondary mode.
+    W1,
+    /// The rig's churn: 20 m5.large nodes with 4 pods each, then 1 replacement/s for 2 min.
+    W2,
 }
 
 impl ScenarioKind {
@@ -48,6 +53,8 @@ impl ScenarioKind {
             ScenarioKind::S2 => "s2",
             ScenarioKind::S3 => "s3",
             ScenarioKind::S4 => "s4",
+            ScenarioKind::W1 => "w1",
+            ScenarioKind::W2 => "w2",
         }
     }
 }
@@ -113,6 +120,8 @@ impl Scenario {
             ScenarioKind::S2 => Scenario::s2(1000, 200.0, Duration::from_secs(300)),
             ScenarioKind::S3 => Scenario::s3(),
             ScenarioKind::S4 => Scenario::s4(5000),
+            ScenarioKind::W1 => Scenario::w1(),
+            ScenarioKind::W2 => Scenario::w2(),
         }
     }
 
@@ -124,6 +133,9 @@ impl Scenario {
             ScenarioKind::S2 => Scenario::s2(20, 4.0, Duration::from_secs(60)),
             ScenarioKind::S3 => Scenario::s3(),
             ScenarioKind::S4 => Scenario::s4(40),
+            // Already small.
+            ScenarioKind::W1 => Scenario::w1(),
+            ScenarioKind::W2 => Scenario::w2(),
         }
     }
 
@@ -227,6 +239,47 @@ impl Scenario {
             prefix_delegation: true,
             settle: Duration::from_secs(60),
             timeout: Duration::from_secs(8 * 3600),
+        }
+    }
+}
+
+impl Scenario {
+    /// The workloads of the benchmark against the real controller (scripts/bench-vpcrc.sh),
+    /// as close as the simulator plays them: pods bound at once rather than created through
+    /// webhooks, and the churn picks a random pod of a random node rather than each node's
+    /// oldest in turn.
+    fn w1() -> Scenario {
+        Scenario {
+            kind: ScenarioKind::W1,
+            title: "rig burst: 20 m5.large nodes, 8 pods bound on each at once (secondary mode)"
+                .into(),
+            workload: Workload::Wave {
+                instance_type: "m5.large",
+                nodes: 20,
+                pods_per_node: 8,
+            },
+            prefix_delegation: false,
+            settle: Duration::from_secs(65),
+            timeout: Duration::from_secs(3600),
+        }
+    }
+
+    fn w2() -> Scenario {
+        Scenario {
+            kind: ScenarioKind::W2,
+            title: "rig churn: 20 m5.large nodes with 4 pods each, 1 pod replacement/s for 120 s \
+                    (secondary mode)"
+                .into(),
+            workload: Workload::Churn {
+                instance_type: "m5.large",
+                nodes: 20,
+                pods_per_node: 4,
+                per_sec: 1.0,
+                duration: Duration::from_secs(120),
+            },
+            prefix_delegation: false,
+            settle: Duration::from_secs(65),
+            timeout: Duration::from_secs(3600),
         }
     }
 }

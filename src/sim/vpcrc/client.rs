@@ -1,7 +1,7 @@
-//! The VPC Resource Controller's EC2 client: one token bucket for every request (12/s, burst
-//! 18, rate never adapted), and the SDK's retries (3 attempts, exponential jitter) on throttling
-//! and on describes that got no answer. Every attempt takes a token, as the rate-limited HTTP
-//! client sits under the SDK.
+//! The VPC Resource Controller's EC2 client: one token bucket for every request (24/s, burst
+//! 36 in v1.8.2, rate never adapted), and the SDK's retries (3 attempts, exponential jitter)
+//! on throttling and on describes that got no answer. Every attempt takes a token, as the
+//! rate-limited HTTP client sits under the SDK.
 
 use std::future::Future;
 use std::sync::Mutex;

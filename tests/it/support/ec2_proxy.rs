@@ -8,15 +8,18 @@
 //!   `ipv4AddressesPerInterface` (primary included) is answered `PrivateIpAddressLimitExceeded`,
 //!   as EC2 does, without reaching moto.
 //! - Every call is counted by action.
+//! - With an account ([`Ec2Proxy::start_with_account`]): EC2's latency and account throttling
+//!   (`RequestLimitExceeded`), played by [`super::ec2_account`] before the call is forwarded.
 //!
 //! It runs in the test process (Rust rather than Python in moto's venv): it stops with the test
 //! however the test ends, and the test reads its counts directly. EC2's latency and account
 //! throttling (`RequestLimitExceeded`) for the benchmark belong in [`ProxyState::answer`], before
-//! the call is forwarded, where the action is known.
+//! the call is forwarded, where the action is known ([`ProxyState::account_gate`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use super::ec2_account::{Account, AccountSpec};
 use super::loopback_http::{LoopbackServer, Request, Response};
 use super::moto::Moto;
 
@@ -39,10 +42,21 @@ struct ProxyState {
     assigning: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Held back this long before being forwarded, by action ([`Ec2Proxy::delay`]).
     delays: Mutex<HashMap<String, std::time::Duration>>,
+    /// EC2's latency and account buckets, for the benchmark.
+    account: Option<Account>,
 }
 
 impl Ec2Proxy {
     pub fn start(moto: &'static Moto) -> Ec2Proxy {
+        Self::start_state(moto, None)
+    }
+
+    /// A proxy that also plays EC2's latency and the account's throttling of `spec`.
+    pub fn start_with_account(moto: &'static Moto, spec: AccountSpec) -> Ec2Proxy {
+        Self::start_state(moto, Some(Account::new(spec)))
+    }
+
+    fn start_state(moto: &'static Moto, account: Option<Account>) -> Ec2Proxy {
         let state = Arc::new(ProxyState {
             moto,
             calls: Mutex::default(),
@@ -50,6 +64,7 @@ impl Ec2Proxy {
             limits: Mutex::default(),
             assigning: Mutex::default(),
             delays: Mutex::default(),
+            account,
         });
         let handler = state.clone();
         let server = LoopbackServer::start("ec2-proxy", Arc::new(move |r| handler.answer(r)));
@@ -76,6 +91,15 @@ impl Ec2Proxy {
     pub fn refused(&self) -> BTreeMap<String, u64> {
         lock(&self.state.refused).clone()
     }
+
+    /// Calls answered `RequestLimitExceeded` by the account's buckets, by action.
+    pub fn throttled(&self) -> BTreeMap<String, u64> {
+        self.state
+            .account
+            .as_ref()
+            .map(Account::throttled)
+            .unwrap_or_default()
+    }
 }
 
 impl ProxyState {
@@ -84,6 +108,9 @@ impl ProxyState {
         let action = form.get("Action").cloned().unwrap_or_default();
         *lock(&self.calls).entry(action.clone()).or_default() += 1;
         self.hold_back(&action);
+        if let Err(throttled) = self.account_gate(&action) {
+            return throttled;
+        }
         let result = match action.as_str() {
             "AssignPrivateIpAddresses" => self.assign(&request, &form),
             _ => self.forward(&request),
@@ -95,6 +122,14 @@ impl ProxyState {
         let delay = lock(&self.delays).get(action).copied();
         if let Some(delay) = delay {
             std::thread::sleep(delay);
+        }
+    }
+
+    /// EC2's latency and account throttling, when the proxy plays an account.
+    fn account_gate(&self, action: &str) -> Result<(), Response> {
+        match &self.account {
+            Some(account) => account.admit(action),
+            None => Ok(()),
         }
     }
 

@@ -2,9 +2,11 @@
 // Each test module uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod controlplane;
 pub mod deploy;
 pub mod e2e;
+pub mod ec2_account;
 pub mod ec2_proxy;
 pub mod ec2_replay;
 pub mod loopback_http;

@@ -68,6 +68,11 @@ impl VpcRc {
     /// VPC) and waits until its health endpoint and webhook server answer. Panics with what to
     /// run when the binary is not built.
     pub async fn start(env: &Env) -> VpcRc {
+        Self::start_with(env, Ec2Proxy::start(env.moto)).await
+    }
+
+    /// As [`Self::start`], with EC2 reached through `proxy`.
+    pub async fn start_with(env: &Env, proxy: Ec2Proxy) -> VpcRc {
         let (bin, crds) = built();
         for port in [WEBHOOK_PORT, HEALTH_PORT] {
             assert!(
@@ -98,7 +103,6 @@ impl VpcRc {
         std::fs::write(certs.join("tls.key"), &serving.key).expect("write tls.key");
 
         let imds = LoopbackServer::start("imds", Arc::new(imds_answer));
-        let proxy = Ec2Proxy::start(env.moto);
         let logs = std::env::temp_dir().join("winipam-e2e-logs");
         std::fs::create_dir_all(&logs).expect("create the log directory");
         let log_path = logs.join(format!("{}-vpc-resource-controller.log", env.namespace));
