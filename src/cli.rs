@@ -34,6 +34,9 @@ pub enum Command {
     /// Run the controller against a simulated cluster and EC2 (virtual time) and print what it
     /// measured, side by side with a model of the VPC Resource Controller.
     Simulate(winipam::sim::cli::SimulateArgs),
+    /// The driver and watcher of the real-apiserver scale harness (scripts/scale.sh).
+    #[command(hide = true)]
+    ScaleProbe(winipam::scale::ScaleProbeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +87,7 @@ pub fn run(cli: Cli) -> ExitCode {
             &mut io::stdout().lock(),
             &mut io::stderr().lock(),
         )),
+        Command::ScaleProbe(args) => scale_probe(args),
         Command::Capacity(args) => {
             let code = capacity_command(&args, &mut io::stdout().lock(), &mut io::stderr().lock());
             ExitCode::from(code)
@@ -104,6 +108,27 @@ fn run_controller(args: winipam::run::RunArgs) -> ExitCode {
         }
     };
     match runtime.block_on(winipam::run::process::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `winipam scale-probe`: one scale run against KUBECONFIG's cluster.
+fn scale_probe(args: winipam::scale::ScaleProbeArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(winipam::scale::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
