@@ -5,11 +5,14 @@
 # S1/S2's type (m5.xlarge, prefix mode), and `winipam scale-probe` driving a Deployment through
 # the real scheduler and measuring from outside. Root only (the cluster's real node).
 #
-#   scale.sh r1|r2|r3 [--nodes N] [--pods P] [--rate R] [--duration D] [--out DIR]
+#   scale.sh r1|r2|r3 [--nodes N] [--pods P] [--rate R] [--duration D] [--ec2 sim|moto] [--out DIR]
 #
 #   r1  scale-out from 0 to P pods at R pods/s
 #   r2  r1, then pods replaced at R/s for D (default 30s)
 #   r3  r1 with two controllers, then the leader SIGKILLed and P/10 more pods
+#   --ec2 sim (r1, r2 default): EC2 simulated in the controller process; moto (r3 default): the
+#       cluster's moto, which both replicas share (a simulated EC2 dies with its process), in
+#       secondary-IP mode (moto ignores /28 prefixes: 14 pods per node, e.g. --nodes 30 --pods 300)
 #
 # Writes DIR/<scenario>.json and DIR/<scenario>.md (default DIR: target/scale), and the
 # controllers' logs there. The cluster is torn down when the run ends, however it ends.
@@ -20,11 +23,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 log() { printf 'scale: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-[ $# -ge 1 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 scenario=$1
 shift
 case "$scenario" in r1 | r2 | r3) ;; *) die "unknown scenario $scenario (r1, r2, r3)" ;; esac
-nodes=20 pods=300 rate=50 duration=30s out="$root/target/scale"
+nodes=20 pods=300 rate=50 duration=30s out="$root/target/scale" ec2=sim
+[ "$scenario" = r3 ] && ec2=moto
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) nodes=$2 ;;
@@ -32,10 +36,12 @@ while [ $# -gt 0 ]; do
     --rate) rate=$2 ;;
     --duration) duration=$2 ;;
     --out) out=$2 ;;
+    --ec2) ec2=$2 ;;
     *) die "unknown flag $1" ;;
   esac
   shift 2
 done
+case "$ec2" in sim | moto) ;; *) die "--ec2 sim or moto, not $ec2" ;; esac
 mkdir -p "$out"
 
 if [ -z "${WINIPAM_BIN:-}" ]; then
@@ -57,8 +63,12 @@ trap 'exit 130' INT
 eval "$(WINIPAM_CLUSTER_AUDIT=1 "$root/scripts/cluster.sh" up)"
 kubectl apply -f "$root/crds" >/dev/null
 kubectl create namespace winipam-system >/dev/null
+# Prefix mode as S1/S2, except with moto, which ignores /28 prefixes: secondary IPs there
+# (14 pods per m5.xlarge).
+prefix=true
+[ "$ec2" = moto ] && prefix=false
 kubectl -n winipam-system create configmap winipam \
-  --from-literal=enable-windows-prefix-delegation=true >/dev/null
+  --from-literal=enable-windows-prefix-delegation=$prefix >/dev/null
 
 # A port nobody listens on, for each controller's /metrics.
 free_port() {
@@ -69,13 +79,19 @@ free_port() {
   done
 }
 
+ec2_flags=(--simulated-ec2) probe_flags=()
+if [ "$ec2" = moto ]; then
+  ec2_flags=(--ec2-endpoint "$WINIPAM_CLUSTER_EC2_ENDPOINT" --region us-east-1)
+  probe_flags=(--moto "$WINIPAM_CLUSTER_EC2_ENDPOINT")
+  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+fi
 replicas=1
 [ "$scenario" = r3 ] && replicas=2
 controllers=()
 for i in $(seq "$replicas"); do
   port=$(free_port)
   # Lease timings as the chart's defaults: R3's figure includes the 15 s lease expiry.
-  KUBECONFIG=$WINIPAM_CLUSTER_CONTROLLER_KUBECONFIG "$WINIPAM_BIN" run --simulated-ec2 \
+  KUBECONFIG=$WINIPAM_CLUSTER_CONTROLLER_KUBECONFIG "$WINIPAM_BIN" run "${ec2_flags[@]}" \
     --disable-webhooks --namespace winipam-system --pod-name "scale-$i" \
     --metrics-addr "127.0.0.1:$port" --log-format json --log-level warn \
     >"$out/$scenario-controller-$i.log" 2>&1 &
@@ -85,9 +101,9 @@ for i in $(seq "$replicas"); do
   [ "$i" = 1 ] && sleep 3
 done
 
-log "$scenario: $nodes nodes, $pods pods at $rate/s; load $(cut -d' ' -f1-3 /proc/loadavg)"
+log "$scenario ($ec2 EC2): $nodes nodes, $pods pods at $rate/s; load $(cut -d' ' -f1-3 /proc/loadavg)"
 "$WINIPAM_BIN" scale-probe "$scenario" --nodes "$nodes" --pods "$pods" --rate "$rate" \
-  --duration "$duration" "${controllers[@]}" \
+  --duration "$duration" "${controllers[@]}" "${probe_flags[@]}" \
   --apiserver-pid "$(cat "$WINIPAM_CLUSTER_DIR/kube-apiserver.pid")" \
   --etcd-pid "$(cat "$WINIPAM_CLUSTER_DIR/etcd.pid")" \
   --audit-log "$WINIPAM_CLUSTER_AUDIT_LOG" --out "$out"

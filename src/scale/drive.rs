@@ -49,6 +49,8 @@ pub struct Probe {
     pub etcd_pid: Option<u32>,
     pub audit_log: Option<PathBuf>,
     pub controller_user: String,
+    /// moto's endpoint, when the controllers talk to moto rather than simulate EC2 (R3).
+    pub moto: Option<String>,
 }
 
 /// What is read at a phase's start and end.
@@ -89,6 +91,14 @@ impl Probe {
             .filter_map(|c| Some((c.name.clone(), measure::peak_rss_mib(c.pid)?)))
             .collect();
         Ok(ScaleReport {
+            ec2: match &self.moto {
+                Some(_) => "moto, secondary-IP mode (moto ignores /28 prefixes; shared by the \
+                            replicas; no latency model, no throttling)"
+                    .into(),
+                None => {
+                    "simulated in the controller process (EC2's latencies and throttling)".into()
+                }
+            },
             scenario: format!("{scenario:?}").to_lowercase(),
             nodes: self.nodes,
             instance_type: INSTANCE_TYPE.to_owned(),
@@ -120,7 +130,17 @@ impl Probe {
             "create namespace",
         )?;
         let nodes: Api<Node> = Api::all(self.client.clone());
-        for i in 0..self.nodes {
+        let provider_ids: Vec<String> = match &self.moto {
+            Some(endpoint) => super::moto::launch(endpoint, self.nodes, INSTANCE_TYPE)
+                .await?
+                .iter()
+                .map(|id| format!("aws:///{}/{id}", super::moto::ZONE))
+                .collect(),
+            None => (0..self.nodes)
+                .map(|i| format!("aws:///{ZONE}/i-{:017x}", 0x5ca1e000 + i))
+                .collect(),
+        };
+        for (i, provider_id) in provider_ids.iter().enumerate() {
             let name = format!("scale-win-{i:04}");
             let node: Node = serde_json::from_value(json!({
                 "metadata": {
@@ -132,7 +152,7 @@ impl Probe {
                     },
                     "annotations": {"kwok.x-k8s.io/node": "fake"},
                 },
-                "spec": {"providerID": format!("aws:///{ZONE}/i-{:017x}", 0x5ca1e000 + i)},
+                "spec": {"providerID": provider_id},
             }))
             .map_err(|e| e.to_string())?;
             conflict_ok(

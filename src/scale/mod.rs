@@ -11,6 +11,7 @@
 
 pub mod drive;
 pub mod measure;
+pub mod moto;
 pub mod report;
 pub mod watch;
 
@@ -75,6 +76,10 @@ pub struct ScaleProbeArgs {
     pub audit_log: Option<PathBuf>,
     #[arg(long, default_value = "winipam-controller")]
     pub controller_user: String,
+    /// moto's endpoint: the nodes' instances are launched there (the controllers must use it
+    /// as their EC2 rather than `--simulated-ec2`, which two replicas cannot share).
+    #[arg(long)]
+    pub moto: Option<String>,
     /// Where to write `<scenario>.json` and `<scenario>.md`.
     #[arg(long, default_value = ".")]
     pub out: PathBuf,
@@ -97,6 +102,7 @@ pub async fn run(args: ScaleProbeArgs) -> Result<(), String> {
         etcd_pid: args.etcd_pid,
         audit_log: args.audit_log.clone(),
         controller_user: args.controller_user.clone(),
+        moto: args.moto.clone(),
     };
     let report = probe.run(args.scenario).await?;
     let name = format!("{:?}", args.scenario).to_lowercase();

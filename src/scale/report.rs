@@ -45,6 +45,8 @@ pub struct ScaleReport {
     pub instance_type: String,
     pub pods: u32,
     pub rate_per_sec: f64,
+    /// What the controllers used as EC2.
+    pub ec2: String,
     /// How writes were counted ("audit log, user ..."), or why they were not.
     pub writes_source: String,
     pub phases: Vec<PhaseReport>,
@@ -73,12 +75,13 @@ pub fn markdown(report: &ScaleReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### {}: {} {} KWOK nodes, {} pods at {}/s (real apiserver, simulated EC2)\n",
+        "### {}: {} {} KWOK nodes, {} pods at {}/s (real apiserver; EC2 {})\n",
         report.scenario.to_uppercase(),
         report.nodes,
         report.instance_type,
         report.pods,
-        report.rate_per_sec
+        report.rate_per_sec,
+        report.ec2
     );
     let header: Vec<&str> = report.phases.iter().map(|p| p.name.as_str()).collect();
     let _ = writeln!(out, "| | {} |", header.join(" | "));

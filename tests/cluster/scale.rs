@@ -89,6 +89,7 @@ async fn scale_r1_small_every_pod_annotated_once_with_bounded_writes() {
         etcd_pid: pid_of(&cluster, "etcd"),
         audit_log: Some(cluster.var("WINIPAM_CLUSTER_AUDIT_LOG").into()),
         controller_user: "winipam-controller".to_owned(),
+        moto: None,
     };
     let run = probe.run(Scenario::R1).await;
     drop(controller);
