@@ -97,27 +97,18 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// `winipam run`: the controller until SIGTERM.
 fn run_controller(args: winipam::run::RunArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(winipam::run::process::run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    block_on(winipam::run::process::run(args))
 }
 
 /// `winipam scale-probe`: one scale run against KUBECONFIG's cluster.
 fn scale_probe(args: winipam::scale::ScaleProbeArgs) -> ExitCode {
+    block_on(winipam::scale::run(args))
+}
+
+/// Runs an async command on a multi-threaded runtime; its error is printed.
+fn block_on<E: std::fmt::Display>(
+    command: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -128,7 +119,7 @@ fn scale_probe(args: winipam::scale::ScaleProbeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(winipam::scale::run(args)) {
+    match runtime.block_on(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

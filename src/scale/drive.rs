@@ -373,13 +373,22 @@ impl Probe {
                 p.leaving.is_none() && p.annotated.is_some() && !deleted.contains(&p.name)
             });
             oldest.sort_by_key(|p| p.created);
-            for pod in oldest.into_iter().take(owed as usize) {
-                owed -= 1.0;
-                match pods.delete(&pod.name, &DeleteParams::default()).await {
+            let batch: Vec<String> = oldest
+                .into_iter()
+                .take(owed as usize)
+                .map(|p| p.name)
+                .collect();
+            owed -= batch.len() as f64;
+            // At once: one delete after another kept the first R2 run at 18/s of the 50 asked.
+            let params = DeleteParams::default();
+            let results =
+                futures::future::join_all(batch.iter().map(|n| pods.delete(n, &params))).await;
+            for (name, result) in batch.into_iter().zip(results) {
+                match result {
                     Ok(_) | Err(kube::Error::Api(_)) => {}
-                    Err(e) => return Err(format!("delete pod {}: {e}", pod.name)),
+                    Err(e) => return Err(format!("delete pod {name}: {e}")),
                 }
-                deleted.insert(pod.name);
+                deleted.insert(name);
             }
         }
         self.wait_annotated(watch, self.pods).await?;
