@@ -17,6 +17,7 @@ use super::Scenario;
 use super::measure;
 use super::report::{PhaseReport, ScaleReport};
 use super::watch::PodWatch;
+use crate::crd::NodeAddressPool;
 use crate::sim::report::Distribution;
 use crate::webhook::placement::IP_RESOURCE;
 
@@ -120,7 +121,8 @@ impl Probe {
     }
 
     /// The workload's namespace and Deployment (0 replicas), the nodes, and each node's
-    /// capacity advertised (pods ask for the IP resource, so none is placed before).
+    /// capacity advertised (pods ask for the IP resource, so none is placed before) and its
+    /// pool warm.
     async fn prepare(&self) -> Result<(), String> {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let ns = serde_json::from_value(json!({"metadata": {"name": APPS}}))
@@ -187,6 +189,7 @@ impl Probe {
                 .await,
             "create deployment",
         )?;
+        let pools: Api<NodeAddressPool> = Api::all(self.client.clone());
         let deadline =
             Instant::now() + Duration::from_secs(120) + self.nodes * Duration::from_millis(500);
         loop {
@@ -194,9 +197,26 @@ impl Probe {
                 .list(&ListParams::default().labels(&format!("{NODE_LABEL}=1")))
                 .await
                 .map_err(err("list nodes"))?;
+            // Warm too: the phase measures pods that find a free address, as the targets do,
+            // not the nodes' first Assign (the pools' creation fell inside R1 in one run).
+            let warm: BTreeSet<String> = pools
+                .list(&ListParams::default())
+                .await
+                .map_err(err("list pools"))?
+                .items
+                .into_iter()
+                .filter(|p| p.status.as_ref().is_some_and(|s| s.counts.free > 0))
+                .filter_map(|p| p.metadata.name)
+                .collect();
             let ready = listed
                 .items
                 .iter()
+                .filter(|n| {
+                    n.metadata
+                        .name
+                        .as_ref()
+                        .is_some_and(|name| warm.contains(name))
+                })
                 .filter(|n| {
                     let allocatable = n.status.as_ref().and_then(|s| s.allocatable.as_ref());
                     allocatable
@@ -210,7 +230,7 @@ impl Probe {
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "{ready} of {} nodes advertise the IP resource",
+                    "{ready} of {} nodes advertise the IP resource with warm addresses",
                     self.nodes
                 ));
             }

@@ -4,8 +4,8 @@
 //! 50/s through the real scheduler. What holds deterministically is asserted: every pod
 //! annotated, no address named by two live pods, and the controller's apiserver writes per pod
 //! within what today's write protocol makes (one status patch and one annotation patch per pod,
-//! 2.03-2.14 in all with the lease renewals and the pools' warm-up); the latencies are printed,
-//! not asserted (they vary with the load of the machine).
+//! 2.03 in all with the lease renewals); the latencies are printed, not asserted (they vary
+//! with the load of the machine).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -17,8 +17,8 @@ use crate::support::{Cluster, repo_root, turn};
 
 const NODES: u32 = 20;
 const PODS: u32 = 300;
-/// Today's protocol: two writes on every pod's path, plus the lease's renewals and the pools'
-/// creation and warm-up when they fall inside the phase: 2.03-2.14 measured.
+/// Today's protocol: two writes on every pod's path, plus the lease's renewals: 2.03 measured.
+/// The margin is for renewals on a slow machine (one every 2 s, however long the phase).
 const MAX_WRITES_PER_POD: f64 = 2.5;
 
 /// The controller process, SIGKILLed if the test fails before it stops it.
