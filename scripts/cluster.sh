@@ -16,6 +16,10 @@
 #       tear everything down on SIGTERM/SIGINT or, with --lifeline, when stdin reaches EOF (the
 #       tests hold the other end, so a killed test run still leaves nothing behind).
 #
+# WINIPAM_CLUSTER_AUDIT=1 (env of `up`/`run`): the apiserver keeps an audit log of the writes of
+# user winipam-controller (the identity of $WINIPAM_CLUSTER_CONTROLLER_KUBECONFIG, for a
+# controller run on the host) in $WINIPAM_CLUSTER_AUDIT_LOG; the scale harness counts them.
+#
 # Typical use: eval "$(scripts/cluster.sh up)"; kubectl get nodes; scripts/cluster.sh down
 #
 # Binaries: the node's Kubernetes commands are built from the same module as the control plane
@@ -205,6 +209,9 @@ extendedKeyUsage=serverAuth"
   client_kubeconfig "$state/kubelet.kubeconfig" "/O=system:nodes/CN=system:node:$NODE_NAME"
   # The apiserver's identity towards the kubelet (logs, exec).
   client_kubeconfig "$state/apiserver-kubelet.kubeconfig" "/O=system:masters/CN=kube-apiserver-kubelet-client"
+  # A controller run on the host (scripts/scale.sh): its own user, so the audit log tells its
+  # writes from everyone else's.
+  client_kubeconfig "$state/controller.kubeconfig" "/O=system:masters/CN=winipam-controller"
   # KWOK's: it writes Node status and pod status of the nodes it manages.
   client_kubeconfig "$state/kwok.kubeconfig" "/O=system:masters/CN=kwok"
 }
@@ -234,8 +241,27 @@ wait_for() {
 
 kubectl_admin() { "$WINIPAM_KUBECTL_BIN" --kubeconfig="$state/admin.kubeconfig" "$@"; }
 
+# The audit policy of WINIPAM_CLUSTER_AUDIT=1: one line per write of the host-run controller,
+# nothing else (the log costs the apiserver little that way).
+write_audit_policy() {
+  cat >"$state/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived", "ResponseStarted"]
+rules:
+- level: Metadata
+  users: ["winipam-controller"]
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+- level: None
+EOF
+}
+
 start_control_plane() {
-  local etcd_port peer_port
+  local etcd_port peer_port audit=()
+  if [ "${WINIPAM_CLUSTER_AUDIT:-}" = 1 ]; then
+    write_audit_policy
+    audit=(--audit-policy-file="$state/audit-policy.yaml" --audit-log-path="$state/audit.log" --audit-log-mode=blocking)
+  fi
   taken_ports=
   etcd_port=$(free_port)
   peer_port=$(free_port)
@@ -254,7 +280,7 @@ start_control_plane() {
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$certs/sa.pub" --service-account-signing-key-file="$certs/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" --enable-aggregator-routing=true --kubelet-preferred-address-types=InternalIP \
-    --enable-priority-and-fairness=false --profiling=false
+    --enable-priority-and-fairness=false --profiling=false "${audit[@]}"
   wait_for kube-apiserver 90 kubectl_admin --request-timeout=2s get --raw=/readyz
   # A node is marked NotReady only after 2 minutes without a heartbeat (default 50 s): on two
   # busy cores KWOK's lease renewals can lag, and a NotReady taint stops the scheduler.
@@ -322,6 +348,10 @@ print_exports() {
   printf 'export WINIPAM_CLUSTER_EC2_ENDPOINT=%q\n' "http://$BRIDGE_IP:$MOTO_PORT"
   printf 'export WINIPAM_CLUSTER_CONTAINERD_SOCKET=%q\n' "$state/containerd/containerd.sock"
   printf 'export WINIPAM_HELM_BIN=%q\n' "$WINIPAM_HELM_BIN"
+  printf 'export WINIPAM_CLUSTER_CONTROLLER_KUBECONFIG=%q\n' "$state/controller.kubeconfig"
+  if [ "${WINIPAM_CLUSTER_AUDIT:-}" = 1 ]; then
+    printf 'export WINIPAM_CLUSTER_AUDIT_LOG=%q\n' "$state/audit.log"
+  fi
 }
 
 start() {

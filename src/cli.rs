@@ -34,6 +34,9 @@ pub enum Command {
     /// Run the controller against a simulated cluster and EC2 (virtual time) and print what it
     /// measured, side by side with a model of the VPC Resource Controller.
     Simulate(winipam::sim::cli::SimulateArgs),
+    /// The driver and watcher of the real-apiserver scale harness (scripts/scale.sh).
+    #[command(hide = true)]
+    ScaleProbe(winipam::scale::ScaleProbeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +87,7 @@ pub fn run(cli: Cli) -> ExitCode {
             &mut io::stdout().lock(),
             &mut io::stderr().lock(),
         )),
+        Command::ScaleProbe(args) => scale_probe(args),
         Command::Capacity(args) => {
             let code = capacity_command(&args, &mut io::stdout().lock(), &mut io::stderr().lock());
             ExitCode::from(code)
@@ -93,6 +97,18 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// `winipam run`: the controller until SIGTERM.
 fn run_controller(args: winipam::run::RunArgs) -> ExitCode {
+    block_on(winipam::run::process::run(args))
+}
+
+/// `winipam scale-probe`: one scale run against KUBECONFIG's cluster.
+fn scale_probe(args: winipam::scale::ScaleProbeArgs) -> ExitCode {
+    block_on(winipam::scale::run(args))
+}
+
+/// Runs an async command on a multi-threaded runtime; its error is printed.
+fn block_on<E: std::fmt::Display>(
+    command: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -103,7 +119,7 @@ fn run_controller(args: winipam::run::RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(winipam::run::process::run(args)) {
+    match runtime.block_on(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

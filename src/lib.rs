@@ -8,6 +8,7 @@
 //! - [`ec2`]: EC2 behind a backend trait (aws-sdk-ec2, or the simulator), with the process-wide
 //!   client: rate limits, batching, caches, metrics.
 //! - [`sim`]: the simulated parts (EC2 on tokio's virtual clock) for benchmarks and fault tests.
+//! - [`scale`]: the driver and watcher of the real-apiserver scale harness (`scripts/scale.sh`).
 //! - [`crd`]: the NodeAddressPool custom resource.
 //! - [`webhook`]: the admission webhooks (IP resource injection, annotation guard) over TLS.
 //! - [`leader`], [`server`], [`metrics`], [`telemetry`], [`shutdown`]: the process around them,
@@ -23,6 +24,7 @@ pub mod k8s;
 pub mod leader;
 pub mod metrics;
 pub mod run;
+pub mod scale;
 pub mod server;
 pub mod shutdown;
 pub mod sim;

@@ -9,5 +9,6 @@ mod chart_prefix;
 mod common;
 mod image;
 mod ops;
+mod scale;
 mod support;
 mod watch;

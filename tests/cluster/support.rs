@@ -43,6 +43,8 @@ impl Cluster {
         let log_file = std::fs::File::create(&log).expect("create the cluster script's log");
         let mut child = Command::new(&script)
             .args(["run", "--lifeline"])
+            // The apiserver's audit log of the host-run controller's writes (the scale test).
+            .env("WINIPAM_CLUSTER_AUDIT", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log_file)

@@ -43,7 +43,14 @@ async fn a_status_write_refused_by_rbac_is_reported_counted_and_mended() {
     let node = env.add_node("n0", "m5.large").await;
     let winipam = env.start("winipam-0").await;
     env.wait_eni_len(&node, 3, Duration::from_secs(15)).await;
-    assert!(env.pool(&node.name).await.is_some());
+    // The status that creates the pool follows the Assign's answer, not the other way round.
+    eventually("the NodeAddressPool", Duration::from_secs(10), || async {
+        env.pool(&node.name)
+            .await
+            .map(|_| ())
+            .ok_or_else(|| "not created yet".to_owned())
+    })
+    .await;
 
     // A copy of the ClusterRole without the rule on nodeaddresspools/status.
     let roles: Api<ClusterRole> = Api::all(env.client.clone());

@@ -1,0 +1,170 @@
+//! What the scale probe reads around a phase, all from outside the controller: CPU time and peak
+//! RSS of processes (`/proc`), the controller's EC2 calls (its `/metrics`), and the apiserver
+//! writes made by the controller's user (the apiserver's audit log: `apiserver_request_total`
+//! has no per-user label, so the audit log is the only per-user split the apiserver offers).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Clock ticks per second of `/proc/PID/stat` (USER_HZ, 100 on every Linux this runs on).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// User + system CPU seconds of a process so far, `None` once it is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: the fields after it start past its ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS_PER_SEC)
+}
+
+/// Peak resident set (VmHWM) of a process over its life, in MiB.
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// `winipam_ec2_requests_total` summed by operation, from one `/metrics` page.
+pub fn ec2_calls(page: &str) -> BTreeMap<String, u64> {
+    let mut calls = BTreeMap::new();
+    for line in page.lines() {
+        let Some(rest) = line.strip_prefix("winipam_ec2_requests_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once('}') else {
+            continue;
+        };
+        let Some(operation) = labels.split(',').find_map(|l| {
+            l.strip_prefix("operation=\"")
+                .and_then(|v| v.strip_suffix('"'))
+        }) else {
+            continue;
+        };
+        let count = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+        *calls.entry(operation.to_owned()).or_insert(0) += count;
+    }
+    calls
+}
+
+/// GET `/metrics` of a controller (plain HTTP/1.0, the page is small).
+pub async fn scrape(addr: SocketAddr) -> Result<String, String> {
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await?;
+        Ok::<_, std::io::Error>(body)
+    };
+    match tokio::time::timeout(Duration::from_secs(5), fetch).await {
+        Ok(Ok(page)) => Ok(page),
+        Ok(Err(err)) => Err(format!("GET http://{addr}/metrics: {err}")),
+        Err(_) => Err(format!("GET http://{addr}/metrics: timed out")),
+    }
+}
+
+/// Counts per key (difference of two counts), keeping the keys that moved.
+pub fn delta(
+    after: &BTreeMap<String, u64>,
+    before: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v.saturating_sub(before.get(k).copied().unwrap_or(0));
+            (d > 0).then(|| (k.clone(), d))
+        })
+        .collect()
+}
+
+/// Where an audit log ends now (the next phase counts from there).
+pub fn audit_offset(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Writes of `user` recorded in the audit log after `offset`, by `verb resource[/subresource]`.
+/// Only the ResponseComplete (or Panic) stage is counted: one line per request.
+pub fn audit_writes(path: &Path, offset: u64, user: &str) -> Result<BTreeMap<String, u64>, String> {
+    let mut file =
+        std::fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| format!("seek {}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("read {}: {e}", path.display()))?;
+    let mut writes = BTreeMap::new();
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let stage = event["stage"].as_str().unwrap_or("");
+        if event["user"]["username"].as_str() != Some(user)
+            || !matches!(stage, "ResponseComplete" | "Panic")
+        {
+            continue;
+        }
+        let verb = event["verb"].as_str().unwrap_or("");
+        if !matches!(
+            verb,
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        ) {
+            continue;
+        }
+        let resource = event["objectRef"]["resource"].as_str().unwrap_or("?");
+        let key = match event["objectRef"]["subresource"].as_str() {
+            Some(sub) => format!("{verb} {resource}/{sub}"),
+            None => format!("{verb} {resource}"),
+        };
+        *writes.entry(key).or_insert(0) += 1;
+    }
+    Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ec2_calls_sum_outcomes_by_operation() {
+        let page = "# HELP x\n\
+            winipam_ec2_requests_total{operation=\"AssignPrivateIpAddresses\",outcome=\"success\"} 4\n\
+            winipam_ec2_requests_total{operation=\"AssignPrivateIpAddresses\",outcome=\"throttled\"} 2\n\
+            winipam_ec2_requests_total{operation=\"DescribeInstances\",outcome=\"success\"} 1\n\
+            winipam_ec2_request_seconds_count{operation=\"DescribeInstances\"} 1\n";
+        let calls = ec2_calls(page);
+        assert_eq!(calls.get("AssignPrivateIpAddresses"), Some(&6));
+        assert_eq!(calls.get("DescribeInstances"), Some(&1));
+        assert_eq!(calls.len(), 2);
+    }
+
+    #[test]
+    fn audit_writes_count_one_line_per_request_of_the_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let lines = [
+            r#"{"stage":"ResponseComplete","verb":"patch","user":{"username":"c"},"objectRef":{"resource":"pods"}}"#,
+            r#"{"stage":"ResponseStarted","verb":"patch","user":{"username":"c"},"objectRef":{"resource":"pods"}}"#,
+            r#"{"stage":"ResponseComplete","verb":"update","user":{"username":"c"},"objectRef":{"resource":"nodeaddresspools","subresource":"status"}}"#,
+            r#"{"stage":"ResponseComplete","verb":"get","user":{"username":"c"},"objectRef":{"resource":"pods"}}"#,
+            r#"{"stage":"ResponseComplete","verb":"patch","user":{"username":"other"},"objectRef":{"resource":"pods"}}"#,
+        ];
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let writes = audit_writes(&path, 0, "c").unwrap();
+        assert_eq!(writes.get("patch pods"), Some(&1));
+        assert_eq!(writes.get("update nodeaddresspools/status"), Some(&1));
+        assert_eq!(writes.values().sum::<u64>(), 2);
+        assert!(cpu_seconds(std::process::id()).is_some());
+        assert!(peak_rss_mib(std::process::id()).unwrap() > 0.0);
+    }
+}
