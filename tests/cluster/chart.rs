@@ -150,11 +150,11 @@ async fn the_chart_on_a_real_node() {
     .expect("join")
     .expect("wait for helm upgrade");
     assert!(upgrade.success(), "helm upgrade failed");
-    let second_leader = eventually("a leader of the new ReplicaSet", LEASE * 4, || {
+    let second_leader = eventually("a leader of the new ReplicaSet", LEASE * 6, || {
         let client = client.clone();
         let first = first_leader.clone();
         async move {
-            let holder = leader(&client, None).await;
+            let holder = lease_holder(&client).await?;
             let pod: Pod = Api::namespaced(client, RELEASE_NS)
                 .get(holder_pod(&holder))
                 .await

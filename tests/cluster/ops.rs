@@ -499,20 +499,30 @@ pub async fn lease(client: &Client) -> Lease {
 /// The lease holder, once there is one (and it is not `not`).
 pub async fn leader(client: &Client, not: Option<&str>) -> String {
     eventually("a leader", LEASE * 3, || async {
-        let lease = Api::<Lease>::namespaced(client.clone(), RELEASE_NS)
-            .get_opt("winipam")
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("no Lease yet")?;
-        let holder = lease
-            .spec
-            .and_then(|s| s.holder_identity)
-            .unwrap_or_default();
-        (!holder.is_empty() && Some(holder.as_str()) != not)
+        let holder = lease_holder(client).await?;
+        (Some(holder.as_str()) != not)
             .then_some(holder.clone())
             .ok_or(format!("holder {holder:?}"))
     })
     .await
+}
+
+/// The Lease's holder now; `Err` while there is none. A released Lease stays empty until the
+/// other replicas' next look at it, up to a lease duration per change of holder (a rolling
+/// upgrade can change it twice).
+pub async fn lease_holder(client: &Client) -> Result<String, String> {
+    let lease = Api::<Lease>::namespaced(client.clone(), RELEASE_NS)
+        .get_opt("winipam")
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no Lease yet")?;
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    (!holder.is_empty())
+        .then_some(holder)
+        .ok_or_else(|| "no holder".to_owned())
 }
 
 /// The pod of a lease holder: winipam's identity is `POD_RANDOM` (a restarted container of the

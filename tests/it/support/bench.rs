@@ -19,6 +19,7 @@ use kube::runtime::watcher;
 use serde::{Deserialize, Serialize};
 
 use super::e2e::{Env, pod_state};
+use super::lock;
 use super::observe::quantile;
 
 /// Creation and first annotation of each pod, by name.
@@ -308,12 +309,6 @@ pub fn api_writes(audit_log: &Path, user: &str) -> BTreeMap<String, u64> {
         *out.entry(key).or_insert(0) += 1;
     }
     out
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::lock;
 use super::loopback_http::Response;
 
 /// One token bucket's figures.
@@ -185,12 +186,6 @@ fn standard_normal(state: &mut u64) -> f64 {
     let uniform = |s: &mut u64| ((next_u64(s) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
     let (u1, u2) = (uniform(state), uniform(state));
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::ec2_account::{Account, AccountSpec};
+use super::lock;
 use super::loopback_http::{LoopbackServer, Request, Response};
 use super::moto::Moto;
 
@@ -321,12 +322,6 @@ fn tag_values(xml: &str, tag: &str) -> Vec<String> {
 
 fn first(xml: &str, tag: &str) -> Option<String> {
     tag_values(xml, tag).into_iter().next()
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

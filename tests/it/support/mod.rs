@@ -15,3 +15,11 @@ pub mod moto;
 pub mod observe;
 pub mod vpcrc;
 pub mod winipam;
+
+/// A mutex of the harness: a test thread that panicked while holding it leaves data that is
+/// still good for reporting, so poisoning is ignored.
+pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
