@@ -40,12 +40,13 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
-# Library, binary and integration tests (the crate has no doc tests to run).
+# Library, binary and integration tests (the crate has no doc tests to run). Every test binary
+# runs even when an earlier one fails, so one failure does not hide the rest.
 step "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"; scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
 set +e
-cargo test --locked --lib --bins --tests -- "$@" 2>&1 | tee "$log"
+cargo test --locked --no-fail-fast --lib --bins --tests -- "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run, summed over the test binaries.
