@@ -13,6 +13,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 
+use crate::common::eventually_then;
+use crate::logtap::LogTap;
 use crate::ops::*;
 use crate::support::{Cluster, eventually, percentile};
 use crate::watch::PodWatch;
@@ -121,6 +123,7 @@ async fn the_chart_on_a_real_node() {
     scale(&deployments, 4).await;
     wait_live(&watch, 4).await;
     wait_no_cooling(&client).await;
+    let tap = LogTap::start(&cluster);
     let upgrade_start = Instant::now();
     let upgrade = cluster
         .command(cluster.var("WINIPAM_HELM_BIN"))
@@ -150,25 +153,31 @@ async fn the_chart_on_a_real_node() {
     .expect("join")
     .expect("wait for helm upgrade");
     assert!(upgrade.success(), "helm upgrade failed");
-    let second_leader = eventually("a leader of the new ReplicaSet", LEASE * 6, || {
-        let client = client.clone();
-        let first = first_leader.clone();
-        async move {
-            let holder = lease_holder(&client).await?;
-            let pod: Pod = Api::namespaced(client, RELEASE_NS)
-                .get(holder_pod(&holder))
-                .await
-                .map_err(|e| e.to_string())?;
-            let image = pod
-                .spec
-                .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
-                .unwrap_or_default();
-            (holder != first && image.ends_with(":e2e-2"))
-                .then_some(holder.clone())
-                .ok_or(format!("{holder} runs {image}"))
-        }
-    })
+    let second_leader = eventually_then(
+        "a leader of the new ReplicaSet",
+        LEASE * 6,
+        || {
+            let client = client.clone();
+            let first = first_leader.clone();
+            async move {
+                let holder = lease_holder(&client).await?;
+                let pod: Pod = Api::namespaced(client, RELEASE_NS)
+                    .get(holder_pod(&holder))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let image = pod
+                    .spec
+                    .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+                    .unwrap_or_default();
+                (holder != first && image.ends_with(":e2e-2"))
+                    .then_some(holder.clone())
+                    .ok_or(format!("{holder} runs {image}"))
+            }
+        },
+        || tap.print(&cluster, 300),
+    )
     .await;
+    drop(tap);
     wait_placed(&cluster, &pods, &nodes, capacity, capacity).await;
     let upgrade_waits: Vec<(String, Duration)> = watch
         .pods()
@@ -221,25 +230,32 @@ async fn the_chart_on_a_real_node() {
         .and_then(|c| c.first().and_then(|c| c.container_id.clone()))
         .expect("the leader's container id");
     let container = container.trim_start_matches("containerd://");
+    let tap = LogTap::start(&cluster);
     let killed = Instant::now();
     cluster.ctr(&["tasks", "kill", "--signal", "SIGKILL", container]);
-    let third_leader = eventually("a leader after the kill", LEASE * 3, || {
-        let client = client.clone();
-        async move {
-            let lease = lease(&client).await;
-            let spec = lease.spec.unwrap_or_default();
-            let renewed = spec.renew_time.map(|t| t.0);
-            let holder = spec.holder_identity.unwrap_or_default();
-            // A holder that renewed after the kill leads (the standby, or the restarted pod).
-            match renewed {
-                Some(t) if renewed_after(t, killed) => Ok(holder),
-                _ => Err(format!(
-                    "lease held by {holder}, not renewed since the kill"
-                )),
+    let third_leader = eventually_then(
+        "a leader after the kill",
+        LEASE * 3,
+        || {
+            let client = client.clone();
+            async move {
+                let lease = lease(&client).await;
+                let spec = lease.spec.unwrap_or_default();
+                let renewed = spec.renew_time.map(|t| t.0);
+                let holder = spec.holder_identity.unwrap_or_default();
+                // A holder that renewed after the kill leads (the standby, or the restarted pod).
+                match renewed {
+                    Some(t) if renewed_after(t, killed) => Ok(holder),
+                    _ => Err(format!(
+                        "lease held by {holder}, not renewed since the kill"
+                    )),
+                }
             }
-        }
-    })
+        },
+        || tap.print(&cluster, 300),
+    )
     .await;
+    drop(tap);
     wait_placed(&cluster, &pods, &nodes, capacity, capacity).await;
     eprintln!(
         "MEASURE leader killed: {third_leader} leads, every pod annotated {:.1} s after the kill",

@@ -8,6 +8,7 @@ mod chart_prefix;
 #[path = "../common/mod.rs"]
 mod common;
 mod image;
+mod logtap;
 mod ops;
 mod scale;
 mod support;

@@ -146,8 +146,9 @@ pub fn values_yaml(cluster: &Cluster, extra_env: &[(&str, &str)], extra: &str) -
   tag: e2e-1
   pullPolicy: Never
 region: us-east-1
-# Debug logs of the controller for a failed run (kept in the cluster's last-logs).
-logLevel: info,winipam=debug
+# Debug logs of the controller and its lease manager for a failed run (kept in the cluster's
+# last-logs, and printed by a failed wait on a change of leader).
+logLevel: info,winipam=debug,kube_lease_manager=debug
 extraEnv:
   - name: WINIPAM_EC2_ENDPOINT
     value: {}

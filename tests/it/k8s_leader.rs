@@ -163,3 +163,72 @@ async fn the_leader_stops_before_its_lease_can_be_taken_when_the_apiserver_is_go
         .expect("shutdown does not hang on a dead apiserver")
         .unwrap();
 }
+
+/// A rolling upgrade: the leader gives the lease up while an old follower still waits for the
+/// lease it last saw to expire, and a replica started after the release takes it at once. When
+/// the old follower's wait ends it must find the new holder's fresh lease and leave it alone:
+/// the new leader keeps leading and the Lease keeps naming it. (A follower that empties a lease
+/// it last saw expiring, without checking what it now holds, left the Lease without a holder for
+/// most of a minute in a chart upgrade.)
+#[tokio::test]
+async fn a_follower_leaves_alone_a_lease_taken_while_it_waited() {
+    let env = K8sEnv::new("k8s-leader-upgrade").await;
+    let elector = |id: &str| {
+        LeaseElector::new(
+            env.controller.clone(),
+            env.ns.clone(),
+            "winipam",
+            id,
+            TIMINGS,
+        )
+        .unwrap()
+    };
+    let leases: Api<Lease> = Api::namespaced(env.admin.clone(), &env.ns);
+
+    let mut old = start(elector("old-leader"));
+    wait_for(&mut old.leader, true, 15).await;
+    let waiting = start(elector("old-follower"));
+    // The follower has seen the old leader's lease.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    old.stop.trigger();
+    tokio::time::timeout(Duration::from_secs(10), old.task)
+        .await
+        .expect("the old leader finishes")
+        .unwrap();
+    let mut new = start(elector("new-leader"));
+    let mut waiting = waiting;
+    let started = Instant::now();
+    let first = tokio::time::timeout(Duration::from_secs(15), async {
+        tokio::select! {
+            _ = new.leader.wait_for(|l| *l) => "new-leader",
+            _ = waiting.leader.wait_for(|l| *l) => "old-follower",
+        }
+    })
+    .await
+    .expect("someone takes the released lease within 15 s");
+    eprintln!("{first} took the released lease in {:?}", started.elapsed());
+    let (leading, other) = if first == "new-leader" {
+        (&new, &waiting)
+    } else {
+        (&waiting, &new)
+    };
+
+    // Two lease durations: past the old follower's wait, and its next looks at the Lease.
+    let until = Instant::now() + TIMINGS.lease_duration * 2;
+    while Instant::now() < until {
+        let holder_now = holder(&leases).await;
+        assert_eq!(
+            holder_now.as_deref(),
+            Some(first),
+            "the Lease must keep naming the replica that took it"
+        );
+        assert!(*leading.leader.borrow(), "{first} must keep leading");
+        assert!(!*other.leader.borrow(), "only one leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for running in [new, waiting] {
+        running.stop.trigger();
+        running.task.await.unwrap();
+    }
+}
