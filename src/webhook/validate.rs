@@ -8,7 +8,7 @@
 use std::net::Ipv4Addr;
 
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionResponse, Operation};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
 use super::handback::PodWrite;
 use super::pool_records::HandBack;
@@ -49,19 +49,7 @@ pub fn review(
                 Some(hand_back)
                     if VPC_RESOURCE_CONTROLLER_USERS.contains(&username) && old != new =>
                 {
-                    let Some((node, addr)) = node_of(&request.object).zip(address(new.as_deref()))
-                    else {
-                        return Ok(());
-                    };
-                    let object = request.object.as_ref().map(|o| &o.metadata);
-                    hand_back.judge(&PodWrite {
-                        namespace: request.namespace.as_deref().unwrap_or_default(),
-                        name: &request.name,
-                        uid: object.and_then(|m| m.uid.as_deref()).unwrap_or_default(),
-                        node,
-                        current: address(old.as_deref()),
-                        addr,
-                    })
+                    judge_hand_back(&request, old.as_deref(), new.as_deref(), hand_back)
                 }
                 _ => Ok(()),
             },
@@ -77,6 +65,29 @@ pub fn review(
             Ok(deny(response, message).into_review())
         }
     }
+}
+
+/// The VPC Resource Controller sets or changes the address from `old` to `new`: judged against
+/// winipam's records of the pod's node. A pod not bound to a node, or an annotation without an
+/// address, has nothing of winipam's to keep.
+fn judge_hand_back(
+    request: &AdmissionRequest<DynamicObject>,
+    old: Option<&str>,
+    new: Option<&str>,
+    hand_back: &dyn HandBack,
+) -> Result<(), String> {
+    let (Some(node), Some(addr)) = (node_of(&request.object), address(new)) else {
+        return Ok(());
+    };
+    let metadata = request.object.as_ref().map(|o| &o.metadata);
+    hand_back.judge(&PodWrite {
+        namespace: request.namespace.as_deref().unwrap_or_default(),
+        name: &request.name,
+        uid: metadata.and_then(|m| m.uid.as_deref()).unwrap_or_default(),
+        node,
+        current: address(old),
+        addr,
+    })
 }
 
 /// The node a pod is bound to (`spec.nodeName`).
