@@ -26,7 +26,7 @@ mod need;
 mod pass;
 mod pods;
 pub mod reasons;
-mod record;
+pub(crate) mod record;
 mod state;
 mod status;
 mod worker;

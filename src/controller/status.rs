@@ -136,7 +136,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             _ => None,
         };
         let urgent = self.status.object_missing
-            || rules::write_at_once(self.status.published.as_ref(), pool, now);
+            || rules::write_at_once(self.status.published.as_ref(), pool, now)
+            || rules::pausing(self.status.published.as_ref(), self.blocked);
         let interval = self.ctx.settings.status_min_interval;
         if !urgent
             && let Some(due) = self.status.written_at.map(|at| at.plus(interval))

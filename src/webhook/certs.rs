@@ -155,8 +155,9 @@ impl SelfManaged {
                 .map(|w| (w.name.clone(), w.client_config.ca_bundle.clone()))
                 .collect()
         });
-        // The chart renders the validating configuration only with annotationGuard=webhook (a
-        // ValidatingAdmissionPolicy guards by default): its absence is no failure.
+        // The chart renders a validating configuration in both guard modes (with the policy, the
+        // hand-back guard alone), but an install from an older chart may lack it: its absence is
+        // no failure.
         let validating = patch_configuration(&self.validating, name, ca_cert, Optional, |c| {
             let hooks = c.webhooks.iter().flatten();
             hooks

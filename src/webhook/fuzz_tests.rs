@@ -165,7 +165,7 @@ fn admission_review() -> impl Strategy<Value = Value> {
 /// Answers `body` with both handlers and checks what must hold of any answer.
 fn check_both(body: &[u8]) -> Result<(), TestCaseError> {
     let allowed = vec![CONTROLLER.to_owned()];
-    let validated = validate::review(body, &allowed);
+    let validated = validate::review(body, &allowed, None);
     let mutated = futures::executor::block_on(mutate::review(body, &Classes));
     for (result, mutating) in [(validated, false), (mutated, true)] {
         // A body the handlers cannot read is answered 400 with a message naming the review.
@@ -377,7 +377,7 @@ fn review_of_another_api_version_is_a_bad_request() {
             }
         }))
         .unwrap();
-        let err = validate::review(&body, &[]).expect_err(api_version);
+        let err = validate::review(&body, &[], None).expect_err(api_version);
         assert!(
             err.0.contains("not an admission.k8s.io/v1 AdmissionReview"),
             "{err}"

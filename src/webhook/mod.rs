@@ -5,7 +5,9 @@
 //!   container;
 //! - [`validate`] (`/validate-pods`, pod CREATE/UPDATE): only the controller's ServiceAccounts
 //!   (and the VPC Resource Controller while its Windows IPAM is on: [`vpcrc`]) may set, change
-//!   or remove the address annotation.
+//!   or remove the address annotation; while winipam is paused for the VPC Resource Controller,
+//!   that controller's writes of an address winipam still keeps from reuse are denied
+//!   ([`handback`], over the NodeAddressPools [`pool_records`] watches).
 //!
 //! Certificates come from files (`tls.crt`/`tls.key`, reloaded when they change: [`tls`]) or
 //! are self-managed ([`certs`]: a CA and serving certificate in a Secret, the CA patched into
@@ -16,8 +18,10 @@
 
 pub mod ca;
 pub mod certs;
+pub mod handback;
 pub mod mutate;
 pub mod placement;
+pub mod pool_records;
 pub mod review;
 pub mod runtimeclass;
 pub mod server;

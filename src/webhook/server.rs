@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::certs::SelfManaged;
+use super::pool_records::{HandBack, PoolRecords};
 use super::review::{BadRequest, Review};
 use super::runtimeclass::{KubeRuntimeClasses, RuntimeClassLookup};
 use super::tls::{CertFiles, CertResolver, certified_key, server_config};
@@ -39,6 +40,8 @@ pub struct Handlers {
     pub allowed_users: Vec<String>,
     /// The VPC Resource Controller's identities may write the annotation while it is on.
     pub vpc_rc: VpcRcSwitch,
+    /// Judges that controller's writes while it is on (`None`: every such write allowed).
+    pub hand_back: Option<Box<dyn HandBack>>,
 }
 
 /// The routes, over any [`RuntimeClassLookup`] (tests pass a fake one).
@@ -63,6 +66,10 @@ async fn validate_pods(State(handlers): State<Arc<Handlers>>, body: Bytes) -> Re
         validate::review(
             &body,
             &vpcrc::writers(&handlers.allowed_users, handlers.vpc_rc.is_on()),
+            handlers
+                .hand_back
+                .as_deref()
+                .filter(|_| handlers.vpc_rc.is_on()),
         ),
     )
 }
@@ -87,7 +94,7 @@ pub struct WebhookServer {
 
 impl WebhookServer {
     /// Loads (or, self-managed, settles) the certificate, starts the RuntimeClass cache and the
-    /// watch of the VPC Resource Controller's switch, and binds the address. Fails when the certificate cannot be had or the address is taken.
+    /// watches of the VPC Resource Controller's switch and of the NodeAddressPools, and binds the address. Fails when the certificate cannot be had or the address is taken.
     pub async fn bind(cfg: WebhookConfig) -> Result<Self, WebhookError> {
         let (resolver, certificates) = match cfg.certs {
             CertSource::Files { dir, poll_interval } => {
@@ -109,7 +116,8 @@ impl WebhookServer {
         let handlers = Handlers {
             runtime_classes: Arc::new(KubeRuntimeClasses::start(cfg.client.clone())),
             allowed_users: cfg.allowed_users,
-            vpc_rc: VpcRcSwitch::watch(cfg.client),
+            vpc_rc: VpcRcSwitch::watch(cfg.client.clone()),
+            hand_back: Some(Box::new(PoolRecords::watch(cfg.client))),
         };
         let tcp = TcpListener::bind(cfg.addr)
             .await

@@ -2,18 +2,30 @@
 //! `vpc.amazonaws.com/PrivateIPv4Address` is winipam's alone. Setting, changing or removing it is
 //! denied unless the request comes from one of the controller's ServiceAccounts: the Windows CNI
 //! wires the pod with that address, so it must never change while the pod lives (SPEC 2, 9).
+//! While winipam is paused for it, the VPC Resource Controller's writes are also judged against
+//! winipam's records of the pod's node ([`super::handback`]).
+
+use std::net::Ipv4Addr;
 
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionResponse, Operation};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
+use super::handback::PodWrite;
+use super::pool_records::HandBack;
 use super::review::{BadRequest, Review, deny, parse_request};
+use super::vpcrc::VPC_RESOURCE_CONTROLLER_USERS;
 
 /// The pod annotation holding the address (SPEC section 2).
 pub const IP_ANNOTATION: &str = "vpc.amazonaws.com/PrivateIPv4Address";
 
 /// Answers one AdmissionReview body; `allowed_users` are the usernames
-/// (`system:serviceaccount:NS:NAME`) that may write the annotation.
-pub fn review(body: &[u8], allowed_users: &[String]) -> Result<Review, BadRequest> {
+/// (`system:serviceaccount:NS:NAME`) that may write the annotation. `hand_back` is given while
+/// the VPC Resource Controller's Windows IPAM is on: it judges that controller's writes.
+pub fn review(
+    body: &[u8],
+    allowed_users: &[String],
+    hand_back: Option<&dyn HandBack>,
+) -> Result<Review, BadRequest> {
     let request = parse_request::<DynamicObject>(body, "Pod")?;
     let response = AdmissionResponse::from(&request);
     let annotation = |object: &Option<DynamicObject>| -> Option<String> {
@@ -31,7 +43,18 @@ pub fn review(body: &[u8], allowed_users: &[String]) -> Result<Review, BadReques
         _ => return Ok(response.into_review()),
     };
     let username = request.user_info.username.as_deref().unwrap_or_default();
-    match check(old.as_deref(), new.as_deref(), username, allowed_users) {
+    let judged =
+        check(old.as_deref(), new.as_deref(), username, allowed_users).and_then(
+            |()| match hand_back {
+                Some(hand_back)
+                    if VPC_RESOURCE_CONTROLLER_USERS.contains(&username) && old != new =>
+                {
+                    judge_hand_back(&request, old.as_deref(), new.as_deref(), hand_back)
+                }
+                _ => Ok(()),
+            },
+        );
+    match judged {
         Ok(()) => Ok(response.into_review()),
         Err(message) => {
             tracing::info!(
@@ -42,6 +65,40 @@ pub fn review(body: &[u8], allowed_users: &[String]) -> Result<Review, BadReques
             Ok(deny(response, message).into_review())
         }
     }
+}
+
+/// The VPC Resource Controller sets or changes the address from `old` to `new`: judged against
+/// winipam's records of the pod's node. A pod not bound to a node, or an annotation without an
+/// address, has nothing of winipam's to keep.
+fn judge_hand_back(
+    request: &AdmissionRequest<DynamicObject>,
+    old: Option<&str>,
+    new: Option<&str>,
+    hand_back: &dyn HandBack,
+) -> Result<(), String> {
+    let (Some(node), Some(addr)) = (node_of(&request.object), address(new)) else {
+        return Ok(());
+    };
+    let metadata = request.object.as_ref().map(|o| &o.metadata);
+    hand_back.judge(&PodWrite {
+        namespace: request.namespace.as_deref().unwrap_or_default(),
+        name: &request.name,
+        uid: metadata.and_then(|m| m.uid.as_deref()).unwrap_or_default(),
+        node,
+        current: address(old),
+        addr,
+    })
+}
+
+/// The node a pod is bound to (`spec.nodeName`).
+fn node_of(object: &Option<DynamicObject>) -> Option<&str> {
+    object.as_ref()?.data.get("spec")?.get("nodeName")?.as_str()
+}
+
+/// The address of an annotation value (`10.0.37.15/19`, or a bare address).
+fn address(annotation: Option<&str>) -> Option<Ipv4Addr> {
+    let value = annotation?;
+    value.split('/').next()?.trim().parse().ok()
 }
 
 /// The rule, pure: the annotation may go from `old` to `new` when it does not change, or when
@@ -170,7 +227,7 @@ mod tests {
     }
 
     fn response(body: &[u8]) -> Value {
-        let review = review(body, &allowed()).expect("a review");
+        let review = review(body, &allowed(), None).expect("a review");
         let value = serde_json::to_value(&review).unwrap();
         assert_eq!(value["apiVersion"], "admission.k8s.io/v1");
         assert_eq!(value["kind"], "AdmissionReview");
@@ -219,10 +276,73 @@ mod tests {
         }
     }
 
+    /// Denies every write it is asked about, and notes what it was asked.
+    struct DenyAll(std::sync::Mutex<Vec<String>>);
+
+    impl HandBack for DenyAll {
+        fn judge(&self, w: &PodWrite<'_>) -> Result<(), String> {
+            let asked = format!(
+                "{}/{} {} on {} {:?} -> {}",
+                w.namespace, w.name, w.uid, w.node, w.current, w.addr
+            );
+            self.0.lock().unwrap().push(asked);
+            Err("kept from reuse".to_owned())
+        }
+    }
+
+    #[test]
+    fn the_vpc_resource_controllers_writes_are_judged_only_when_they_set_or_change_it() {
+        let vpc_rc = "system:serviceaccount:kube-system:eks-vpc-resource-controller";
+        let users = super::super::vpcrc::writers(&allowed(), true);
+        let bound = |operation: &str, user: &str, old: Option<&str>, new: Option<&str>| {
+            let mut value: Value =
+                serde_json::from_slice(&body(operation, user, old, new)).unwrap();
+            value["request"]["object"]["spec"]["nodeName"] = json!("n0");
+            value["request"]["object"]["metadata"]["uid"] = json!("u-9");
+            serde_json::to_vec(&value).unwrap()
+        };
+        let hand_back = DenyAll(Default::default());
+        let allowed_by = |body: &[u8], hand_back: Option<&dyn HandBack>| -> bool {
+            let review = review(body, &users, hand_back).expect("a review");
+            serde_json::to_value(&review).unwrap()["response"]["allowed"] == true
+        };
+        let ip = Some("10.0.0.5/19");
+        // (case, body, allowed)
+        let cases: [(&str, Vec<u8>, bool); 6] = [
+            ("sets it", bound("UPDATE", vpc_rc, None, ip), false),
+            (
+                "changes it",
+                bound("UPDATE", vpc_rc, Some("10.0.0.4/19"), ip),
+                false,
+            ),
+            ("leaves it", bound("UPDATE", vpc_rc, ip, ip), true),
+            ("removes it", bound("UPDATE", vpc_rc, ip, None), true),
+            (
+                "winipam sets it",
+                bound("UPDATE", CONTROLLER, None, ip),
+                true,
+            ),
+            // Not bound to a node: no record to judge against.
+            ("unbound", body("UPDATE", vpc_rc, None, ip), true),
+        ];
+        for (case, body, want) in &cases {
+            assert_eq!(allowed_by(body, Some(&hand_back)), *want, "{case}");
+            // With the VPC Resource Controller off (no judge) its writes are not for winipam to judge.
+            assert!(allowed_by(body, None), "{case}, no judge");
+        }
+        assert_eq!(
+            *hand_back.0.lock().unwrap(),
+            [
+                "ns/p u-9 on n0 None -> 10.0.0.5",
+                "ns/p u-9 on n0 Some(10.0.0.4) -> 10.0.0.5"
+            ]
+        );
+    }
+
     #[test]
     fn malformed_bodies_are_bad_requests() {
         for body in [&b"[]"[..], b"null", b"{\"request\": 5}"] {
-            let err = review(body, &allowed()).expect_err("a bad request");
+            let err = review(body, &allowed(), None).expect_err("a bad request");
             assert!(err.0.contains("AdmissionReview"), "{err}");
         }
     }

@@ -204,8 +204,40 @@ fn the_annotation_guard_is_the_policy_or_the_webhook() {
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicyBinding",
             "ValidatingAdmissionPolicyBinding",
+            "ValidatingWebhookConfiguration",
         ]
     );
+    // With the policy, the webhook is the hand-back guard alone: called only for the VPC
+    // Resource Controller's identities setting or changing the address, never failing a write.
+    let hand_back = find(&policy, "ValidatingWebhookConfiguration", "winipam");
+    let hooks = hand_back["webhooks"].as_array().expect("webhooks");
+    assert_eq!(hooks.len(), 1, "{hand_back}");
+    assert_eq!(hooks[0]["name"], "vpc-rc-hand-back.winipam.dev");
+    assert_eq!(hooks[0]["failurePolicy"], "Ignore");
+    assert_eq!(
+        hooks[0]["clientConfig"]["service"]["path"],
+        "/validate-pods"
+    );
+    let conditions = hooks[0]["matchConditions"]
+        .as_array()
+        .expect("matchConditions");
+    let names: Vec<&str> = conditions
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["vpc-resource-controller", "sets-or-changes-the-address"]
+    );
+    for user in VPC_RESOURCE_CONTROLLER_USERS {
+        assert!(
+            conditions[0]["expression"]
+                .as_str()
+                .is_some_and(|e| e.contains(&format!("'{user}'"))),
+            "{user} missing from {}",
+            conditions[0]
+        );
+    }
     // The policy names the ServiceAccount of the release namespace.
     let everyone = find(
         &policy,
@@ -246,6 +278,13 @@ fn the_annotation_guard_is_the_policy_or_the_webhook() {
 
     let webhook = documents(&helm_template("ops", &["--set", "annotationGuard=webhook"]));
     assert_eq!(guard(&webhook), ["ValidatingWebhookConfiguration"]);
+    // The full guard judges every pod write, the VPC Resource Controller's included.
+    let full = find(&webhook, "ValidatingWebhookConfiguration", "winipam");
+    assert_eq!(full["webhooks"][0]["name"], "ip-annotation.winipam.dev");
+    assert!(
+        full["webhooks"][0].get("matchConditions").is_none(),
+        "{full}"
+    );
 }
 
 /// Every RBAC rule of a render, as (kind, namespace, rule).

@@ -61,18 +61,13 @@ async fn the_default_chart_passes_a_server_dry_run() {
         "ServiceAccount",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
+        // Only the hand-back guard (the policy guards the annotation itself).
+        "ValidatingWebhookConfiguration",
     ] {
         assert!(kinds(&yaml).iter().any(|k| k == expected), "no {expected}");
     }
-    // Self-managed certificates by default: no cert-manager, no operator kinds; the address
-    // annotation guarded by the policy, not the webhook.
-    for absent in [
-        "Certificate",
-        "Issuer",
-        "ServiceMonitor",
-        "PrometheusRule",
-        "ValidatingWebhookConfiguration",
-    ] {
+    // Self-managed certificates by default: no cert-manager, no operator kinds.
+    for absent in ["Certificate", "Issuer", "ServiceMonitor", "PrometheusRule"] {
         assert!(
             !kinds(&yaml).iter().any(|k| k == absent),
             "{absent} rendered"
@@ -178,6 +173,12 @@ async fn the_kustomize_base_passes_a_server_dry_run() {
             .any(|o| kind(o) == "CustomResourceDefinition")
     );
     assert!(objects.iter().any(|o| kind(o) == "Deployment"));
+    assert!(
+        objects
+            .iter()
+            .any(|o| kind(o) == "ValidatingWebhookConfiguration"),
+        "the hand-back guard"
+    );
     dry_run(cp, "kustomize-base", &yaml).await;
 }
 

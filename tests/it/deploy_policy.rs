@@ -3,7 +3,10 @@
 //! bindings of the rendered base are applied alone, then users act through impersonation.
 //! Anyone but winipam's ServiceAccount is refused to set, change or remove the annotation (on
 //! create, update and the status subresource); the VPC Resource Controller's identities may
-//! write it only while kube-system/amazon-vpc-cni says `enable-windows-ipam: "true"`.
+//! write it only while kube-system/amazon-vpc-cni says `enable-windows-ipam: "true"`. The
+//! base's hand-back webhook is registered too, pointed at nothing (winipam down): the apiserver
+//! evaluates its matchConditions, calls it only for the VPC Resource Controller's writes that
+//! set or change the address, and lets those through (failurePolicy Ignore).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -15,6 +18,10 @@ use winipam::webhook::vpcrc::VPC_RESOURCE_CONTROLLER_USERS;
 use crate::support::controlplane::ControlPlane;
 use crate::support::deploy::{base_dir, write_temp};
 use crate::support::e2e::eventually;
+use crate::support::winipam::samples;
+
+/// The hand-back guard of the base's ValidatingWebhookConfiguration.
+const HAND_BACK_HOOK: &str = "vpc-rc-hand-back.winipam.dev";
 
 const WINIPAM: &str = "system:serviceaccount:winipam-system:winipam";
 /// The identities the webhook allows too, while the VPC Resource Controller's IPAM is on.
@@ -147,6 +154,33 @@ impl Cluster<'_> {
     }
 }
 
+/// The base's ValidatingWebhookConfiguration with its service replaced by a port nothing
+/// listens on: winipam is down.
+fn hand_back_webhook_to_nowhere() -> String {
+    let path = base_dir().join("validatingwebhookconfiguration.yaml");
+    let text = std::fs::read_to_string(&path).expect("the base's ValidatingWebhookConfiguration");
+    let mut config: Value = serde_yaml_ng::from_str(&text).expect("YAML");
+    let hooks = config["webhooks"].as_array_mut().expect("webhooks");
+    assert_eq!(hooks.len(), 1, "the hand-back guard alone");
+    assert_eq!(hooks[0]["name"], HAND_BACK_HOOK);
+    hooks[0]["clientConfig"] = serde_json::json!({ "url": "https://127.0.0.1:1/validate-pods" });
+    config.to_string()
+}
+
+/// How often the apiserver called the hand-back webhook and, failing, let the request through.
+async fn hand_back_calls(cp: &ControlPlane) -> f64 {
+    let text = cp.kubectl_ok(&["get", "--raw", "/metrics"]).await;
+    samples(&text, "apiserver_admission_webhook_fail_open_count")
+        .into_iter()
+        .filter(|(labels, _)| {
+            labels
+                .iter()
+                .any(|(k, v)| k == "name" && v == HAND_BACK_HOOK)
+        })
+        .map(|(_, value)| value)
+        .sum()
+}
+
 fn denied(result: Result<String, String>, what: &str) {
     match result {
         Err(stderr) => assert!(
@@ -219,6 +253,13 @@ async fn the_apiserver_guards_the_address_annotation_with_winipam_down() {
         let applied = cp.apply_yaml_file(&base_dir().join(file)).await;
         assert_eq!(applied.len(), 2, "{file}: {applied:?}");
     }
+    let applied = cp
+        .apply_yaml_file(&write_temp(
+            "hand-back.json",
+            &hand_back_webhook_to_nowhere(),
+        ))
+        .await;
+    assert_eq!(applied.len(), 1, "{applied:?}");
     let namespace = cp.create_namespace("policy").await;
     cp.apply_yaml_file(&write_temp("rbac.yaml", &rbac(&namespace)))
         .await;
@@ -328,6 +369,59 @@ async fn the_apiserver_guards_the_address_annotation_with_winipam_down() {
     }
     // The switch leaves everyone else where they were.
     c.others_unchanged("VPC RC on").await;
+
+    // The hand-back webhook, winipam down: called for the VPC Resource Controller's writes that
+    // set or change the address, and those go through; no other write waits for it.
+    let called = hand_back_calls(&cp).await;
+    eventually(
+        "the VPC RC's change of the address reaches the hand-back webhook",
+        SETTLE,
+        || async {
+            allowed(
+                c.annotate(VPC_RC[0], "app", Some(&next_address())).await,
+                "the VPC RC changes it, winipam down",
+            );
+            match hand_back_calls(&cp).await {
+                now if now > called => Ok(()),
+                now => Err(format!("{now} calls")),
+            }
+        },
+    )
+    .await;
+    let called = hand_back_calls(&cp).await;
+    let quiet = [
+        c.as_user(
+            VPC_RC[1],
+            &["label", "pod", "app", "tier=db", "--overwrite"],
+        )
+        .await,
+        c.annotate(WINIPAM, "app", Some(&next_address())).await,
+        c.annotate(ALICE, "app", Some(&next_address())).await,
+        c.create(VPC_RC[2], "plain-by-vpc-rc", None).await,
+    ];
+    assert_eq!(
+        hand_back_calls(&cp).await,
+        called,
+        "no call for a VPC RC write leaving the address, winipam's, alice's, nor a plain \
+         create: {quiet:?}"
+    );
+    for (i, user) in VPC_RC.into_iter().enumerate() {
+        allowed(
+            c.create(user, &format!("hand-back-{i}"), Some(&next_address()))
+                .await,
+            "the VPC RC creates an annotated pod, winipam down",
+        );
+        allowed(
+            c.annotate(user, &format!("hand-back-{i}"), Some(&next_address()))
+                .await,
+            "the VPC RC changes it, winipam down",
+        );
+    }
+    assert_eq!(
+        hand_back_calls(&cp).await - called,
+        6.0,
+        "a call for each VPC RC create and change"
+    );
 
     // Without the ConfigMap the apiserver cannot evaluate the VPC RC's condition without
     // failing every pod write of the cluster (it looks the param up before any

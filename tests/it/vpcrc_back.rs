@@ -1,10 +1,13 @@
 //! Migration back to the real VPC Resource Controller (issue 17, item 3), as the README tells
 //! it: winipam serves Windows pods on two nodes while the VPC Resource Controller runs with its
-//! Windows IPAM off; `enable-windows-ipam` goes to "true" (winipam pauses), then winipam is
-//! uninstalled (process stopped, webhook configurations removed), with pods created and
-//! deleted throughout. Every tick checks that no address is named by two live pods, that every
-//! pod's address is on its node's ENI, that no address freed less than a cool-down ago is
-//! handed out again, and that each node advertises a capacity between 1 and what its ENI holds.
+//! Windows IPAM off, its webhooks registered as the default chart renders them;
+//! `enable-windows-ipam` goes to "true" (winipam pauses); winipam stays installed until no
+//! address it freed can still be in its cool-down, then it is uninstalled (process stopped,
+//! webhook configurations removed), with pods created and deleted throughout. Every tick checks
+//! that no address is named by two live pods, that every pod's address is on its node's ENI,
+//! that no address freed less than a cool-down ago is handed out again (by either controller:
+//! winipam's hand-back guard keeps the VPC Resource Controller off winipam's cooling ones), and
+//! that each node advertises a capacity between 1 and what its ENI holds.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -12,18 +15,27 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::e2e::{Env, PodState, TestNode, assert_distinct};
+use k8s_openapi::jiff;
+use kube::Api;
+use kube::api::ListParams;
+use winipam::crd::NodeAddressPool;
+
+use crate::support::e2e::{Env, PodState, TestNode, assert_distinct, eventually};
 use crate::support::migration::{
-    CAPACITY_M5_LARGE, assert_addresses, create_and_wait, patch_windows_ipam, start_winipam,
-    uninstall_winipam, wait_blocked,
+    CAPACITY_M5_LARGE, assert_addresses, create_and_wait, patch_windows_ipam,
+    start_winipam_default_chart, uninstall_winipam, wait_blocked, webhook_calls,
 };
 use crate::support::vpcrc::{VpcRc, give_kubelet_status, set_windows_ipam};
 use crate::webhook_support::wait_until_injecting;
 
 /// The cool-down both controllers keep by default (the VPC Resource Controller's is fixed).
 const COOLDOWN: Duration = Duration::from_secs(30);
-/// How long after the switch the VPC Resource Controller may take to build its pools.
-const TAKEOVER: Duration = Duration::from_secs(5);
+/// How long winipam stays installed after it paused, at least (README, "Going back"): an
+/// address of a pod deleted while the VPC Resource Controller was still taking the node over
+/// is one winipam's record lists as used; the guard keeps it for one cool-down after that.
+const HOLD: Duration = Duration::from_secs(60);
+/// The hand-back guard of the default chart.
+const HAND_BACK_HOOK: &str = "vpc-rc-hand-back.winipam.dev";
 
 /// What the ticks saw, and what broke a guarantee.
 #[derive(Default)]
@@ -34,12 +46,6 @@ struct Ledger {
     seen: BTreeMap<String, Ipv4Addr>,
     /// Guarantees broken, in the words of the check.
     broken: Vec<String>,
-    /// Addresses freed before the VPC Resource Controller took the node and handed out again
-    /// inside the cool-down: it starts each node's pool with every address no pod names as
-    /// warm, with no cool-down (README, "Going back"). Counted, not asserted.
-    reused_at_takeover: Vec<String>,
-    /// Until when a freed address counts as freed before the take-over.
-    takeover: Option<Instant>,
     ticks: usize,
 }
 
@@ -77,16 +83,11 @@ async fn tick(env: &Env, nodes: &[TestNode], ledger: &Mutex<Ledger>) {
         if let Some((gone, at)) = ledger.freed.get(&addr)
             && at.elapsed() < COOLDOWN
         {
-            let what = format!(
+            broken.push(format!(
                 "{} got {addr} {:?} after {gone}, which had it, was deleted",
                 pod.name,
                 at.elapsed()
-            );
-            if ledger.takeover.is_none_or(|t| *at <= t) {
-                ledger.reused_at_takeover.push(what);
-            } else {
-                broken.push(what);
-            }
+            ));
         }
     }
     ledger.ticks += 1;
@@ -111,7 +112,7 @@ async fn winipam_serving(
         give_kubelet_status(&env.client, &node.name).await;
         nodes.push(node);
     }
-    let (winipam, certs) = start_winipam(env).await;
+    let (winipam, certs) = start_winipam_default_chart(env).await;
     wait_blocked(&winipam, 0.0).await;
     env.wait_capacity(&nodes, CAPACITY_M5_LARGE, Duration::from_secs(60))
         .await;
@@ -130,38 +131,84 @@ async fn delete_noting(env: &Env, ledger: &Mutex<Ledger>, name: &str) {
     }
 }
 
+/// Cool-down records still running in any NodeAddressPool, as "node address until".
+async fn running_cooldowns(env: &Env) -> Vec<String> {
+    let pools = Api::<NodeAddressPool>::all(env.client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("list the NodeAddressPools");
+    let now = jiff::Timestamp::now();
+    let mut running = Vec::new();
+    for pool in pools {
+        let node = pool.metadata.name.unwrap_or_default();
+        for record in pool.status.map(|s| s.cooldowns).unwrap_or_default() {
+            match record.until.parse::<jiff::Timestamp>() {
+                Ok(until) if until <= now => {}
+                _ => running.push(format!("{node} {} {}", record.address, record.until)),
+            }
+        }
+    }
+    running
+}
+
+/// Rounds of the churn, half a second apart: the switch in round 2, winipam uninstalled
+/// (after the hold) before round `UNINSTALL_AT`.
+const ROUNDS: usize = 12;
+const SWITCH_AT: usize = 2;
+const UNINSTALL_AT: usize = 8;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_to_the_real_vpc_resource_controller_leaves_no_pod_without_an_address() {
-    const ROUNDS: usize = 8;
     let started = Instant::now();
     let env = Env::new("vpcrc-back").await;
     let (mut winipam, _certs, mut vpcrc, nodes) = winipam_serving(&env, 2).await;
     let before = create_and_wait(&env, &nodes, "before", 3).await;
     let ledger = Mutex::new(Ledger::default());
-    // Freed by winipam just before the switch: the VPC Resource Controller sees them as warm.
+    // Freed by winipam just before the switch: the VPC Resource Controller sees them as warm,
+    // and winipam's guard keeps it off them for their cool-down.
     for name in [&before[0], &before[3]] {
         delete_noting(&env, &ledger, name).await;
     }
     let setup = started.elapsed();
+    let denied_before = webhook_calls(&env, &[HAND_BACK_HOOK.to_owned()], "UPDATE").await;
 
     let done = AtomicBool::new(false);
-    let switched_at = Mutex::new(None);
-    // Pods created and deleted on both nodes, half a second apart; the switch in round 2.
+    let switched_at = Mutex::<Option<Instant>>::new(None);
+    let held = Mutex::new(Duration::ZERO);
+    // Pods created and deleted on both nodes, half a second apart, before, during and after
+    // the hold.
     let churn = async {
         let mut live = Vec::new();
         for round in 0..ROUNDS {
+            if round == UNINSTALL_AT {
+                // README: winipam stays until no address it freed may still be cooling.
+                let paused = switched_at
+                    .lock()
+                    .expect("the switch time")
+                    .expect("the switch happened");
+                tokio::time::sleep(HOLD.saturating_sub(paused.elapsed())).await;
+                eventually(
+                    "no cool-down running in any NodeAddressPool",
+                    COOLDOWN,
+                    || async {
+                        match running_cooldowns(&env).await {
+                            running if running.is_empty() => Ok(()),
+                            running => Err(format!("{running:?}")),
+                        }
+                    },
+                )
+                .await;
+                *held.lock().expect("the hold") = paused.elapsed();
+                uninstall_winipam(&env, &mut winipam).await;
+            }
             live.extend(
                 env.create_windows_pods(&nodes, &format!("churn{round}"), 1)
                     .await,
             );
-            if round == 2 {
-                *switched_at.lock().expect("the switch time") = Some(Instant::now());
-                // Pods deleted until the VPC Resource Controller has taken the nodes (it
-                // logs "failed to find resource pool" for them) free addresses it sees as warm.
-                ledger.lock().expect("the ledger").takeover = Some(Instant::now() + TAKEOVER);
+            if round == SWITCH_AT {
                 patch_windows_ipam(&env, true).await;
                 wait_blocked(&winipam, 1.0).await;
-                uninstall_winipam(&env, &mut winipam).await;
+                *switched_at.lock().expect("the switch time") = Some(Instant::now());
             }
             if round >= 2 {
                 for n in 0..nodes.len() {
@@ -194,6 +241,7 @@ async fn back_to_the_real_vpc_resource_controller_leaves_no_pod_without_an_addre
         .expect("the switch happened");
     let settled = switch.elapsed();
     tick(&env, &nodes, &ledger).await;
+    let denied = webhook_calls(&env, &[HAND_BACK_HOOK.to_owned()], "UPDATE").await;
 
     let pods = assert_addresses(&env, &nodes).await;
     for name in before[1..3]
@@ -206,13 +254,16 @@ async fn back_to_the_real_vpc_resource_controller_leaves_no_pod_without_an_addre
     }
     let ledger = ledger.into_inner().expect("the ledger");
     eprintln!(
-        "migration back: set-up {setup:?}; switched and settled (every pod annotated) in \
-         {settled:?}; {} ticks; {} pods live; the VPC Resource Controller's EC2 calls {:?}; \
-         reused by it at the take-over inside the cool-down: {:?}; broken: {:?}",
+        "migration back: set-up {setup:?}; winipam held {:?} after the switch; switched and \
+         settled (every pod annotated) in {settled:?}; {} ticks; {} pods live; the VPC Resource \
+         Controller's EC2 calls {:?}; the hand-back guard's calls by rejected, before {:?}, \
+         after {:?}; broken: {:?}",
+        held.into_inner().expect("the hold"),
         ledger.ticks,
         pods.len(),
         vpcrc.proxy.calls(),
-        ledger.reused_at_takeover,
+        denied_before,
+        denied,
         ledger.broken
     );
     assert!(ledger.ticks > 10, "the guarantees were checked throughout");

@@ -12,13 +12,12 @@ use std::time::Duration;
 use crate::support::e2e::{Env, TestNode, assert_distinct, eventually};
 use crate::support::migration::{
     CAPACITY_M5_LARGE, assert_addresses, create_and_wait, install_winipam, switch_off,
-    vpcrc_serving, wait_blocked,
+    vpcrc_serving, wait_blocked, webhook_calls,
 };
-use crate::support::winipam::{Winipam, samples};
+use crate::support::winipam::Winipam;
 use crate::webhook_support::{url_configurations, wait_until_injecting};
 
-/// How often the apiserver called winipam's validating webhook for `operation`, by outcome
-/// (`rejected` "false" / "true"), from its own metrics.
+/// How often the apiserver called winipam's validating webhook for `operation`, by outcome.
 async fn winipam_validations(env: &Env, operation: &str) -> BTreeMap<String, f64> {
     let hooks: Vec<String> = url_configurations(0)
         .1
@@ -27,24 +26,7 @@ async fn winipam_validations(env: &Env, operation: &str) -> BTreeMap<String, f64
         .into_iter()
         .map(|h| h.name)
         .collect();
-    let text = env.cp.kubectl_ok(&["get", "--raw", "/metrics"]).await;
-    let mut out = BTreeMap::new();
-    for (labels, value) in samples(
-        &text,
-        "apiserver_admission_webhook_admission_duration_seconds_count",
-    ) {
-        let label = |k: &str| {
-            labels
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        if hooks.contains(&label("name")) && label("operation") == operation {
-            *out.entry(label("rejected")).or_default() += value;
-        }
-    }
-    out
+    webhook_calls(env, &hooks, operation).await
 }
 
 /// The field manager that wrote the pod's address annotation.

@@ -57,17 +57,21 @@ fn to_url(config: &mut WebhookClientConfig, port: u16) {
     config.url = Some(format!("https://127.0.0.1:{port}{path}"));
 }
 
-/// The validating webhook configuration: the chart renders it with `annotationGuard=webhook`
-/// (its default, and so the base, guard with a ValidatingAdmissionPolicy instead).
-fn validating_configuration() -> ValidatingWebhookConfiguration {
-    let yaml = deploy::helm_template(NAMESPACE, &["--set", "annotationGuard=webhook"]);
+/// The validating webhook configuration the chart renders with `values`: the full guard with
+/// `annotationGuard=webhook`; by default (a ValidatingAdmissionPolicy guards the annotation)
+/// the hand-back guard alone.
+fn validating_configuration(values: &[&str]) -> ValidatingWebhookConfiguration {
+    let yaml = deploy::helm_template(NAMESPACE, values);
     let objects = deploy::documents(&yaml);
     let object = objects
         .into_iter()
         .find(|o| deploy::kind(o) == "ValidatingWebhookConfiguration")
-        .expect("the chart renders a ValidatingWebhookConfiguration with annotationGuard=webhook");
+        .expect("the chart renders a ValidatingWebhookConfiguration");
     serde_json::from_value(object).expect("a ValidatingWebhookConfiguration")
 }
+
+/// The full guard, as `annotationGuard=webhook` renders it.
+const FULL_GUARD: &[&str] = &["--set", "annotationGuard=webhook"];
 
 /// The two configurations of the chart, pointed at a test server on 127.0.0.1:`port`.
 pub fn url_configurations(
@@ -77,7 +81,7 @@ pub fn url_configurations(
     for hook in mutating.webhooks.iter_mut().flatten() {
         to_url(&mut hook.client_config, port);
     }
-    let mut validating = validating_configuration();
+    let mut validating = validating_configuration(FULL_GUARD);
     for hook in validating.webhooks.iter_mut().flatten() {
         to_url(&mut hook.client_config, port);
     }
@@ -321,9 +325,31 @@ pub async fn wait_until_guarding(pods: &Api<Pod>) {
     }
 }
 
-/// Registers the base's two configurations, pointed at `port` on 127.0.0.1 with `ca` trusted.
+/// Registers the base's two configurations, pointed at `port` on 127.0.0.1 with `ca` trusted
+/// (the validating one as `annotationGuard=webhook` renders it: the full guard).
 pub async fn register(env: &Env, port: u16, ca: &[u8]) {
-    let (mut mutating, mut validating) = url_configurations(port);
+    let (mutating, validating) = url_configurations(port);
+    register_these(env, mutating, validating, ca).await;
+}
+
+/// Registers the two configurations the default chart renders (its validating one is the
+/// hand-back guard alone), pointed at `port` on 127.0.0.1 with `ca` trusted. The chart's
+/// ValidatingAdmissionPolicies are not installed: winipam runs as the test's admin here.
+pub async fn register_default_chart(env: &Env, port: u16, ca: &[u8]) {
+    let (mutating, _) = url_configurations(port);
+    let mut validating = validating_configuration(&[]);
+    for hook in validating.webhooks.iter_mut().flatten() {
+        to_url(&mut hook.client_config, port);
+    }
+    register_these(env, mutating, validating, ca).await;
+}
+
+async fn register_these(
+    env: &Env,
+    mut mutating: MutatingWebhookConfiguration,
+    mut validating: ValidatingWebhookConfiguration,
+    ca: &[u8],
+) {
     for hook in mutating.webhooks.iter_mut().flatten() {
         hook.client_config.ca_bundle = Some(ByteString(ca.to_vec()));
     }

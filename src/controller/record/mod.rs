@@ -18,7 +18,7 @@ use ipnet::Ipv4Net;
 
 use crate::ipam::{Action, InstanceInfo, Mode, NodePool, PoolCounts, SubnetInfo, Timestamp};
 
-pub(crate) use render::{render, restore_conditions};
+pub(crate) use render::{render, restore_conditions, rfc3339};
 pub(crate) use restore::{Restored, restore};
 
 #[cfg(test)]

@@ -60,6 +60,14 @@ pub(crate) fn write_at_once(
     }
 }
 
+/// Pausing for a foreign IPAM, the status cannot wait either: from then on the VPC Resource
+/// Controller hands out what it finds free on the ENI, and winipam's webhook keeps from it only
+/// what a written status lists as cooling or used (`webhook::handback`). So the first write
+/// that says `blocked` goes at once, and with it every record the pool holds (issue 17).
+pub(crate) fn pausing(written: Option<&Published>, blocked: bool) -> bool {
+    blocked && written.is_some_and(|p| !p.blocked)
+}
+
 /// `action` gives slots back to EC2.
 pub(crate) fn is_release(action: &Action) -> bool {
     matches!(action, Action::ReleaseIps(_) | Action::ReleasePrefixes(_))
@@ -250,6 +258,24 @@ mod tests {
             f.releasing = vec!["10.0.0.32/28".parse().unwrap()];
         }
         assert!(!write_at_once(Some(&with_record), Some(&pool), NOW));
+    }
+
+    #[test]
+    fn the_first_status_of_a_pause_is_written_at_once() {
+        let running = ready(&["10.0.0.17"], &[("10.0.0.18", NOW.0 + 30_000)], false);
+        let paused = ready(&["10.0.0.17"], &[("10.0.0.18", NOW.0 + 30_000)], true);
+        // (case, written, blocked now, at once)
+        let cases: [(&str, Option<&Published>, bool, bool); 5] = [
+            ("pausing", Some(&running), true, true),
+            ("running", Some(&running), false, false),
+            ("paused and written so", Some(&paused), true, false),
+            ("resuming (coalesced)", Some(&paused), false, false),
+            // Nothing written: write_at_once already says so.
+            ("nothing written", None, true, false),
+        ];
+        for (case, written, blocked, want) in cases {
+            assert_eq!(pausing(written, blocked), want, "{case}");
+        }
     }
 
     #[test]

@@ -15,8 +15,8 @@ use serde_json::json;
 
 use super::e2e::{Env, PodState, TestNode, assert_distinct, eventually};
 use super::vpcrc::{VpcRc, give_kubelet_status, set_windows_ipam};
-use super::winipam::Winipam;
-use crate::webhook_support::{FileCerts, register, wait_until_injecting};
+use super::winipam::{Winipam, samples};
+use crate::webhook_support::{FileCerts, register, register_default_chart, wait_until_injecting};
 
 /// The IP resource of an m5.large (10 addresses per ENI, the primary one not a pod's), as both
 /// controllers advertise it.
@@ -82,12 +82,26 @@ pub async fn install_winipam(env: &Env) -> (Winipam, FileCerts) {
 
 /// winipam started with its webhooks served and registered, as the chart installs it.
 pub async fn start_winipam(env: &Env) -> (Winipam, FileCerts) {
+    let (winipam, certs) = start_serving(env).await;
+    register(env, winipam.webhook_addr().port(), &certs.ca).await;
+    (winipam, certs)
+}
+
+/// winipam started with its webhooks served and registered as the default chart renders them
+/// (`annotationGuard=policy`: its validating webhook is the hand-back guard alone).
+pub async fn start_winipam_default_chart(env: &Env) -> (Winipam, FileCerts) {
+    let (winipam, certs) = start_serving(env).await;
+    register_default_chart(env, winipam.webhook_addr().port(), &certs.ca).await;
+    (winipam, certs)
+}
+
+/// winipam running with its webhooks served on a port of its own, not yet registered.
+async fn start_serving(env: &Env) -> (Winipam, FileCerts) {
     let certs = FileCerts::new();
     let mut options = env.options("winipam-0");
     certs.serve(&mut options);
     let mut winipam = Winipam::start(&options);
     winipam.wait_ready(Duration::from_secs(30)).await;
-    register(env, winipam.webhook_addr().port(), &certs.ca).await;
     (winipam, certs)
 }
 
@@ -130,4 +144,27 @@ pub async fn patch_windows_ipam(env: &Env, enabled: bool) {
         )
         .await
         .expect("patch kube-system/amazon-vpc-cni");
+}
+
+/// How often the apiserver called the webhooks named `hooks` for `operation`, by outcome
+/// (`rejected` "false" / "true"), from its own metrics.
+pub async fn webhook_calls(env: &Env, hooks: &[String], operation: &str) -> BTreeMap<String, f64> {
+    let text = env.cp.kubectl_ok(&["get", "--raw", "/metrics"]).await;
+    let mut out = BTreeMap::new();
+    for (labels, value) in samples(
+        &text,
+        "apiserver_admission_webhook_admission_duration_seconds_count",
+    ) {
+        let label = |k: &str| {
+            labels
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        if hooks.contains(&label("name")) && label("operation") == operation {
+            *out.entry(label("rejected")).or_default() += value;
+        }
+    }
+    out
 }
