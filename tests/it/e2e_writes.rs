@@ -1,7 +1,7 @@
 //! End to end, the writes on a pod's path (issue 18, item 3): on a real apiserver, with EC2
 //! simulated inside the controller (`--simulated-ec2`), three Nitro nodes in prefix mode take
-//! 30 pods, then 60 of them are replaced one after another (delete one, create another on the
-//! same node) at about 3 a second. Every pod that finds a warm address needs one write on its
+//! 45 pods, then each is replaced once, one after another (delete one, create another on the
+//! same node), at about 3 a second. Every pod that finds a warm address needs one write on its
 //! path, its annotation: the status that covers it was written ahead, and a pod's going needs
 //! no write of its own. Counted from the controller's own request log: annotation patches and
 //! NodeAddressPool status writes of the churn, per new pod. With a status write before each
@@ -21,7 +21,7 @@ use crate::support::observe::api_writes;
 use crate::support::winipam::Winipam;
 
 /// Replacements in the churn phase.
-const REPLACED: usize = 60;
+const REPLACED: usize = 45;
 /// Status writes plus annotation patches per new pod, at most (3.0 before).
 const WRITES_PER_POD_MAX: f64 = 1.5;
 
@@ -52,7 +52,7 @@ async fn a_pod_finding_a_warm_address_costs_one_write() {
     }
     let pods = env.pods_api();
     let mut live: VecDeque<(String, usize)> = VecDeque::new();
-    for i in 0..30 {
+    for i in 0..REPLACED {
         let name = format!("w{i:03}");
         pods.create(&PostParams::default(), &pod_on(&name, &nodes[i % 3]))
             .await
@@ -89,7 +89,7 @@ async fn a_pod_finding_a_warm_address_costs_one_write() {
         .filter(|(n, _)| live_names.contains(n))
         .map(|(_, p)| p)
         .collect();
-    assert_eq!(live_pods.len(), 30);
+    assert_eq!(live_pods.len(), REPLACED);
     assert_distinct(&live_pods);
 
     let (status_after, annotations_after, writes) = counted(&controller.log());
