@@ -11,15 +11,6 @@ use super::types::{Mode, Timestamp};
 use super::uid::PodUid;
 
 impl NodePool {
-    /// `addr` could be handed out now or once its cool-down ends: on the ENI in a form this
-    /// mode hands out, not in use, not being released.
-    pub fn may_hand_out(&self, addr: Ipv4Addr, now: Timestamp) -> bool {
-        matches!(
-            self.addr_state(addr, now),
-            AddrState::Free | AddrState::Cooling
-        ) && self.kind_handed_out(addr, now).is_some()
-    }
-
     /// `addr` could be handed out now: free, and of a kind this mode hands out.
     pub fn may_hand_out_now(&self, addr: Ipv4Addr, now: Timestamp) -> bool {
         self.addr_state(addr, now) == AddrState::Free && self.kind_handed_out(addr, now).is_some()
@@ -43,9 +34,9 @@ impl NodePool {
 
     /// Up to `n` addresses to list ahead, none of `listed` (sorted): free ones in the order
     /// [`NodePool::assign`] takes them (prefix mode: the /28 with the fewest free first), but
-    /// the last `reserve` free ones not listed (a new leader hands those out at once), then
-    /// cooling ones, the soonest free first (listing one early only lengthens its cool-down at
-    /// a leader change: a new leader cools listed addresses from its own start).
+    /// the last `reserve` free ones not listed (a new leader hands those out at once). Never
+    /// cooling ones: a new leader would cool them from its own start, at least 60 s, instead of
+    /// what is left of their cool-down, and a full node's new pods would wait that long.
     pub fn ahead_candidates(
         &self,
         n: usize,
@@ -75,20 +66,7 @@ impl NodePool {
         if self.mode() == Mode::Secondary || self.fallback_active(now) {
             out.extend(self.ips.iter().copied().filter(free).filter(|a| wanted(*a)));
         }
-        if out.len() >= n + reserve {
-            out.truncate(n);
-            return out;
-        }
-        out.truncate(out.len().saturating_sub(reserve));
-        if out.len() < n {
-            let mut cooling: Vec<(Timestamp, Ipv4Addr)> = (self.cooldowns_iter(now))
-                .filter(|(a, _)| wanted(*a) && self.may_hand_out(*a, now))
-                .map(|(a, until)| (until, a))
-                .collect();
-            cooling.sort_unstable();
-            out.extend(cooling.into_iter().map(|(_, a)| a));
-        }
-        out.truncate(n);
+        out.truncate(out.len().saturating_sub(reserve).min(n));
         out
     }
 
