@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crate::support::e2e::{Env, assert_distinct, eventually};
+use crate::support::e2e::{Env, assert_distinct};
 
 const COOLDOWN: Duration = Duration::from_secs(6);
 
