@@ -12,9 +12,10 @@
 #   r3  r1 with two controllers, then the leader SIGKILLed and P/10 more pods
 #   --ec2 sim (r1, r2 default): EC2 simulated in the controller process; moto (r3 default): the
 #       cluster's moto, which both replicas share (a simulated EC2 dies with its process), in
-#       secondary-IP mode (moto ignores /28 prefixes: 14 pods per node, e.g. --nodes 30 --pods 300)
+#       secondary-IP mode (moto ignores /28 prefixes: 14 pods per node, e.g. --nodes 30 --pods 300;
+#       at most 1,024 nodes, a /26 each)
 #
-# Writes DIR/<scenario>.json and DIR/<scenario>.md (default DIR: target/scale), and the
+# Writes DIR/<scenario>.json, DIR/<scenario>.md and DIR/<scenario>.svg (default DIR: target/scale), and the
 # controllers' logs there. The cluster is torn down when the run ends, however it ends.
 # The winipam binary: $WINIPAM_BIN, else a debug build (cargo build, honouring CARGO_TARGET_DIR).
 set -euo pipefail

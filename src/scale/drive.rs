@@ -4,12 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::{reflector, watcher};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -54,6 +57,8 @@ pub struct Probe {
     pub moto: Option<String>,
 }
 
+type HeldSeries = Arc<Mutex<Vec<(f64, u64)>>>;
+
 /// What is read at a phase's start and end.
 struct Snapshot {
     at: Instant,
@@ -80,12 +85,13 @@ impl Probe {
     pub async fn run(&self, scenario: Scenario) -> Result<ScaleReport, String> {
         self.prepare().await?;
         let watch = PodWatch::start(self.client.clone(), APPS).await;
-        let mut phases = vec![self.scale_out(&watch).await?];
-        match scenario {
-            Scenario::R1 => {}
-            Scenario::R2 => phases.push(self.churn(&watch).await?),
-            Scenario::R3 => phases.push(self.kill_leader(&watch).await?),
-        }
+        let begun = Instant::now();
+        let held = self.sample_held(begun);
+        let phases = self.phases(scenario, &watch).await;
+        held.0.abort();
+        let phases = phases?;
+        let held = held.1.lock().map(|h| h.clone()).unwrap_or_default();
+        let series = watch.series(begun, Instant::now(), &held);
         let controller_peak_rss_mib = self
             .controllers
             .iter()
@@ -117,7 +123,51 @@ impl Probe {
             load_average: std::fs::read_to_string("/proc/loadavg")
                 .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
                 .unwrap_or_default(),
+            series,
         })
+    }
+
+    async fn phases(
+        &self,
+        scenario: Scenario,
+        watch: &PodWatch,
+    ) -> Result<Vec<PhaseReport>, String> {
+        let mut phases = vec![self.scale_out(watch).await?];
+        match scenario {
+            Scenario::R1 => {}
+            Scenario::R2 => phases.push(self.churn(watch).await?),
+            Scenario::R3 => phases.push(self.kill_leader(watch).await?),
+        }
+        Ok(phases)
+    }
+
+    /// Every second, the addresses the controllers hold on the ENIs (their gauges), as
+    /// (seconds since `begun`, count): the SVG's "held" line. A replica that does not lead
+    /// reports none, and a killed one no longer answers.
+    fn sample_held(&self, begun: Instant) -> (tokio::task::JoinHandle<()>, HeldSeries) {
+        let series = HeldSeries::default();
+        let (out, metrics) = (
+            series.clone(),
+            self.controllers
+                .iter()
+                .map(|c| c.metrics)
+                .collect::<Vec<_>>(),
+        );
+        let task = tokio::spawn(async move {
+            loop {
+                let mut held = None;
+                for addr in &metrics {
+                    if let Ok(page) = measure::scrape(*addr).await {
+                        *held.get_or_insert(0) += measure::held_addresses(&page);
+                    }
+                }
+                if let (Some(held), Ok(mut out)) = (held, out.lock()) {
+                    out.push((begun.elapsed().as_secs_f64(), held));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        (task, series)
     }
 
     /// The workload's namespace and Deployment (0 replicas), the nodes, and each node's
@@ -189,27 +239,39 @@ impl Probe {
                 .await,
             "create deployment",
         )?;
+        self.wait_warm(nodes).await
+    }
+
+    /// Waits until every node advertises the IP resource and its pool has free addresses:
+    /// the phase measures pods that find a free address, as the targets do, not the nodes'
+    /// first Assign (the pools' creation fell inside R1 in one run). From two watches, read
+    /// in memory: listing every node and pool twice a second cost the apiserver more than the
+    /// run at 1,000 nodes.
+    async fn wait_warm(&self, nodes: Api<Node>) -> Result<(), String> {
+        let (node_store, node_writer) = reflector::store();
+        let (pool_store, pool_writer) = reflector::store();
+        let labels = format!("{NODE_LABEL}=1");
+        let node_watch = reflector(
+            node_writer,
+            watcher(nodes, watcher::Config::default().labels(&labels)),
+        );
         let pools: Api<NodeAddressPool> = Api::all(self.client.clone());
+        let pool_watch = reflector(pool_writer, watcher(pools, watcher::Config::default()));
+        let tasks = [
+            tokio::spawn(node_watch.for_each(|_| async {})),
+            tokio::spawn(pool_watch.for_each(|_| async {})),
+        ];
         let deadline =
             Instant::now() + Duration::from_secs(120) + self.nodes * Duration::from_millis(500);
-        loop {
-            let listed = nodes
-                .list(&ListParams::default().labels(&format!("{NODE_LABEL}=1")))
-                .await
-                .map_err(err("list nodes"))?;
-            // Warm too: the phase measures pods that find a free address, as the targets do,
-            // not the nodes' first Assign (the pools' creation fell inside R1 in one run).
-            let warm: BTreeSet<String> = pools
-                .list(&ListParams::default())
-                .await
-                .map_err(err("list pools"))?
-                .items
-                .into_iter()
+        let result = loop {
+            let warm: BTreeSet<String> = pool_store
+                .state()
+                .iter()
                 .filter(|p| p.status.as_ref().is_some_and(|s| s.counts.free > 0))
-                .filter_map(|p| p.metadata.name)
+                .filter_map(|p| p.metadata.name.clone())
                 .collect();
-            let ready = listed
-                .items
+            let ready = node_store
+                .state()
                 .iter()
                 .filter(|n| {
                     n.metadata
@@ -226,16 +288,20 @@ impl Probe {
                 })
                 .count();
             if ready as u32 >= self.nodes {
-                return Ok(());
+                break Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!(
+                break Err(format!(
                     "{ready} of {} nodes advertise the IP resource with warm addresses",
                     self.nodes
                 ));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        for task in tasks {
+            task.abort();
         }
+        result
     }
 
     async fn snapshot(&self) -> Snapshot {
@@ -349,23 +415,24 @@ impl Probe {
 
     /// Waits until `count` pods live and every one has its address.
     async fn wait_annotated(&self, watch: &PodWatch, count: u32) -> Result<(), String> {
-        let timeout =
-            Duration::from_secs(60) + Duration::from_secs_f64(f64::from(count) / self.rate * 3.0);
-        let deadline = Instant::now() + timeout;
+        // Fails only once nothing moved for STALL: the pace is the cluster's, not the rate asked
+        // (the controller-manager's client limit of 20 requests/s creates the pods, and a
+        // deadline from the rate asked failed R2 at 100/s with 2,995 of 3,000 pods annotated).
+        const STALL: Duration = Duration::from_secs(120);
+        let mut last = watch.counts();
+        let mut moved = Instant::now();
         loop {
-            let live: Vec<_> = watch
-                .live()
-                .into_iter()
-                .filter(|p| p.leaving.is_none())
-                .collect();
-            let done = live.iter().filter(|p| p.annotated.is_some()).count();
-            if live.len() as u32 == count && done == live.len() {
+            let now = watch.counts();
+            if now.live as u32 == count && now.annotated == now.live {
                 return Ok(());
             }
-            if Instant::now() > deadline {
+            if now != last {
+                (last, moved) = (now, Instant::now());
+            }
+            if moved.elapsed() > STALL {
                 return Err(format!(
-                    "after {timeout:?}: {done} of {} live pods annotated (want {count})",
-                    live.len()
+                    "nothing moved for {STALL:?}: {} of {} live pods annotated (want {count})",
+                    now.annotated, now.live
                 ));
             }
             tokio::time::sleep(TICK).await;
@@ -388,16 +455,7 @@ impl Probe {
         while start.at.elapsed() < self.churn {
             tokio::time::sleep(TICK).await;
             owed += self.rate * TICK.as_secs_f64();
-            let mut oldest = watch.live();
-            oldest.retain(|p| {
-                p.leaving.is_none() && p.annotated.is_some() && !deleted.contains(&p.name)
-            });
-            oldest.sort_by_key(|p| p.created);
-            let batch: Vec<String> = oldest
-                .into_iter()
-                .take(owed as usize)
-                .map(|p| p.name)
-                .collect();
+            let batch = watch.oldest_annotated(owed as usize, &deleted);
             owed -= batch.len() as f64;
             // At once: one delete after another kept the first R2 run at 18/s of the 50 asked.
             let params = DeleteParams::default();

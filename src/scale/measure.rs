@@ -56,6 +56,21 @@ pub fn ec2_calls(page: &str) -> BTreeMap<String, u64> {
     calls
 }
 
+/// Addresses on the nodes' ENIs by the controller's own gauges: `winipam_node_ips` of the
+/// states used, free and cooling, summed over nodes (pending ones are not on an ENI yet).
+pub fn held_addresses(page: &str) -> u64 {
+    page.lines()
+        .filter_map(|line| line.strip_prefix("winipam_node_ips{"))
+        .filter_map(|rest| rest.rsplit_once('}'))
+        .filter(|(labels, _)| {
+            ["used", "free", "cooling"]
+                .iter()
+                .any(|s| labels.contains(&format!("state=\"{s}\"")))
+        })
+        .map(|(_, value)| value.trim().parse::<f64>().unwrap_or(0.0) as u64)
+        .sum()
+}
+
 /// GET `/metrics` of a controller (plain HTTP/1.0, the page is small).
 pub async fn scrape(addr: SocketAddr) -> Result<String, String> {
     let fetch = async {
@@ -146,6 +161,16 @@ mod tests {
         assert_eq!(calls.get("AssignPrivateIpAddresses"), Some(&6));
         assert_eq!(calls.get("DescribeInstances"), Some(&1));
         assert_eq!(calls.len(), 2);
+    }
+
+    #[test]
+    fn held_addresses_sum_the_states_on_the_enis() {
+        let page = "winipam_node_ips{node=\"a\",state=\"used\"} 3\n\
+            winipam_node_ips{node=\"a\",state=\"free\"} 10\n\
+            winipam_node_ips{node=\"b\",state=\"cooling\"} 2\n\
+            winipam_node_ips{node=\"b\",state=\"pending\"} 7\n\
+            winipam_node_capacity_ips{node=\"a\"} 224\n";
+        assert_eq!(held_addresses(page), 15);
     }
 
     #[test]

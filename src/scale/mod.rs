@@ -12,6 +12,7 @@
 pub mod drive;
 pub mod measure;
 pub mod moto;
+pub mod plot;
 pub mod report;
 pub mod watch;
 
@@ -80,7 +81,7 @@ pub struct ScaleProbeArgs {
     /// as their EC2 rather than `--simulated-ec2`, which two replicas cannot share).
     #[arg(long)]
     pub moto: Option<String>,
-    /// Where to write `<scenario>.json` and `<scenario>.md`.
+    /// Where to write `<scenario>.json`, `<scenario>.md` and `<scenario>.svg`.
     #[arg(long, default_value = ".")]
     pub out: PathBuf,
 }
@@ -109,7 +110,8 @@ pub async fn run(args: ScaleProbeArgs) -> Result<(), String> {
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     let table = report::markdown(&report);
-    for (ext, text) in [("json", &json), ("md", &table)] {
+    let svg = plot::svg(&report);
+    for (ext, text) in [("json", &json), ("md", &table), ("svg", &svg)] {
         let path = args.out.join(format!("{name}.{ext}"));
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }

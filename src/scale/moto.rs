@@ -7,13 +7,18 @@
 
 use aws_sdk_ec2::config::{BehaviorVersion, Builder, Credentials, Region};
 use aws_sdk_ec2::types::InstanceType;
+use futures::StreamExt;
 
 pub const REGION: &str = "us-east-1";
 pub const ZONE: &str = "us-east-1a";
 /// An AMI id moto ships with.
 const AMI: &str = "ami-03cf127a";
-/// One /22 per node in the VPC's /16.
-pub const MAX_NODES: u32 = 64;
+/// One /26 per node in the VPC's /16: 64 addresses for an m5.xlarge's 15 in secondary-IP mode
+/// (moto draws secondary addresses at random in the subnet, unique on the ENI, and may draw
+/// the subnet's first or last: harmless to the pool). A /22 each held only 64 nodes.
+pub const MAX_NODES: u32 = 1024;
+/// Launches at once (moto answers one request at a time, but the round trips overlap).
+const PARALLEL: usize = 8;
 
 /// Launches `count` instances of `instance_type`, each in a subnet of its own (moto draws
 /// addresses without looking at other ENIs of a subnet); returns their ids.
@@ -44,36 +49,49 @@ pub async fn launch(
         .and_then(|v| v.vpc_id())
         .ok_or("CreateVpc: no id")?
         .to_owned();
-    let mut ids = Vec::new();
-    for i in 0..count {
-        let subnet = ec2
-            .create_subnet()
-            .vpc_id(&vpc_id)
-            .cidr_block(format!("10.200.{}.0/22", i * 4))
-            .availability_zone(ZONE)
-            .send()
-            .await
-            .map_err(|e| format!("CreateSubnet: {e}"))?;
-        let subnet_id = subnet
-            .subnet()
-            .and_then(|s| s.subnet_id())
-            .ok_or("CreateSubnet: no id")?;
-        let run = ec2
-            .run_instances()
-            .image_id(AMI)
-            .instance_type(InstanceType::from(instance_type))
-            .subnet_id(subnet_id)
-            .min_count(1)
-            .max_count(1)
-            .send()
-            .await
-            .map_err(|e| format!("RunInstances: {e}"))?;
-        let id = run
-            .instances()
-            .first()
-            .and_then(|i| i.instance_id())
-            .ok_or("RunInstances: no instance")?;
-        ids.push(id.to_owned());
-    }
-    Ok(ids)
+    let launches = (0..count).map(|i| launch_one(&ec2, &vpc_id, i, instance_type));
+    futures::stream::iter(launches)
+        .buffered(PARALLEL)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Node `i`'s subnet (the `i`-th /26 of the VPC) and its instance.
+async fn launch_one(
+    ec2: &aws_sdk_ec2::Client,
+    vpc_id: &str,
+    i: u32,
+    instance_type: &str,
+) -> Result<String, String> {
+    let cidr = format!("10.200.{}.{}/26", i / 4, (i % 4) * 64);
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(vpc_id)
+        .cidr_block(cidr)
+        .availability_zone(ZONE)
+        .send()
+        .await
+        .map_err(|e| format!("CreateSubnet: {e}"))?;
+    let subnet_id = subnet
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .ok_or("CreateSubnet: no id")?;
+    let run = ec2
+        .run_instances()
+        .image_id(AMI)
+        .instance_type(InstanceType::from(instance_type))
+        .subnet_id(subnet_id)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .map_err(|e| format!("RunInstances: {e}"))?;
+    let id = run
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .ok_or("RunInstances: no instance")?;
+    Ok(id.to_owned())
 }

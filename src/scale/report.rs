@@ -37,6 +37,22 @@ pub struct PhaseReport {
     pub shared_addresses: Vec<String>,
 }
 
+/// The run at one moment (the SVG's time panels): the watch's pods, and the controllers' pools.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Sample {
+    /// Seconds from the start of the first phase.
+    pub t: f64,
+    /// Pods not leaving, and of those annotated (addresses in use), as the watch saw them.
+    pub live: u64,
+    pub annotated: u64,
+    /// Addresses on the nodes' ENIs (used, free and cooling) by the controllers' own gauges,
+    /// when a scrape near `t` answered.
+    pub held: Option<u64>,
+    /// Bound -> annotated of the pods bound in the interval ending at `t`, seconds.
+    pub wait_p50: Option<f64>,
+    pub wait_max: Option<f64>,
+}
+
 /// One run: its parameters, the phases, the controllers' peak RSS.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ScaleReport {
@@ -54,6 +70,8 @@ pub struct ScaleReport {
     pub controller_peak_rss_mib: BTreeMap<String, f64>,
     /// `uptime`'s load averages at the end of the run.
     pub load_average: String,
+    /// The run over time, at most a few hundred samples.
+    pub series: Vec<Sample>,
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {

@@ -3,7 +3,7 @@
 //! and each address's holders over time. It checks, at every event, that no two live pods name
 //! the same address, and afterwards that no address went to a new pod inside its cool-down.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,6 +12,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::runtime::watcher;
+
+use super::report::Sample;
 
 pub use crate::k8s::views::PRIVATE_IPV4_ADDRESS as ANNOTATION;
 
@@ -31,7 +33,20 @@ pub struct PodRecord {
 #[derive(Default)]
 struct State {
     pods: BTreeMap<String, PodRecord>,
+    /// The pods not yet gone that name each address, by uid: the shared-address check looks
+    /// up one address rather than every pod (it ran over all pods at every event, quadratic
+    /// in a 30,000-pod run).
+    holders: HashMap<Ipv4Addr, BTreeSet<String>>,
     violations: Vec<String>,
+}
+
+/// Pods of the workload at a moment, counted under the watch's lock without copying records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Not gone and not leaving.
+    pub live: usize,
+    /// Of those, annotated.
+    pub annotated: usize,
 }
 
 #[derive(Clone)]
@@ -80,7 +95,27 @@ impl PodWatch {
     }
 
     pub fn live(&self) -> Vec<PodRecord> {
-        self.pods().into_iter().filter(|p| !p.gone).collect()
+        let state = self.state.lock().expect("watch state");
+        state.pods.values().filter(|p| !p.gone).cloned().collect()
+    }
+
+    /// Live pods and how many of them are annotated, without copying the records (the wait
+    /// for a full size asks every 100 ms).
+    pub fn counts(&self) -> Counts {
+        let state = self.state.lock().expect("watch state");
+        let live = state
+            .pods
+            .values()
+            .filter(|p| !p.gone && p.leaving.is_none());
+        let (mut counts, mut annotated) = (0, 0);
+        for pod in live {
+            counts += 1;
+            annotated += usize::from(pod.annotated.is_some());
+        }
+        Counts {
+            live: counts,
+            annotated,
+        }
     }
 
     /// Every violation seen so far (two live pods naming one address, an address changed).
@@ -129,6 +164,68 @@ impl PodWatch {
             "cool-downs not kept:\n{}",
             broken.join("\n")
         );
+    }
+
+    /// The names of the `n` oldest live pods that are annotated, not leaving and not in `skip`
+    /// (R2 deletes them).
+    pub fn oldest_annotated(&self, n: usize, skip: &BTreeSet<String>) -> Vec<String> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let state = self.state.lock().expect("watch state");
+        let mut oldest: Vec<&PodRecord> = state
+            .pods
+            .values()
+            .filter(|p| !p.gone && p.leaving.is_none() && p.annotated.is_some())
+            .filter(|p| !skip.contains(&p.name))
+            .collect();
+        oldest.sort_by_key(|p| p.created);
+        oldest.into_iter().take(n).map(|p| p.name.clone()).collect()
+    }
+
+    /// The run from `start` to `end` in at most `MAX_SAMPLES` intervals: pods live and
+    /// annotated at each interval's end, the waits of the pods bound within it, and the
+    /// addresses held of the `held` reading (seconds from `start`, count) nearest before it.
+    pub fn series(&self, start: Instant, end: Instant, held: &[(f64, u64)]) -> Vec<Sample> {
+        const MAX_SAMPLES: f64 = 300.0;
+        let pods = self.pods();
+        let secs = |at: Instant| at.saturating_duration_since(start).as_secs_f64();
+        let total = secs(end);
+        let step = (total / MAX_SAMPLES).max(1.0);
+        let mut samples = Vec::new();
+        let mut t = 0.0;
+        while t < total + step {
+            let (from, to) = (t - step, t);
+            let before = |at: Option<Instant>| at.is_some_and(|at| secs(at) <= to);
+            let live = pods
+                .iter()
+                .filter(|p| secs(p.created) <= to && !before(p.leaving));
+            let (mut n_live, mut n_annotated) = (0, 0);
+            for pod in live {
+                n_live += 1;
+                n_annotated += u64::from(before(pod.annotated));
+            }
+            let mut waits: Vec<f64> = pods
+                .iter()
+                .filter_map(|p| {
+                    let (bound, annotated) = (p.bound?, p.annotated?);
+                    let at = secs(bound);
+                    (at > from && at <= to)
+                        .then(|| annotated.saturating_duration_since(bound).as_secs_f64())
+                })
+                .collect();
+            waits.sort_by(f64::total_cmp);
+            samples.push(Sample {
+                t,
+                live: n_live,
+                annotated: n_annotated,
+                held: held.iter().rev().find(|(at, _)| *at <= to).map(|(_, n)| *n),
+                wait_p50: waits.get(waits.len() / 2).copied(),
+                wait_max: waits.last().copied(),
+            });
+            t += step;
+        }
+        samples
     }
 
     /// Time from creation to the annotation, of the pods annotated so far.
@@ -201,18 +298,70 @@ fn observe(state: &Mutex<State>, pod: &Pod, deleted: bool) {
     if deleted {
         record.gone = true;
     }
-    if let Some(address) = address.filter(|_| !deleted) {
-        let name = record.name.clone();
-        let others: Vec<String> = state
-            .pods
-            .iter()
-            .filter(|(other, p)| **other != uid && !p.gone && p.address == Some(address))
-            .map(|(_, p)| p.name.clone())
-            .collect();
-        if !others.is_empty() {
-            state
-                .violations
-                .push(format!("{address}: {name} and {}", others.join(", ")));
+    let (name, held) = (record.name.clone(), record.address);
+    let state = &mut *state;
+    match (held, address) {
+        (Some(held), _) if deleted => {
+            if let Some(holders) = state.holders.get_mut(&held) {
+                holders.remove(&uid);
+                if holders.is_empty() {
+                    state.holders.remove(&held);
+                }
+            }
         }
+        (_, Some(address)) if !deleted => {
+            let holders = state.holders.entry(address).or_default();
+            holders.insert(uid.clone());
+            if holders.len() > 1 {
+                let others: Vec<String> = holders
+                    .iter()
+                    .filter(|other| **other != uid)
+                    .filter_map(|other| state.pods.get(other).map(|p| p.name.clone()))
+                    .collect();
+                state
+                    .violations
+                    .push(format!("{address}: {name} and {}", others.join(", ")));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(uid: &str, address: Option<&str>) -> Pod {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("p-{uid}"), "uid": uid},
+            "spec": {"containers": [], "nodeName": "n"},
+        }))
+        .expect("a pod");
+        if let Some(a) = address {
+            pod.metadata.annotations = Some([(ANNOTATION.to_owned(), a.to_owned())].into());
+        }
+        pod
+    }
+
+    #[test]
+    fn an_address_is_shared_only_while_both_holders_are_there() {
+        let state = Mutex::new(State::default());
+        observe(&state, &pod("a", Some("10.0.0.1/32")), false);
+        observe(&state, &pod("a", Some("10.0.0.1/32")), false);
+        observe(&state, &pod("b", Some("10.0.0.2/32")), false);
+        assert!(state.lock().unwrap().violations.is_empty());
+        // a gone: its address may go to c.
+        observe(&state, &pod("a", Some("10.0.0.1/32")), true);
+        observe(&state, &pod("c", Some("10.0.0.1/32")), false);
+        assert!(state.lock().unwrap().violations.is_empty());
+        // b still there: d naming its address is a violation, naming both pods.
+        observe(&state, &pod("d", Some("10.0.0.2/32")), false);
+        let violations = state.lock().unwrap().violations.clone();
+        assert_eq!(violations, vec!["10.0.0.2: p-d and p-b".to_owned()]);
+        let counts = {
+            let state = state.lock().unwrap();
+            state.holders.get(&"10.0.0.1".parse().unwrap()).cloned()
+        };
+        assert_eq!(counts, Some(["c".to_owned()].into()));
     }
 }

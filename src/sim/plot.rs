@@ -1,17 +1,18 @@
 //! The `--plot` picture, as hand-written SVG: the distribution of time-to-IP per policy (how
 //! many pods had their address within a given time), and addresses held and used over time.
+//! The real-apiserver harness draws its runs with the same panels (`scale::plot`).
 
 use std::fmt::Write as _;
 
 use crate::sim::report::RunResult;
 
-const WIDTH: f64 = 900.0;
-const PANEL_H: f64 = 300.0;
+pub(crate) const WIDTH: f64 = 900.0;
+pub(crate) const PANEL_H: f64 = 300.0;
 const MARGIN_L: f64 = 70.0;
 const MARGIN_R: f64 = 20.0;
-const TOP: f64 = 40.0;
-const GAP: f64 = 80.0;
-const COLORS: [&str; 2] = ["#1f77b4", "#d62728"];
+pub(crate) const TOP: f64 = 40.0;
+pub(crate) const GAP: f64 = 80.0;
+pub(crate) const COLORS: [&str; 2] = ["#1f77b4", "#d62728"];
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -20,7 +21,7 @@ fn escape(s: &str) -> String {
 }
 
 /// A "nice" upper bound for an axis (1, 2 or 5 times a power of ten).
-fn nice(max: f64) -> f64 {
+pub(crate) fn nice(max: f64) -> f64 {
     if max <= 0.0 {
         return 1.0;
     }
@@ -32,10 +33,10 @@ fn nice(max: f64) -> f64 {
         .unwrap_or(10.0 * p)
 }
 
-struct Panel {
-    top: f64,
-    x_max: f64,
-    y_max: f64,
+pub(crate) struct Panel {
+    pub(crate) top: f64,
+    pub(crate) x_max: f64,
+    pub(crate) y_max: f64,
 }
 
 impl Panel {
@@ -46,7 +47,7 @@ impl Panel {
         self.top + PANEL_H - v / self.y_max * PANEL_H
     }
 
-    fn axes(&self, out: &mut String, title: &str, x_label: &str, y_label: &str) {
+    pub(crate) fn axes(&self, out: &mut String, title: &str, x_label: &str, y_label: &str) {
         let (x0, x1) = (self.x(0.0), self.x(self.x_max));
         let (y0, y1) = (self.y(0.0), self.y(self.y_max));
         let _ = writeln!(
@@ -94,7 +95,7 @@ impl Panel {
         );
     }
 
-    fn line(&self, out: &mut String, points: &[(f64, f64)], color: &str, dashed: bool) {
+    pub(crate) fn line(&self, out: &mut String, points: &[(f64, f64)], color: &str, dashed: bool) {
         if points.is_empty() {
             return;
         }
@@ -125,7 +126,7 @@ fn short(v: f64) -> String {
     }
 }
 
-fn legend(out: &mut String, y: f64, entries: &[(String, &str, bool)]) {
+pub(crate) fn legend(out: &mut String, y: f64, entries: &[(String, &str, bool)]) {
     let mut x = WIDTH - MARGIN_R - 240.0;
     let mut y = y;
     for (label, color, dashed) in entries {

@@ -1,25 +1,25 @@
-//! R1 of the real-apiserver scale harness, small: `winipam run --simulated-ec2` on the host
-//! against the cluster's apiserver (with the audit log of its writes), 20 KWOK m5.xlarge nodes
-//! in prefix mode, and `winipam scale-probe`'s driver scaling a Deployment to 300 pods at
-//! 50/s through the real scheduler. What holds deterministically is asserted: every pod
-//! annotated, no address named by two live pods, and the controller's apiserver writes per pod
-//! within what today's write protocol makes (one status patch and one annotation patch per pod,
-//! 2.03 in all with the lease renewals); the latencies are printed, not asserted (they vary
-//! with the load of the machine).
+//! R1, R2 and R3 of the real-apiserver scale harness, small: `winipam run` on the host against
+//! the cluster's apiserver (with the audit log of its writes), KWOK m5.xlarge nodes, and
+//! `winipam scale-probe`'s driver scaling a Deployment through the real scheduler. What holds
+//! deterministically is asserted: every pod annotated, no address named by two live pods, the
+//! controller's apiserver writes per pod within what today's write protocol makes, and for R3
+//! every new pod annotated again within the lease duration + 5 s of the leader's SIGKILL with
+//! at most 5 DescribeInstances. The latencies are printed, not asserted (they vary with the
+//! load of the machine). The write bounds are today's figures with a margin for the lease's
+//! renewals on a slow machine (one every 2 s, however long the phase): they come down with
+//! fewer writes per pod (#18 item 3).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use winipam::scale::drive::{Controller, Probe};
+use winipam::scale::report::{PhaseReport, ScaleReport};
 use winipam::scale::{Scenario, report};
 
 use crate::support::{Cluster, repo_root, turn};
 
-const NODES: u32 = 20;
-const PODS: u32 = 300;
-/// Today's protocol: two writes on every pod's path, plus the lease's renewals: 2.03 measured.
-/// The margin is for renewals on a slow machine (one every 2 s, however long the phase).
-const MAX_WRITES_PER_POD: f64 = 2.5;
+/// The chart's default lease duration, which R3's kill waits out.
+const LEASE_DURATION: Duration = Duration::from_secs(15);
 
 /// The controller process, SIGKILLed if the test fails before it stops it.
 struct Process(Child);
@@ -41,79 +41,156 @@ fn pid_of(cluster: &Cluster, name: &str) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scale_r1_small_every_pod_annotated_once_with_bounded_writes() {
+/// One small run.
+struct Run {
+    scenario: Scenario,
+    nodes: u32,
+    pods: u32,
+    churn: Duration,
+}
+
+/// Starts a cluster and the run's controllers (two for R3, on the cluster's moto in
+/// secondary-IP mode, which outlives the leader; one with EC2 simulated in its process and
+/// prefix mode otherwise), runs the probe, and returns its report with the cluster stopped.
+async fn run(run: Run) -> ScaleReport {
     let _turn = turn().await;
     let cluster = Cluster::start();
     let crds = repo_root().join("crds");
     cluster.kubectl(&["apply", "-f", crds.to_str().expect("UTF-8 path")]);
     cluster.kubectl(&["create", "namespace", "winipam-system"]);
+    let moto = (run.scenario == Scenario::R3)
+        .then(|| cluster.var("WINIPAM_CLUSTER_EC2_ENDPOINT").to_owned());
+    let prefix = format!(
+        "--from-literal=enable-windows-prefix-delegation={}",
+        moto.is_none()
+    );
     cluster.kubectl(&[
         "-n",
         "winipam-system",
         "create",
         "configmap",
         "winipam",
-        "--from-literal=enable-windows-prefix-delegation=true",
+        &prefix,
     ]);
-    let port = free_port();
-    let log = std::env::temp_dir().join("winipam-scale-controller.log");
-    let log_file = std::fs::File::create(&log).expect("create the controller's log");
-    let child = Command::new(env!("CARGO_BIN_EXE_winipam"))
-        .args(["run", "--simulated-ec2", "--disable-webhooks"])
-        .args(["--namespace", "winipam-system", "--pod-name", "scale-1"])
-        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-        .args(["--log-format", "json", "--log-level", "warn"])
-        .env(
-            "KUBECONFIG",
-            cluster.var("WINIPAM_CLUSTER_CONTROLLER_KUBECONFIG"),
-        )
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .spawn()
-        .expect("start winipam run");
-    let controller = Process(child);
+    let name = format!("{:?}", run.scenario).to_lowercase();
+    let replicas = if moto.is_some() { 2 } else { 1 };
+    let mut processes = Vec::new();
+    let mut controllers = Vec::new();
+    let mut logs = Vec::new();
+    for i in 1..=replicas {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("winipam-scale-{name}-controller-{i}.log"));
+        let log_file = std::fs::File::create(&log).expect("create the controller's log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_winipam"));
+        command
+            .args(["run", "--disable-webhooks"])
+            .args([
+                "--namespace",
+                "winipam-system",
+                "--pod-name",
+                &format!("scale-{i}"),
+            ])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(["--log-format", "json", "--log-level", "warn"])
+            .env(
+                "KUBECONFIG",
+                cluster.var("WINIPAM_CLUSTER_CONTROLLER_KUBECONFIG"),
+            )
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        match &moto {
+            Some(endpoint) => command
+                .args(["--ec2-endpoint", endpoint, "--region", "us-east-1"])
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing"),
+            None => command.arg("--simulated-ec2"),
+        };
+        let child = command.spawn().expect("start winipam run");
+        controllers.push(Controller {
+            name: format!("scale-{i}"),
+            pid: child.id(),
+            metrics: ([127, 0, 0, 1], port).into(),
+        });
+        processes.push(Process(child));
+        logs.push(log);
+        // The first one leads: R3 kills a leader that built the pools from the start.
+        if i == 1 && replicas > 1 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
     let probe = Probe {
         client: cluster.client().await,
-        nodes: NODES,
-        pods: PODS,
+        nodes: run.nodes,
+        pods: run.pods,
         rate: 50.0,
-        churn: Duration::ZERO,
-        controllers: vec![Controller {
-            name: "scale-1".to_owned(),
-            pid: controller.0.id(),
-            metrics: ([127, 0, 0, 1], port).into(),
-        }],
+        churn: run.churn,
+        controllers,
         controller_namespace: "winipam-system".to_owned(),
         apiserver_pid: pid_of(&cluster, "kube-apiserver"),
         etcd_pid: pid_of(&cluster, "etcd"),
         audit_log: Some(cluster.var("WINIPAM_CLUSTER_AUDIT_LOG").into()),
         controller_user: "winipam-controller".to_owned(),
-        moto: None,
+        moto,
     };
-    let run = probe.run(Scenario::R1).await;
-    drop(controller);
-    let report = run.unwrap_or_else(|e| {
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
+    let result = probe.run(run.scenario).await;
+    drop(processes);
+    let report = result.unwrap_or_else(|e| {
+        let tails: Vec<String> = logs
+            .iter()
+            .map(|log| {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                format!("{}:\n{}", log.display(), tail(&text))
+            })
+            .collect();
         panic!(
-            "the scale run failed: {e}\ncontroller log (tail):\n{}",
-            tail(&log)
+            "the scale run failed: {e}\ncontroller logs (tail):\n{}",
+            tails.join("\n")
         )
     });
     eprintln!("MEASURE\n{}", report::markdown(&report));
-    let phase = &report.phases[0];
+    cluster.stop();
+    report
+}
+
+/// Every pod of the phase annotated, no address shared, at most `max_per_pod` controller
+/// writes per pod.
+fn assert_phase(phase: &PhaseReport, pods: u64, max_per_pod: f64) {
     assert_eq!(
         (phase.pods, phase.annotated),
-        (u64::from(PODS), u64::from(PODS))
+        (pods, pods),
+        "{}: pods of the phase, annotated",
+        phase.name
     );
     assert!(
         phase.shared_addresses.is_empty(),
-        "addresses shared: {:?}",
+        "{}: addresses shared: {:?}",
+        phase.name,
         phase.shared_addresses
     );
     let per_pod = phase
         .writes_per_pod
         .expect("writes counted from the audit log");
+    assert!(
+        per_pod <= max_per_pod,
+        "{}: {per_pod:.2} controller writes per pod (at most {max_per_pod}): {:?}",
+        phase.name,
+        phase.writes_by_kind
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_r1_small_every_pod_annotated_once_with_bounded_writes() {
+    const PODS: u32 = 300;
+    let report = run(Run {
+        scenario: Scenario::R1,
+        nodes: 20,
+        pods: PODS,
+        churn: Duration::ZERO,
+    })
+    .await;
+    let phase = &report.phases[0];
+    // One status patch and one annotation patch per pod, 2.03 in all with the lease renewals.
+    assert_phase(phase, u64::from(PODS), 2.5);
     let annotations = phase.writes_by_kind.get("patch pods").copied().unwrap_or(0);
     assert_eq!(
         annotations,
@@ -121,13 +198,64 @@ async fn scale_r1_small_every_pod_annotated_once_with_bounded_writes() {
         "one annotation write per pod: {:?}",
         phase.writes_by_kind
     );
-    assert!(
-        per_pod <= MAX_WRITES_PER_POD,
-        "{per_pod:.2} controller writes per pod (at most {MAX_WRITES_PER_POD}): {:?}",
-        phase.writes_by_kind
-    );
-    cluster.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_r2_small_churn_annotates_every_replacement_without_sharing() {
+    const PODS: u32 = 300;
+    let report = run(Run {
+        scenario: Scenario::R2,
+        nodes: 20,
+        pods: PODS,
+        churn: Duration::from_secs(15),
+    })
+    .await;
+    assert_phase(&report.phases[0], u64::from(PODS), 2.5);
+    let churn = &report.phases[1];
+    assert!(churn.pods > 0, "no pod replaced");
+    // A replacement costs its status write and annotation, and the leaver's release in a
+    // status write: 3.02 per replacement measured.
+    assert_phase(churn, churn.pods, 3.6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_r3_small_leader_killed_every_new_pod_annotated_within_the_lease() {
+    // moto's secondary-IP mode: 14 pods per m5.xlarge.
+    const PODS: u32 = 300;
+    let report = run(Run {
+        scenario: Scenario::R3,
+        nodes: 30,
+        pods: PODS,
+        churn: Duration::ZERO,
+    })
+    .await;
+    assert_phase(&report.phases[0], u64::from(PODS), 2.5);
+    let kill = &report.phases[1];
+    assert_phase(kill, u64::from(PODS / 10), R3_MAX_WRITES_PER_POD);
+    let again = kill
+        .reannotated_after_kill_seconds
+        .expect("R3 measures the time to annotate again");
+    let bound = (LEASE_DURATION + Duration::from_secs(5)).as_secs_f64();
+    assert!(
+        again <= bound,
+        "every new pod annotated again {again:.1} s after the kill (at most {bound} s)"
+    );
+    let describes = kill
+        .ec2_calls
+        .get("DescribeInstances")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        describes <= 5,
+        "{describes} DescribeInstances on the rebuild (at most 5): {:?}",
+        kill.ec2_calls
+    );
+}
+
+/// R3's new pods are one per node here, and the new leader's rebuild sends a create for
+/// every pool, though they exist (#18's last note): 3.13 per new pod measured (30 creates,
+/// 31 status patches, 30 annotations, 3 lease renewals).
+const R3_MAX_WRITES_PER_POD: f64 = 4.0;
 
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
