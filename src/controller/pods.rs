@@ -125,6 +125,17 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         for (addr, involved) in duplicates {
             reports.extend(self.duplicate_reports(addr, &involved));
         }
+        if self.blocked {
+            // While another IPAM owns the node, winipam's view of the ENI and of who holds what
+            // stands still (nothing is described or released), so a pod it annotates with an
+            // address it assigned since, or one winipam still records for a pod that went, is
+            // not the fault these Events would tell the operator to fix by deleting a healthy pod
+            // (seen against the real VPC Resource Controller, issue 17). The records are kept;
+            // an invalid annotation is still reported.
+            reports.retain(|(_, reason, _)| {
+                *reason != reasons::IP_NOT_ON_ENI && *reason != reasons::DUPLICATE_IP_ANNOTATION
+            });
+        }
         for (object, reason, note) in reports {
             self.ctx
                 .event(&object, EventSeverity::Warning, reason, &note)
