@@ -324,10 +324,8 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         let mut restored: HashMap<String, Restored> = HashMap::new();
         match self.ctx.cluster.read_pool_statuses().await {
             Ok(statuses) => {
-                for read in statuses {
-                    let mut records = restore(&read.status);
-                    records.owner_uid = read.owner_uid;
-                    restored.insert(read.node, records);
+                for (node, status) in statuses {
+                    restored.insert(node, restore(&status));
                 }
             }
             Err(err) => {

@@ -121,12 +121,6 @@ pub(crate) struct StatusState {
     pub(crate) retry_at: Option<Timestamp>,
     /// When the current run of failures was last reported (`StatusWriteFailed`).
     pub(crate) reported_at: Option<Timestamp>,
-    /// Addresses handed out in the current coalescing interval, and in the one before: the
-    /// recent pod rate that sizes the list of addresses written ahead.
-    pub(crate) assigned: (Option<Timestamp>, u32, u32),
-    /// The NodeAddressPool was read at leadership start, owned by this node: the first write
-    /// needs no create.
-    pub(crate) object_read: bool,
 }
 
 pub(crate) struct NodeWorker<C, B: Ec2Backend> {

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::reasons;
-use super::record::{PoolFacts, Published, Stage, ahead, render, restore_conditions, rules};
-use super::state::{NodeWorker, Phase, StatusState};
+use super::record::{PoolFacts, Published, Stage, render, restore_conditions, rules};
+use super::state::{NodeWorker, Phase};
 use crate::ec2::Ec2Backend;
 use crate::ipam::Timestamp;
 use crate::k8s::{Cluster, ClusterError, EventSeverity, ObjectRef};
@@ -48,48 +48,7 @@ fn failure_note(err: &ClusterError) -> String {
     )
 }
 
-impl StatusState {
-    /// `n` addresses were handed out at `now`; the counts roll over every `interval`.
-    pub(crate) fn note_assigned(&mut self, n: u32, now: Timestamp, interval: Duration) {
-        let (start, current, before) = &mut self.assigned;
-        match *start {
-            Some(at) if now < at.plus(interval) => {}
-            Some(at) if now < at.plus(interval.saturating_mul(2)) => {
-                *before = *current;
-                *current = 0;
-                *start = Some(at.plus(interval));
-            }
-            _ => {
-                *before = 0;
-                *current = 0;
-                *start = Some(now);
-            }
-        }
-        *current = current.saturating_add(n);
-    }
-
-    /// How many addresses to list ahead (`ahead::ahead_size`), from the recent pod rate.
-    pub(crate) fn ahead_size(&self, now: Timestamp, interval: Duration) -> usize {
-        let (start, current, before) = self.assigned;
-        let recent = match start {
-            Some(at) if now < at.plus(interval) => current.max(before),
-            Some(at) if now < at.plus(interval.saturating_mul(2)) => current,
-            _ => 0,
-        };
-        ahead::ahead_size(recent)
-    }
-
-    fn written_facts(&self) -> Option<&PoolFacts> {
-        self.published.as_ref().and_then(|p| p.pool.as_ref())
-    }
-}
-
 impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
-    /// How many addresses the status lists ahead.
-    fn ahead_size(&self, now: Timestamp) -> usize {
-        (self.status).ahead_size(now, self.ctx.settings.status_min_interval)
-    }
-
     /// What the status would say now, in typed form (cheap to compare, see `write_status`).
     fn published_now(&self, now: Timestamp) -> Published {
         let (stage, pool) = match &self.phase {
@@ -99,12 +58,6 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     &ready.pool,
                     &ready.instance,
                     &ready.subnet,
-                    ahead::ahead(
-                        self.status.written_facts(),
-                        &ready.pool,
-                        self.ahead_size(now),
-                        now,
-                    ),
                     now,
                 )),
             ),
@@ -125,9 +78,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     fn still_published(&self, published: &Published, now: Timestamp) -> bool {
         let stage_and_pool = match (&self.phase, &published.pool) {
             (Phase::Ready(ready), Some(facts)) => {
-                let ahead = ahead::ahead(Some(facts), &ready.pool, self.ahead_size(now), now);
                 published.stage == Stage::Ready
-                    && facts.same_as(&ready.pool, &ready.instance, &ready.subnet, &ahead, now)
+                    && facts.same_as(&ready.pool, &ready.instance, &ready.subnet, now)
                     && !ready.pool.changed_hands_since_published()
             }
             (Phase::Parked { .. }, None) => {
@@ -153,13 +105,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
     }
 
-    /// Writes the status when it changed: at once if it misses what a restart needs or the
-    /// addresses listed ahead run low (see `rules::write_at_once`: annotations and releases
-    /// wait for that write), else (pods gone, counts, expired records, addresses to list ahead,
-    /// conditions) at most every `status_min_interval`: 10 s by default, so a node taking a pod
-    /// a second writes one status per ten pods, and a new leader's view of the cool-downs is
-    /// never older than that (the records it misses are covered by the addresses listed as
-    /// used). Returns when a deferred write or a retry is due. The
+    /// Writes the status when it changed: at once if it misses what a restart needs (see
+    /// `rules::write_at_once`: annotations and releases wait for that write), else (counts,
+    /// expired records, conditions) at most every `status_min_interval`. Returns when a deferred write or a retry is due. The
     /// first write of a worker creates the NodeAddressPool if needed (nodes that cannot be
     /// managed get one too, saying why).
     pub(crate) async fn write_status(&mut self, now: Timestamp) -> Option<Timestamp> {
@@ -188,13 +136,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             _ => None,
         };
         let urgent = self.status.object_missing
-            || rules::write_at_once(
-                self.status.published.as_ref(),
-                pool,
-                now,
-                self.blocked,
-                self.ahead_size(now),
-            )
+            || rules::write_at_once(self.status.published.as_ref(), pool, now)
             || rules::pausing(self.status.published.as_ref(), self.blocked);
         let interval = self.ctx.settings.status_min_interval;
         if !urgent
@@ -203,9 +145,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         {
             return Some(due);
         }
-        if self.status.object_missing
-            || (self.status.published.is_none() && !self.status.object_read)
-        {
+        if self.status.object_missing || self.status.published.is_none() {
             match self
                 .ctx
                 .cluster

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::context::Ctx;
 use super::record::Restored;
-use super::state::{Ec2Done, NodeMsg, NodeWorker, Phase, StatusState, WorkerHandle};
+use super::state::{Ec2Done, NodeMsg, NodeWorker, Phase, WorkerHandle};
 use crate::ec2::Ec2Backend;
 use crate::ipam::{Config, PodUid, Timestamp};
 use crate::k8s::{Cluster, NodeView, PodView};
@@ -53,9 +53,6 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             ctx.init_started();
         }
         let node_uid = node.uid.clone();
-        let object_read = (restored.as_ref())
-            .and_then(|r| r.owner_uid.as_deref())
-            .is_some_and(|owner| owner == node_uid);
         let mut worker = NodeWorker {
             ctx,
             node,
@@ -69,10 +66,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             record_unread: restored.is_none(),
             restored: restored.unwrap_or_default(),
             ec2_task: None,
-            status: StatusState {
-                object_read,
-                ..Default::default()
-            },
+            status: Default::default(),
             gauges: Default::default(),
             init_reported: !holds_readiness,
             pending_lost: Vec::new(),

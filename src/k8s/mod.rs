@@ -15,8 +15,7 @@ mod views_fuzz_tests;
 mod watch;
 
 pub use cluster::{
-    AnnotateOutcome, Cluster, EnsureOutcome, EventSeverity, ObjectKind, ObjectRef, PoolRead,
-    WatchEvent,
+    AnnotateOutcome, Cluster, EnsureOutcome, EventSeverity, ObjectKind, ObjectRef, WatchEvent,
 };
 pub use error::ClusterError;
 pub use kube_cluster::{

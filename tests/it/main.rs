@@ -26,7 +26,6 @@ mod e2e_restart;
 mod e2e_status_write;
 mod e2e_targets;
 mod e2e_webhooks;
-mod e2e_writes;
 mod ec2_batching;
 mod ec2_contract;
 mod ec2_recorded;

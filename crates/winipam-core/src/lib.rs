@@ -15,7 +15,6 @@
 //!    [`NodePool::releasing_slots`]; a rebuilt pool takes that list back with
 //!    [`NodePool::restore_releasing`].
 
-mod ahead;
 pub mod annotation;
 pub mod capacity;
 pub mod config;

@@ -20,7 +20,6 @@ pub(super) fn facts(used: &[&str]) -> PoolFacts {
         used: used.iter().map(|a| a.parse().unwrap()).collect(),
         cooldowns: Vec::new(),
         releasing: Vec::new(),
-        ahead: Vec::new(),
     }
 }
 
@@ -42,7 +41,7 @@ pub(super) fn ready(used: &[&str], cooling: &[(&str, u64)], blocked: bool) -> Pu
     }
 }
 
-/// A prefix-mode pool with one /28, 10.0.0.16/28, and nothing in use (30 s cool-down).
+/// A prefix-mode pool with one /28, 10.0.0.16/28, and nothing in use.
 pub(super) fn prefix_pool() -> NodePool {
     let eni = EniSnapshot {
         eni_id: "eni-1".into(),
@@ -56,9 +55,5 @@ pub(super) fn prefix_pool() -> NodePool {
         ipv4_per_interface: 15,
         nitro: true,
     };
-    let config = Config {
-        prefix_delegation: true,
-        ..Config::default()
-    };
-    NodePool::new(limits, config, &eni)
+    NodePool::new(limits, Config::default(), &eni)
 }

@@ -12,8 +12,7 @@ use super::{SimCluster, State, WriteKind};
 use crate::crd::NodeAddressPoolStatus;
 use crate::k8s::{
     AnnotateOutcome, Cluster, ClusterError, ConfigMapView, EnsureOutcome, EventSeverity,
-    FOREIGN_IPAM_CONFIG_MAP, FOREIGN_IPAM_NAMESPACE, NodeView, ObjectRef, PodView, PoolRead,
-    WatchEvent,
+    FOREIGN_IPAM_CONFIG_MAP, FOREIGN_IPAM_NAMESPACE, NodeView, ObjectRef, PodView, WatchEvent,
 };
 
 use super::store::{EventRecord, PoolObject};
@@ -172,7 +171,9 @@ impl Cluster for SimCluster {
         lost_answer(&mut st, fault)
     }
 
-    async fn read_pool_statuses(&self) -> Result<Vec<PoolRead>, ClusterError> {
+    async fn read_pool_statuses(
+        &self,
+    ) -> Result<Vec<(String, NodeAddressPoolStatus)>, ClusterError> {
         self.request().await;
         let mut st = self.lock();
         st.store.counts.pool_list += 1;
@@ -180,11 +181,7 @@ impl Cluster for SimCluster {
             .store
             .pools
             .iter()
-            .map(|(name, p)| PoolRead {
-                node: name.clone(),
-                owner_uid: Some(p.owner_uid.clone()),
-                status: p.status.clone().unwrap_or_default(),
-            })
+            .filter_map(|(name, p)| Some((name.clone(), p.status.clone()?)))
             .collect())
     }
 
