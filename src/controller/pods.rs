@@ -80,7 +80,20 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 Need::Holds(addr) if entry.adopted != Some(addr) => {
                     let uid = uid();
                     entry.adopted = Some(addr);
-                    match ready.pool.adopt(&uid, addr, now) {
+                    let outcome = ready.pool.adopt(&uid, addr, now);
+                    if self.blocked && outcome != AdoptOutcome::Ok {
+                        // While another IPAM owns the node, winipam's view of the ENI and of who
+                        // holds what stands still (nothing is described or released), so an
+                        // address it assigned since, or one winipam still records for a pod that
+                        // went, is no fault to report: those Events told operators to delete
+                        // healthy pods the VPC Resource Controller had served (issue 17). The
+                        // pod is held as adopted and looked at again on every pass (adopting
+                        // again changes nothing), so once winipam resumes what is still wrong
+                        // is reported (chaos seeds 132, 349).
+                        entry.adopted = None;
+                        continue;
+                    }
+                    match outcome {
                         AdoptOutcome::Ok => {}
                         AdoptOutcome::NotOnEni => reports.push((
                             ObjectRef::pod(&entry.view),
@@ -124,17 +137,6 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
         for (addr, involved) in duplicates {
             reports.extend(self.duplicate_reports(addr, &involved));
-        }
-        if self.blocked {
-            // While another IPAM owns the node, winipam's view of the ENI and of who holds what
-            // stands still (nothing is described or released), so a pod it annotates with an
-            // address it assigned since, or one winipam still records for a pod that went, is
-            // not the fault these Events would tell the operator to fix by deleting a healthy pod
-            // (seen against the real VPC Resource Controller, issue 17). The records are kept;
-            // an invalid annotation is still reported.
-            reports.retain(|(_, reason, _)| {
-                *reason != reasons::IP_NOT_ON_ENI && *reason != reasons::DUPLICATE_IP_ANNOTATION
-            });
         }
         for (object, reason, note) in reports {
             self.ctx
