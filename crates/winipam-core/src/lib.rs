@@ -34,6 +34,8 @@ mod leaving_tests;
 #[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
+mod pool_ec2_tests;
+#[cfg(test)]
 mod pool_proptest;
 #[cfg(test)]
 mod pool_tests;

@@ -13,6 +13,7 @@ pub mod loopback_http;
 pub mod migration;
 pub mod moto;
 pub mod observe;
+pub mod rbac;
 pub mod vpcrc;
 pub mod winipam;
 
