@@ -52,8 +52,11 @@ pub struct RunArgs {
     /// while the controller hands over the lease. A replica's webhook endpoint leaves the
     /// Service only once the pod is terminating; without this drain the apiserver can call a
     /// replica whose server already closed, and with failurePolicy Ignore the pod is admitted
-    /// without the IP resource, which overcommits its node (seen in a rolling upgrade).
-    #[arg(long, env = "WINIPAM_SHUTDOWN_DRAIN", default_value = "5s", value_parser = parse_duration)]
+    /// without the IP resource, which overcommits its node (seen in a rolling upgrade). 15 s:
+    /// taking a terminating pod out of the Service's endpoints can lag by more than 5 s on a
+    /// loaded control plane (the controller-manager's client is rate-limited), and with a 5 s
+    /// drain half the pods created just after an upgrade missed the resource (chart test).
+    #[arg(long, env = "WINIPAM_SHUTDOWN_DRAIN", default_value = "15s", value_parser = parse_duration)]
     pub shutdown_drain: Duration,
 
     /// Directory of the webhook's `tls.crt` and `tls.key`.
