@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 
 use crate::ops::RELEASE_NS;
-use crate::support::Cluster;
+use crate::support::{Cluster, print_kubectl};
 
 /// The chart's selector for the controller pods.
 const SELECTOR: &str = "app.kubernetes.io/name=winipam";
@@ -92,13 +92,7 @@ impl LogTap {
                 &tail,
             ][..],
         ] {
-            let out = cluster.run("kubectl", args);
-            eprintln!(
-                "--- kubectl {}:\n{}{}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            print_kubectl(cluster, args);
         }
     }
 }

@@ -217,14 +217,19 @@ pub fn diagnose(cluster: &Cluster) {
         ][..],
         &["get", "events", "-A", "--sort-by=.lastTimestamp"][..],
     ] {
-        let out = cluster.run("kubectl", args);
-        eprintln!(
-            "--- kubectl {}:\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        print_kubectl(cluster, args);
     }
+}
+
+/// Runs `kubectl args` and prints what it said, for a failed wait.
+pub fn print_kubectl(cluster: &Cluster, args: &[&str]) {
+    let out = cluster.run("kubectl", args);
+    eprintln!(
+        "--- kubectl {}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// [`eventually`], printing [`diagnose`] before it fails.
