@@ -46,6 +46,18 @@ async fn wait_for(rx: &mut watch::Receiver<bool>, value: bool, secs: u64) -> Dur
     started.elapsed()
 }
 
+/// A replica named `id` campaigning for the test's Lease `winipam`.
+fn elector(env: &K8sEnv, id: &str) -> LeaseElector {
+    LeaseElector::new(
+        env.controller.clone(),
+        env.ns.clone(),
+        "winipam",
+        id,
+        TIMINGS,
+    )
+    .unwrap()
+}
+
 async fn holder(api: &Api<Lease>) -> Option<String> {
     api.get("winipam")
         .await
@@ -57,16 +69,7 @@ async fn holder(api: &Api<Lease>) -> Option<String> {
 #[tokio::test]
 async fn one_leader_at_a_time_and_hand_over_on_release() {
     let env = K8sEnv::new("k8s-leader").await;
-    let elector = |id: &str| {
-        LeaseElector::new(
-            env.controller.clone(),
-            env.ns.clone(),
-            "winipam",
-            id,
-            TIMINGS,
-        )
-        .unwrap()
-    };
+    let elector = |id: &str| elector(&env, id);
     let leases: Api<Lease> = Api::namespaced(env.admin.clone(), &env.ns);
 
     let mut a = start(elector("replica-a"));
@@ -173,16 +176,7 @@ async fn the_leader_stops_before_its_lease_can_be_taken_when_the_apiserver_is_go
 #[tokio::test]
 async fn a_follower_leaves_alone_a_lease_taken_while_it_waited() {
     let env = K8sEnv::new("k8s-leader-upgrade").await;
-    let elector = |id: &str| {
-        LeaseElector::new(
-            env.controller.clone(),
-            env.ns.clone(),
-            "winipam",
-            id,
-            TIMINGS,
-        )
-        .unwrap()
-    };
+    let elector = |id: &str| elector(&env, id);
     let leases: Api<Lease> = Api::namespaced(env.admin.clone(), &env.ns);
 
     let mut old = start(elector("old-leader"));
