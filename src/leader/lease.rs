@@ -147,6 +147,23 @@ impl LeaseElector {
     }
 }
 
+/// The Kubernetes client settings for the election's own client: every request bounded by
+/// half the renew deadline (at least a second). kube-lease-manager sets no deadline of its
+/// own, and kube's default is no read timeout at all: in the chart test, after the leader's
+/// container was killed, both followers sent their GET of the Lease at its expiry and neither
+/// got an answer or an error for the 31 s the test waited, so no replica led. A request that
+/// times out is an error the crate retries on a new connection after its backoff (client-go
+/// likewise bounds each try by the renew deadline).
+pub fn lease_client_config(mut config: kube::Config, timings: &LeaseTimings) -> kube::Config {
+    let bound = (timings.renew_deadline / 2).max(std::time::Duration::from_secs(1));
+    config.connect_timeout = Some(bound);
+    config.read_timeout = Some(bound);
+    config.write_timeout = Some(bound);
+    // The bound counts from the request, not from when its pooled connection went idle.
+    config.reset_reader_on_write = true;
+    config
+}
+
 /// The crate's `(duration, grace)` in seconds: see the module documentation.
 fn crate_params(timings: &LeaseTimings) -> (u64, u64) {
     let duration = timings.lease_duration.as_secs();
@@ -223,6 +240,34 @@ mod tests {
         assert!(a.starts_with("winipam-abc_"));
         assert_ne!(a, b);
         assert!(unique_identity(None).starts_with("winipam_"));
+    }
+
+    #[test]
+    fn every_request_of_the_election_is_bounded_by_half_the_renew_deadline() {
+        let base = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+        assert_eq!(base.read_timeout, None, "kube's default: no bound at all");
+        let config = lease_client_config(base.clone(), &LeaseTimings::default());
+        let five = Some(Duration::from_secs(5));
+        assert_eq!(
+            (
+                config.connect_timeout,
+                config.read_timeout,
+                config.write_timeout
+            ),
+            (five, five, five)
+        );
+        assert!(config.reset_reader_on_write, "counted from the request");
+        let short = LeaseTimings {
+            lease_duration: Duration::from_secs(2),
+            renew_deadline: Duration::from_secs(1),
+            retry_period: Duration::from_millis(200),
+        };
+        let config = lease_client_config(base, &short);
+        assert_eq!(
+            config.read_timeout,
+            Some(Duration::from_secs(1)),
+            "a second at least"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::shutdown::Shutdown;
 
-pub use lease::{LeaseElector, unique_identity};
+pub use lease::{LeaseElector, lease_client_config, unique_identity};
 pub use watchdog::Watchdog;
 
 /// Timings of the election, with client-go's meaning and defaults.

@@ -1,7 +1,8 @@
 //! `winipam run`: builds the process from its flags (logging, clients, metrics, HTTP server,
 //! leader election, the controller) and runs it until SIGTERM, then shuts down in order: stop
-//! taking work, let EC2 calls in flight finish, give up the lease, serve the webhooks to the end
-//! of the drain (`--shutdown-drain`, with /readyz failing), stop serving.
+//! taking work, let EC2 calls in flight finish and write each node's last status (listing
+//! nothing ahead), give up the lease, serve the webhooks to the end of the drain
+//! (`--shutdown-drain`, with /readyz failing), stop serving.
 
 use std::sync::Arc;
 
@@ -15,7 +16,9 @@ use crate::ec2::aws::{AwsEc2, AwsEc2Options};
 use crate::ec2::ratelimit::BucketConfig;
 use crate::ec2::{Ec2Backend, Ec2Client, Ec2ClientConfig};
 use crate::k8s::KubeCluster;
-use crate::leader::{LeaderElector, LeaseElector, LeaseTimings, unique_identity};
+use crate::leader::{
+    LeaderElector, LeaseElector, LeaseTimings, lease_client_config, unique_identity,
+};
 use crate::metrics::Metrics;
 use crate::server::{Readiness, ServerState};
 use crate::shutdown::{shutdown_channel, termination_signal};
@@ -30,6 +33,8 @@ pub enum RunError {
     Telemetry(#[from] crate::telemetry::TelemetryError),
     #[error("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG): {0}")]
     Kube(#[from] kube::Error),
+    #[error("no Kubernetes API configuration (in-cluster service account or KUBECONFIG): {0}")]
+    KubeConfig(#[from] kube::config::InferConfigError),
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -51,7 +56,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let namespace = args.namespace();
     tracing::info!(version = env!("CARGO_PKG_VERSION"), %namespace, "winipam starting");
 
-    let client = kube::Client::try_default().await?;
+    let kube_config = kube::Config::infer().await?;
+    let client = kube::Client::try_from(kube_config.clone())?;
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
     let (trigger, shutdown) = shutdown_channel();
@@ -102,20 +108,25 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
 
     let identity = unique_identity(args.pod_name().as_deref());
+    let timings = LeaseTimings {
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.retry_period,
+    };
+    let lease_client = kube::Client::try_from(lease_client_config(kube_config, &timings))?;
     let elector = LeaseElector::new(
-        client.clone(),
+        lease_client,
         args.lease_namespace(),
         args.lease_name.clone(),
         identity.clone(),
-        LeaseTimings {
-            lease_duration: args.lease_duration,
-            renew_deadline: args.renew_deadline,
-            retry_period: args.retry_period,
-        },
+        timings,
     )
     .map_err(RunError::Flags)?;
     let (leader_tx, leader_rx) = watch::channel(false);
-    let election = tokio::spawn(elector.run(leader_tx, shutdown.clone()));
+    // The lease is given up only once the controller has stopped writing (its workers' last
+    // statuses written, EC2 calls in flight finished): a shutdown of its own.
+    let (stop_election, election_shutdown) = shutdown_channel();
+    let election = tokio::spawn(elector.run(leader_tx, election_shutdown));
     tracing::info!(%identity, lease = %args.lease_name, "campaigning for leadership");
 
     let signal_trigger = trigger.clone();
@@ -141,6 +152,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     );
     let settings = Settings {
         resync_period: args.resync_period,
+        status_min_interval: args.status_interval,
         ignore_foreign_ipam: args.ignore_foreign_ipam,
         ..Settings::default()
     };
@@ -178,6 +190,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     // The controller has stopped writing: now the lease may go, then the server.
     trigger.trigger();
+    stop_election.trigger();
     if let Err(err) = election.await {
         tracing::error!(error = %err, "leader election task failed");
     }
