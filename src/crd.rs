@@ -73,6 +73,11 @@ pub struct NodeAddressPoolStatus {
     /// restart: one whose pod went away while no controller ran cools down from the restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub used_addresses: Vec<String>,
+    /// Free addresses the controller may hand out next, listed before pods take
+    /// them so that a pod's annotation needs no status write of its own. Read back on restart
+    /// as possibly in use: one no live pod's annotation names cools down from the restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ahead_addresses: Vec<String>,
     /// Addresses freed and not yet reusable, with the time they may be reused (RFC 3339).
     /// Read back on restart so a cool-down is never shortened.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

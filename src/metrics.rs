@@ -45,6 +45,7 @@ pub struct Metrics {
     pub allocation_failures_total: IntCounterVec,
     pub config_errors_total: IntCounter,
     pub status_write_failures_total: IntCounterVec,
+    pub status_writes_total: IntCounterVec,
     pub duplicate_ip_annotations: IntGauge,
     pub nodes: IntGaugeVec,
     pub leader: IntGauge,
@@ -143,6 +144,18 @@ impl Metrics {
         for reason in crate::k8s::ClusterError::METRIC_LABELS {
             status_write_failures_total.with_label_values(&[reason]);
         }
+        let status_writes_total = IntCounterVec::new(
+            Opts::new(
+                "winipam_status_writes_total",
+                "NodeAddressPool status writes, by why they went when they did: coalesced \
+                 (every --status-interval at most), first, uncovered (an address handed out, \
+                 freed or released that no written status covered: pods or a release waited), \
+                 refill (the addresses listed ahead ran low), held_back (pods gone on a node \
+                 whose ENI has no room), pause, step_down.",
+            ),
+            &["why"],
+        )?;
+        registry.register(Box::new(status_writes_total.clone()))?;
         let duplicate_ip_annotations = gauge(
             "winipam_duplicate_ip_annotations",
             "Addresses named by the annotations of more than one live pod.",
@@ -178,6 +191,7 @@ impl Metrics {
             allocation_failures_total,
             config_errors_total,
             status_write_failures_total,
+            status_writes_total,
             duplicate_ip_annotations,
             nodes,
             leader,

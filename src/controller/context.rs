@@ -18,8 +18,8 @@ use crate::server::Readiness;
 pub struct Settings {
     /// A pod waiting this long for an address gets an `IPAllocationPending` Event.
     pub pending_event_after: Duration,
-    /// Status of a NodeAddressPool is written at most this often, except when cool-down records
-    /// change (those are written at once: a restart must see them).
+    /// Status of a NodeAddressPool is written at most this often, except when it misses what a
+    /// restart needs (`record::rules::at_once`). `--status-interval`.
     pub status_min_interval: Duration,
     /// Annotation writes in flight at once for one node.
     pub annotate_concurrency: usize,
@@ -35,7 +35,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             pending_event_after: Duration::from_secs(5),
-            status_min_interval: Duration::from_secs(10),
+            status_min_interval: Duration::from_secs(30),
             annotate_concurrency: 16,
             resync_period: Duration::from_secs(60),
             init_retry: Duration::from_secs(10),

@@ -123,7 +123,16 @@ impl<C: Cluster, B: Ec2Backend> Controller<C, B> {
                 }
                 Input::Described(infos) => state.route_resync(infos),
                 Input::Shutdown => {
-                    tracing::info!("shutting down: letting node workers finish their EC2 calls");
+                    if state.leading && !state.workers.is_empty() {
+                        tracing::info!(
+                            nodes = state.workers.len(),
+                            "stepping down: node workers finish their EC2 calls and write a last status listing nothing ahead"
+                        );
+                    }
+                    for w in state.workers.values() {
+                        // A closed channel means the worker is ending; nothing to deliver.
+                        let _ = w.tx.send(NodeMsg::StepDown);
+                    }
                     state.stop_all().await;
                     return;
                 }
@@ -324,8 +333,10 @@ impl<C: Cluster, B: Ec2Backend> State<C, B> {
         let mut restored: HashMap<String, Restored> = HashMap::new();
         match self.ctx.cluster.read_pool_statuses().await {
             Ok(statuses) => {
-                for (node, status) in statuses {
-                    restored.insert(node, restore(&status));
+                for read in statuses {
+                    let mut records = restore(&read.status);
+                    records.owner_uid = read.owner_uid;
+                    restored.insert(read.node, records);
                 }
             }
             Err(err) => {

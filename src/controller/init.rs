@@ -182,10 +182,12 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         Some(now)
     }
 
-    /// What the previous leader listed as used and no pod holds (annotations adopted) cools
-    /// down from `now`: its pod went while no controller ran, at a time nobody knows.
+    /// What the previous leader listed as used or ahead and no pod holds (annotations
+    /// adopted) cools down from `now`: its pod went while no controller ran, at a time nobody
+    /// knows, or (ahead) it may have been annotated on a pod our cache does not show yet.
     pub(crate) fn cool_restored_used(&mut self, now: Timestamp) {
-        let used = std::mem::take(&mut self.restored.used);
+        let mut used = std::mem::take(&mut self.restored.used);
+        used.append(&mut self.restored.ahead);
         if let Phase::Ready(ready) = &mut self.phase {
             let cooled = ready.pool.cool_released_while_away(&used, now);
             if cooled > 0 {

@@ -8,11 +8,14 @@
 //! 2. Ready: drop the targets of a node on its way out (`leaving`); report addresses a resync
 //!    found gone; record annotations (`pods`); hand out addresses to pods that need one (not
 //!    while blocked: another controller owns Windows IPs).
-//! 3. Status before annotation: write the status if it does not list those addresses for their
-//!    pods, then write the annotations it lists (`pods`); the others wait for a later pass.
+//! 3. Status before annotation: a pod takes first an address the written status lists ahead
+//!    (written before it arrived), whose annotation needs no status write; write the status
+//!    only if it does not cover some address handed out, then write the annotations it covers
+//!    (`pods`); the others wait for a later pass.
 //! 4. Plan and start the EC2 call (`ec2_ops`); write the extended resource; compare the
 //!    kubelet's max-pods with the IP capacity (`max_pods`); write the status
-//!    (coalesced, but at once when it misses what a restart needs); status before release: a
+//!    (coalesced, but at once when it misses what a restart needs or the addresses listed
+//!    ahead run low: off the pods' path, after their annotations); status before release: a
 //!    release begun above goes out only now that a written status lists its slots.
 //! 5. `IPAllocationPending` for pods waiting too long; the node's gauges.
 //!
@@ -151,8 +154,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
     }
 
-    /// Status before annotation: the `writes` whose addresses a written status lists for their
-    /// pods, after writing one if some are missing. One status write covers every pod of the
+    /// Status before annotation: the `writes` whose addresses a written status covers (ahead,
+    /// or used by the same pod), after writing one if some are not covered. One status write covers every pod of the
     /// pass. If it fails, the pods keep their addresses in the pool and their annotations wait:
     /// the next pass (a retry of the status write is scheduled, see `write_status`) writes the
     /// status, then them.

@@ -180,8 +180,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         out
     }
 
-    /// Hands out addresses to pods that need one, oldest first. Returns the annotations to
-    /// write (once a status lists them, see `pass`) and the number of pods still waiting (the
+    /// Hands out addresses to pods that need one, oldest first, those a written status lists
+    /// ahead first (their annotations need no status write). Returns the annotations to
+    /// write (once a status covers them, see `pass`) and the number of pods still waiting (the
     /// surge term of the plan).
     pub(crate) fn assign(&mut self, now: Timestamp) -> (Vec<AnnotationWrite>, u32) {
         let Phase::Ready(ready) = &mut self.phase else {
@@ -190,6 +191,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         let subnet_len = ready.subnet.cidr.prefix_len();
         let mut writes = Vec::new();
         let mut waiting = 0;
+        let mut assigned = 0;
         // Oldest first: pods are served in the order they were bound. Only pods that need an
         // address are looked at (usually none or a few of the node's pods).
         let mut order: Vec<(Timestamp, PodUid)> = self
@@ -203,7 +205,14 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             let Some(entry) = self.pods.get(&uid) else {
                 continue;
             };
-            match ready.pool.assign(&uid, now) {
+            let ahead = (self.status.published.as_ref())
+                .and_then(|p| p.pool.as_ref())
+                .map_or(&[][..], |f| &f.ahead[..]);
+            let outcome = ready.pool.assign_preferring(&uid, ahead, now);
+            if matches!(outcome, AssignOutcome::Assigned(_)) {
+                assigned += 1;
+            }
+            match outcome {
                 AssignOutcome::Assigned(a) | AssignOutcome::Existing(a) => {
                     tracing::debug!(pod = %entry.view.name, namespace = %entry.view.namespace,
                         %uid, address = %a.addr, "address chosen; writing the annotation");
@@ -216,6 +225,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 AssignOutcome::Exhausted => waiting += 1,
             }
         }
+        let interval = self.ctx.settings.status_min_interval;
+        self.status.note_assigned(assigned, now, interval);
         (writes, waiting)
     }
 

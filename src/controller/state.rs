@@ -39,6 +39,9 @@ pub(crate) enum NodeMsg {
     Blocked(bool),
     /// The periodic re-describe of the instance (SPEC 6.4).
     Resync(Box<InstanceInfo>),
+    /// The leader is stepping down (SIGTERM): hand out nothing more, finish the EC2 call in
+    /// flight, write a last status that lists nothing ahead, and end.
+    StepDown,
 }
 
 /// The dispatcher's handle on a worker.
@@ -121,6 +124,15 @@ pub(crate) struct StatusState {
     pub(crate) retry_at: Option<Timestamp>,
     /// When the current run of failures was last reported (`StatusWriteFailed`).
     pub(crate) reported_at: Option<Timestamp>,
+    /// Addresses handed out in the current coalescing interval, and in the one before: the
+    /// recent pod rate that sizes the list of addresses written ahead.
+    pub(crate) assigned: (Option<Timestamp>, u32, u32),
+    /// The NodeAddressPool was read at leadership start, owned by this node: the first write
+    /// needs no create.
+    pub(crate) object_read: bool,
+    /// The leader is stepping down and this worker hands out nothing more: its last status
+    /// lists nothing ahead, so the next leader holds none of those addresses back.
+    pub(crate) stepping_down: bool,
 }
 
 pub(crate) struct NodeWorker<C, B: Ec2Backend> {

@@ -2,18 +2,22 @@
 //! a restart needs, see `record::rules`), creating the object first if needed, and retrying a
 //! failed write. What the status says, and how it is made, is `record`'s.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::reasons;
-use super::record::{PoolFacts, Published, Stage, render, restore_conditions, rules};
-use super::state::{NodeWorker, Phase};
+use super::record::{PoolFacts, Published, Stage, ahead, render, restore_conditions, rules};
+use super::state::{NodeWorker, Phase, StatusState};
 use crate::ec2::Ec2Backend;
-use crate::ipam::Timestamp;
+use crate::ipam::{NodePool, Timestamp};
 use crate::k8s::{Cluster, ClusterError, EventSeverity, ObjectRef};
 
-/// First retry of a failed status write; doubles up to `status_min_interval`. Short, because
+/// First retry of a failed status write; doubles up to [`STATUS_RETRY_MAX`]. Short, because
 /// annotations wait for it.
 const STATUS_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between retries of a failed status write (or `status_min_interval`, if
+/// shorter): pods wait for it, however long the coalescing interval.
+const STATUS_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// While writes keep failing, the `StatusWriteFailed` Event is repeated this often (an Event
 /// lives an hour in the apiserver; a missing CRD or RBAC rule lasts until someone acts).
@@ -48,7 +52,62 @@ fn failure_note(err: &ClusterError) -> String {
     )
 }
 
+impl StatusState {
+    /// `n` addresses were handed out at `now`; the counts roll over every `interval`.
+    pub(crate) fn note_assigned(&mut self, n: u32, now: Timestamp, interval: Duration) {
+        let (start, current, before) = &mut self.assigned;
+        match *start {
+            Some(at) if now < at.plus(interval) => {}
+            Some(at) if now < at.plus(interval.saturating_mul(2)) => {
+                *before = *current;
+                *current = 0;
+                *start = Some(at.plus(interval));
+            }
+            _ => {
+                *before = 0;
+                *current = 0;
+                *start = Some(now);
+            }
+        }
+        *current = current.saturating_add(n);
+    }
+
+    /// How many addresses to list ahead (`ahead::ahead_size`), from the recent pod rate.
+    pub(crate) fn ahead_size(&self, now: Timestamp, interval: Duration) -> usize {
+        let (start, current, before) = self.assigned;
+        let recent = match start {
+            Some(at) if now < at.plus(interval) => current.max(before),
+            Some(at) if now < at.plus(interval.saturating_mul(2)) => current,
+            _ => 0,
+        };
+        ahead::ahead_size(recent)
+    }
+
+    fn written_facts(&self) -> Option<&PoolFacts> {
+        self.published.as_ref().and_then(|p| p.pool.as_ref())
+    }
+}
+
 impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
+    /// How many addresses the status lists ahead.
+    fn ahead_size(&self, now: Timestamp) -> usize {
+        (self.status).ahead_size(now, self.ctx.settings.status_min_interval)
+    }
+
+    /// The addresses the next status lists ahead (`ahead::ahead`, after `written`); none once
+    /// the leader steps down, as nothing more is handed out.
+    fn ahead_now(
+        &self,
+        written: Option<&PoolFacts>,
+        pool: &NodePool,
+        now: Timestamp,
+    ) -> Vec<Ipv4Addr> {
+        if self.status.stepping_down {
+            return Vec::new();
+        }
+        ahead::ahead(written, pool, self.ahead_size(now), now)
+    }
+
     /// What the status would say now, in typed form (cheap to compare, see `write_status`).
     fn published_now(&self, now: Timestamp) -> Published {
         let (stage, pool) = match &self.phase {
@@ -58,6 +117,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     &ready.pool,
                     &ready.instance,
                     &ready.subnet,
+                    self.ahead_now(self.status.written_facts(), &ready.pool, now),
                     now,
                 )),
             ),
@@ -78,8 +138,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     fn still_published(&self, published: &Published, now: Timestamp) -> bool {
         let stage_and_pool = match (&self.phase, &published.pool) {
             (Phase::Ready(ready), Some(facts)) => {
+                let ahead = self.ahead_now(Some(facts), &ready.pool, now);
                 published.stage == Stage::Ready
-                    && facts.same_as(&ready.pool, &ready.instance, &ready.subnet, now)
+                    && facts.same_as(&ready.pool, &ready.instance, &ready.subnet, &ahead, now)
                     && !ready.pool.changed_hands_since_published()
             }
             (Phase::Parked { .. }, None) => {
@@ -105,11 +166,15 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         }
     }
 
-    /// Writes the status when it changed: at once if it misses what a restart needs (see
-    /// `rules::write_at_once`: annotations and releases wait for that write), else (counts,
-    /// expired records, conditions) at most every `status_min_interval`. Returns when a deferred write or a retry is due. The
-    /// first write of a worker creates the NodeAddressPool if needed (nodes that cannot be
-    /// managed get one too, saying why).
+    /// Writes the status when it changed: at once if it misses what a restart needs or the
+    /// addresses listed ahead run low (see `rules::at_once`: annotations and releases
+    /// wait for that write), else (pods gone, counts, expired records, addresses to list ahead,
+    /// conditions) at most every `status_min_interval` (`--status-interval`, 30 s by default),
+    /// so a node taking a pod a second writes one status per thirty pods, and a new leader's
+    /// view of the cool-downs is never older than that (the records it misses are covered by
+    /// the addresses listed as used; a leader stepping down writes them all). Returns when a
+    /// deferred write or a retry is due. The first write of a worker creates the
+    /// NodeAddressPool if needed (nodes that cannot be managed get one too, saying why).
     pub(crate) async fn write_status(&mut self, now: Timestamp) -> Option<Timestamp> {
         // A worker of a deposed leader (a pass still running or an EC2 call finishing when the
         // lead went) writes nothing: its records are stale and the next leader may already
@@ -128,24 +193,45 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         {
             return None;
         }
-        if let Some(at) = self.status.retry_at.filter(|at| *at > now) {
+        // Stepping down, the last status goes out now or never (no pass follows).
+        if let Some(at) = self.status.retry_at.filter(|at| *at > now)
+            && !self.status.stepping_down
+        {
             return Some(at);
         }
         let pool = match &self.phase {
             Phase::Ready(ready) => Some(&ready.pool),
             _ => None,
         };
-        let urgent = self.status.object_missing
-            || rules::write_at_once(self.status.published.as_ref(), pool, now)
-            || rules::pausing(self.status.published.as_ref(), self.blocked);
+        let at_once = rules::at_once(
+            self.status.published.as_ref(),
+            pool,
+            now,
+            self.blocked,
+            self.ahead_size(now),
+        );
+        // Why this write goes now, for `winipam_status_writes_total`; `None`: it can wait.
+        let why = if self.status.object_missing {
+            Some(rules::AtOnce::First.label())
+        } else if self.status.stepping_down {
+            Some("step_down")
+        } else if let Some(at_once) = at_once {
+            Some(at_once.label())
+        } else if rules::pausing(self.status.published.as_ref(), self.blocked) {
+            Some("pause")
+        } else {
+            None
+        };
         let interval = self.ctx.settings.status_min_interval;
-        if !urgent
+        if why.is_none()
             && let Some(due) = self.status.written_at.map(|at| at.plus(interval))
             && due > now
         {
             return Some(due);
         }
-        if self.status.object_missing || self.status.published.is_none() {
+        if self.status.object_missing
+            || (self.status.published.is_none() && !self.status.object_read)
+        {
             match self
                 .ctx
                 .cluster
@@ -169,6 +255,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             .await
         {
             Ok(()) => {
+                (self.ctx.metrics.status_writes_total)
+                    .with_label_values(&[why.unwrap_or("coalesced")])
+                    .inc();
                 if let Phase::Ready(ready) = &mut self.phase {
                     ready.pool.mark_published();
                 }
@@ -195,7 +284,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     }
 
     /// Counts a failed write, reports it (see [`report_due`]) and schedules the retry: 1 s,
-    /// doubling, at most `status_min_interval`.
+    /// doubling, at most [`STATUS_RETRY_MAX`] (or `status_min_interval`, if shorter).
     async fn status_failed(&mut self, err: &ClusterError, now: Timestamp) -> Timestamp {
         self.ctx
             .metrics
@@ -204,7 +293,11 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             .inc();
         let delay = STATUS_RETRY
             .saturating_mul(1 << self.status.failures.min(6))
-            .min(self.ctx.settings.status_min_interval.max(STATUS_RETRY));
+            .min(
+                STATUS_RETRY_MAX
+                    .min(self.ctx.settings.status_min_interval)
+                    .max(STATUS_RETRY),
+            );
         self.status.failures = self.status.failures.saturating_add(1);
         let at = now.plus(delay);
         self.status.retry_at = Some(at);

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::context::Ctx;
 use super::record::Restored;
-use super::state::{Ec2Done, NodeMsg, NodeWorker, Phase, WorkerHandle};
+use super::state::{Ec2Done, NodeMsg, NodeWorker, Phase, StatusState, WorkerHandle};
 use crate::ec2::Ec2Backend;
 use crate::ipam::{Config, PodUid, Timestamp};
 use crate::k8s::{Cluster, NodeView, PodView};
@@ -53,6 +53,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             ctx.init_started();
         }
         let node_uid = node.uid.clone();
+        let object_read = (restored.as_ref())
+            .and_then(|r| r.owner_uid.as_deref())
+            .is_some_and(|owner| owner == node_uid);
         let mut worker = NodeWorker {
             ctx,
             node,
@@ -66,7 +69,10 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             record_unread: restored.is_none(),
             restored: restored.unwrap_or_default(),
             ec2_task: None,
-            status: Default::default(),
+            status: StatusState {
+                object_read,
+                ..Default::default()
+            },
             gauges: Default::default(),
             init_reported: !holds_readiness,
             pending_lost: Vec::new(),
@@ -94,6 +100,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             // What is queued is applied before deciding: pods bound while the first describe ran
             // are in the first plan, so a burst gets one Assign sized for all of them.
             loop {
+                if self.status.stepping_down {
+                    break 'run;
+                }
                 match rx.try_recv() {
                     Ok(msg) => self.handle(msg),
                     Err(mpsc::error::TryRecvError::Empty) => break,
@@ -135,6 +144,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     while let Ok(msg) = rx.try_recv() {
                         self.handle(msg);
                     }
+                    if self.status.stepping_down {
+                        break;
+                    }
                 }
                 Woke::Timer => self.ec2_task = task,
             }
@@ -143,12 +155,18 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     }
 
     /// On the way out: an EC2 call in flight is allowed to finish so its outcome is not lost
-    /// from the status (the next leader re-describes anyway).
+    /// from the status (the next leader re-describes anyway). A leader stepping down then
+    /// writes the last status, listing nothing ahead: no pass runs any more, so no annotation
+    /// can follow it, and the next leader need not hold the listed addresses for a cool-down
+    /// (in a rolling upgrade, every new pod on a full node waited 60 s for them).
     async fn finish(mut self) {
         if let Some(task) = self.ec2_task.take()
             && let Ok(Ok(done)) = tokio::time::timeout(Duration::from_secs(15), task).await
         {
             self.apply_ec2(done).await;
+        }
+        if self.status.stepping_down {
+            self.write_status(self.ctx.now()).await;
         }
         if !self.init_reported {
             self.ctx.init_finished();
@@ -220,6 +238,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 self.apply_resync(*info, now);
                 self.release_gone(now);
             }
+            NodeMsg::StepDown => self.status.stepping_down = true,
         }
     }
 

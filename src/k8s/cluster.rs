@@ -47,6 +47,17 @@ pub enum EnsureOutcome {
     Adopted,
 }
 
+/// A NodeAddressPool as read at leadership start ([`Cluster::read_pool_statuses`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolRead {
+    /// Its name: the node's.
+    pub node: String,
+    /// The UID of the Node its ownerReference names, if any.
+    pub owner_uid: Option<String>,
+    /// Empty if it has none yet.
+    pub status: NodeAddressPoolStatus,
+}
+
 /// Kinds of object the controller writes Events about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ObjectKind {
@@ -159,10 +170,11 @@ pub trait Cluster: Send + Sync + 'static {
         status: &NodeAddressPoolStatus,
     ) -> impl Future<Output = Result<(), ClusterError>> + Send;
 
-    /// Every NodeAddressPool's status, by node name (read on start for the cool-down records).
+    /// Every NodeAddressPool, with its status and owner (read on start for the cool-down
+    /// records; one owned by its node needs no create).
     fn read_pool_statuses(
         &self,
-    ) -> impl Future<Output = Result<Vec<(String, NodeAddressPoolStatus)>, ClusterError>> + Send;
+    ) -> impl Future<Output = Result<Vec<PoolRead>, ClusterError>> + Send;
 
     /// One node's NodeAddressPool status (`None`: no such object or no status yet), read when
     /// a node comes under management after the pools were rebuilt (a node managed again).

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::annotate::{NextStep, next_step, patch_into_existing_map, patch_with_new_map};
 use super::cluster::{
-    AnnotateOutcome, Cluster, EnsureOutcome, EventSeverity, ObjectRef, WatchEvent,
+    AnnotateOutcome, Cluster, EnsureOutcome, EventSeverity, ObjectRef, PoolRead, WatchEvent,
 };
 use super::error::ClusterError;
 use super::views::{
@@ -266,9 +266,7 @@ impl Cluster for KubeCluster {
         Ok(())
     }
 
-    async fn read_pool_statuses(
-        &self,
-    ) -> Result<Vec<(String, NodeAddressPoolStatus)>, ClusterError> {
+    async fn read_pool_statuses(&self) -> Result<Vec<PoolRead>, ClusterError> {
         let api: Api<NodeAddressPool> = Api::all(self.client.clone());
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -279,8 +277,14 @@ impl Cluster for KubeCluster {
             }
             let page = api.list(&params).await?;
             for pool in page.items {
-                let name = pool.metadata.name.unwrap_or_default();
-                out.push((name, pool.status.unwrap_or_default()));
+                let owner_uid = (pool.metadata.owner_references.iter().flatten())
+                    .find(|o| o.kind == "Node")
+                    .map(|o| o.uid.clone());
+                out.push(PoolRead {
+                    node: pool.metadata.name.unwrap_or_default(),
+                    owner_uid,
+                    status: pool.status.unwrap_or_default(),
+                });
             }
             match page.metadata.continue_ {
                 Some(t) if !t.is_empty() => token = Some(t),

@@ -15,7 +15,8 @@ mod views_fuzz_tests;
 mod watch;
 
 pub use cluster::{
-    AnnotateOutcome, Cluster, EnsureOutcome, EventSeverity, ObjectKind, ObjectRef, WatchEvent,
+    AnnotateOutcome, Cluster, EnsureOutcome, EventSeverity, ObjectKind, ObjectRef, PoolRead,
+    WatchEvent,
 };
 pub use error::ClusterError;
 pub use kube_cluster::{

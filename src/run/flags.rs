@@ -134,6 +134,15 @@ pub struct RunArgs {
     #[arg(long, env = "WINIPAM_RESYNC_PERIOD", default_value = "60s", value_parser = parse_duration)]
     pub resync_period: Duration,
 
+    /// How often, at most, a node's NodeAddressPool status is written for what can wait: pods
+    /// gone, counts, expired records, more addresses to list ahead. What a restart needs (an
+    /// address handed out that no written status covers, a release, a pause) is written at
+    /// once whatever this says. Longer: fewer apiserver writes per pod; shorter: a fresher
+    /// status for `kubectl get nodeaddresspools`, and after a crash fewer addresses of pods
+    /// gone lately that the next leader holds back for a minute.
+    #[arg(long, env = "WINIPAM_STATUS_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub status_interval: Duration,
+
     /// Assign and release even when kube-system/amazon-vpc-cni enables the VPC Resource
     /// Controller's Windows IPAM (for clusters where that key is stale).
     #[arg(long, env = "WINIPAM_IGNORE_FOREIGN_IPAM")]
@@ -183,7 +192,8 @@ impl RunArgs {
     /// must be one the dispatcher can schedule.
     pub fn validate(&self) -> Result<(), String> {
         check_lease_timings(self.lease_duration, self.renew_deadline, self.retry_period)?;
-        check_resync_period(self.resync_period)
+        check_resync_period(self.resync_period)?;
+        check_status_interval(self.status_interval)
     }
 
     /// The controller's namespace (see `--namespace`).
@@ -256,10 +266,24 @@ const MAX_RESYNC_PERIOD: Duration = Duration::from_secs(24 * 3600);
 /// At least a second (0 would resync, describing every instance, in a busy loop) and at most
 /// [`MAX_RESYNC_PERIOD`].
 pub fn check_resync_period(period: Duration) -> Result<(), String> {
-    if period < Duration::from_secs(1) || period > MAX_RESYNC_PERIOD {
+    check_span("--resync-period", period, MAX_RESYNC_PERIOD, "24h")
+}
+
+/// The longest `--status-interval`: 10 minutes (a status older than that tells an operator
+/// little, and a new leader after a crash would hold back every address of the pods gone since).
+const MAX_STATUS_INTERVAL: Duration = Duration::from_secs(600);
+
+/// At least a second (the status would be rewritten on every pass) and at most
+/// [`MAX_STATUS_INTERVAL`].
+pub fn check_status_interval(interval: Duration) -> Result<(), String> {
+    check_span("--status-interval", interval, MAX_STATUS_INTERVAL, "10m")
+}
+
+/// `value` of `flag` lies between a second and `max` (written `max_text` in the message).
+fn check_span(flag: &str, value: Duration, max: Duration, max_text: &str) -> Result<(), String> {
+    if value < Duration::from_secs(1) || value > max {
         return Err(format!(
-            "--resync-period ({period:?}) must be between 1s and {}h",
-            MAX_RESYNC_PERIOD.as_secs() / 3600
+            "{flag} ({value:?}) must be between 1s and {max_text}"
         ));
     }
     Ok(())
@@ -375,6 +399,7 @@ mod tests {
         assert_eq!((a.ec2_mutating_rate, a.ec2_mutating_burst), (5.0, 40));
         assert_eq!((a.ec2_describe_rate, a.ec2_describe_burst), (20.0, 80));
         assert_eq!(a.resync_period, Duration::from_secs(60));
+        assert_eq!(a.status_interval, Duration::from_secs(30));
         assert!(!a.ignore_foreign_ipam);
         assert_eq!(a.log_format, None);
         assert!(a.validate().is_ok());
@@ -422,6 +447,7 @@ mod tests {
         );
         assert!(parse(&["--ec2-describe-burst", "0"]).is_err());
         assert!(parse(&["--resync-period", "soon"]).is_err());
+        assert!(parse(&["--status-interval", "often"]).is_err());
     }
 
     #[test]

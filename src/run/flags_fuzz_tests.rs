@@ -80,6 +80,7 @@ fn command_line() -> impl Strategy<Value = Vec<String>> {
         "--renew-deadline",
         "--retry-period",
         "--resync-period",
+        "--status-interval",
         "--ec2-mutating-rate",
         "--ec2-describe-rate",
         "--ec2-mutating-burst",
@@ -183,6 +184,7 @@ proptest! {
         let longest = run.resync_period.checked_mul(2).map(|d| d.mul_f64(0.55));
         prop_assert!(longest.is_some_and(|d| Instant::now().checked_add(d).is_some()));
         prop_assert!(!run.resync_period.is_zero());
+        prop_assert!(run.status_interval >= Duration::from_secs(1));
         prop_assert!(i32::try_from(run.lease_duration.as_secs()).is_ok());
         prop_assert!(!run.controller_service_accounts().is_empty());
     }
@@ -199,6 +201,21 @@ fn resync_period_zero_or_huge_is_rejected() {
     }
     for good in ["1s", "60s", "24h"] {
         let cli = Cli::try_parse_from(["winipam", "--resync-period", good]).unwrap();
+        assert_eq!(cli.run.validate(), Ok(()), "{good}");
+    }
+}
+
+/// `--status-interval 0` would rewrite every node's status on every pass: rejected at start, as
+/// is one so long that the status says nothing of the present.
+#[test]
+fn status_interval_zero_or_huge_is_rejected() {
+    for bad in ["0", "500ms", "11m", "1000000h"] {
+        let cli = Cli::try_parse_from(["winipam", "--status-interval", bad]).unwrap();
+        let err = cli.run.validate().expect_err(bad);
+        assert!(err.contains("--status-interval"), "{err}");
+    }
+    for good in ["1s", "30s", "10m"] {
+        let cli = Cli::try_parse_from(["winipam", "--status-interval", good]).unwrap();
         assert_eq!(cli.run.validate(), Ok(()), "{good}");
     }
 }

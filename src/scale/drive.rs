@@ -67,6 +67,7 @@ struct Snapshot {
     etcd_cpu: Option<f64>,
     audit: u64,
     ec2: BTreeMap<String, BTreeMap<String, u64>>,
+    status_writes: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 fn err(what: &str) -> impl Fn(kube::Error) -> String + '_ {
@@ -305,10 +306,11 @@ impl Probe {
     }
 
     async fn snapshot(&self) -> Snapshot {
-        let mut ec2 = BTreeMap::new();
+        let (mut ec2, mut status_writes) = (BTreeMap::new(), BTreeMap::new());
         for c in &self.controllers {
             if let Ok(page) = measure::scrape(c.metrics).await {
                 ec2.insert(c.name.clone(), measure::ec2_calls(&page));
+                status_writes.insert(c.name.clone(), measure::status_writes(&page));
             }
         }
         Snapshot {
@@ -322,6 +324,7 @@ impl Probe {
             etcd_cpu: self.etcd_pid.and_then(measure::cpu_seconds),
             audit: self.audit_log.as_deref().map_or(0, measure::audit_offset),
             ec2,
+            status_writes,
         }
     }
 
@@ -361,13 +364,19 @@ impl Probe {
             .iter()
             .filter_map(|(k, v)| Some(v - start.controller_cpu.get(k)?))
             .sum();
-        let mut ec2 = BTreeMap::new();
-        for (k, after) in &end.ec2 {
-            let before = start.ec2.get(k).cloned().unwrap_or_default();
-            for (op, n) in measure::delta(after, &before) {
-                *ec2.entry(op).or_insert(0) += n;
+        let summed = |end: &BTreeMap<String, BTreeMap<String, u64>>,
+                      start: &BTreeMap<String, BTreeMap<String, u64>>| {
+            let mut sum = BTreeMap::new();
+            for (k, after) in end {
+                let before = start.get(k).cloned().unwrap_or_default();
+                for (op, n) in measure::delta(after, &before) {
+                    *sum.entry(op).or_insert(0) += n;
+                }
             }
-        }
+            sum
+        };
+        let ec2 = summed(&end.ec2, &start.ec2);
+        let status_writes = summed(&end.status_writes, &start.status_writes);
         let events = pods.len() as u64 + extra_events;
         let per_pod = |v: f64| (!pods.is_empty()).then(|| v / pods.len() as f64);
         Ok(PhaseReport {
@@ -387,6 +396,7 @@ impl Probe {
                 .map(|(a, b)| a - b),
             etcd_cpu_seconds: end.etcd_cpu.zip(start.etcd_cpu).map(|(a, b)| a - b),
             ec2_calls: ec2,
+            status_writes_by_why: status_writes,
             reannotated_after_kill_seconds: None,
             shared_addresses: watch.violations(),
         })

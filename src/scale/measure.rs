@@ -36,24 +36,35 @@ pub fn peak_rss_mib(pid: u32) -> Option<f64> {
 
 /// `winipam_ec2_requests_total` summed by operation, from one `/metrics` page.
 pub fn ec2_calls(page: &str) -> BTreeMap<String, u64> {
-    let mut calls = BTreeMap::new();
+    counter_by(page, "winipam_ec2_requests_total", "operation")
+}
+
+/// `winipam_status_writes_total` by why each write went when it did, from one `/metrics` page.
+pub fn status_writes(page: &str) -> BTreeMap<String, u64> {
+    counter_by(page, "winipam_status_writes_total", "why")
+}
+
+/// The counter `metric` of one `/metrics` page, summed by the value of its label `label`.
+fn counter_by(page: &str, metric: &str, label: &str) -> BTreeMap<String, u64> {
+    let mut by = BTreeMap::new();
+    let (opening, key) = (format!("{metric}{{"), format!("{label}=\""));
     for line in page.lines() {
-        let Some(rest) = line.strip_prefix("winipam_ec2_requests_total{") else {
+        let Some(rest) = line.strip_prefix(opening.as_str()) else {
             continue;
         };
         let Some((labels, value)) = rest.rsplit_once('}') else {
             continue;
         };
-        let Some(operation) = labels.split(',').find_map(|l| {
-            l.strip_prefix("operation=\"")
+        let Some(value_of) = labels.split(',').find_map(|l| {
+            l.strip_prefix(key.as_str())
                 .and_then(|v| v.strip_suffix('"'))
         }) else {
             continue;
         };
         let count = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
-        *calls.entry(operation.to_owned()).or_insert(0) += count;
+        *by.entry(value_of.to_owned()).or_insert(0) += count;
     }
-    calls
+    by
 }
 
 /// Addresses on the nodes' ENIs by the controller's own gauges: `winipam_node_ips` of the
@@ -161,6 +172,16 @@ mod tests {
         assert_eq!(calls.get("AssignPrivateIpAddresses"), Some(&6));
         assert_eq!(calls.get("DescribeInstances"), Some(&1));
         assert_eq!(calls.len(), 2);
+        let page = "winipam_status_writes_total{why=\"coalesced\"} 7\n\
+            winipam_status_writes_total{why=\"refill\"} 3\n\
+            winipam_status_writes_totals{why=\"refill\"} 9\n";
+        let writes = status_writes(page);
+        assert_eq!(writes.get("coalesced"), Some(&7));
+        assert_eq!(
+            writes.get("refill"),
+            Some(&3),
+            "another metric's name left out"
+        );
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct PhaseReport {
     pub etcd_cpu_seconds: Option<f64>,
     /// EC2 calls by action during the phase, all replicas.
     pub ec2_calls: BTreeMap<String, u64>,
+    /// The controller's NodeAddressPool status writes by why they went when they did
+    /// (`winipam_status_writes_total`), all replicas.
+    #[serde(default)]
+    pub status_writes_by_why: BTreeMap<String, u64>,
     /// R3: seconds from the leader's SIGKILL until every pod created after it was annotated.
     pub reannotated_after_kill_seconds: Option<f64>,
     /// Addresses seen named by two live pods (must stay empty).
@@ -144,6 +148,7 @@ pub fn markdown(report: &ScaleReport) -> String {
             opt(p.etcd_cpu_seconds, 1)
         )
     });
+    row("status writes by why", &|p| calls(&p.status_writes_by_why));
     row("EC2 calls", &|p| calls(&p.ec2_calls));
     if report
         .phases

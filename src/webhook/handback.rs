@@ -97,6 +97,8 @@ mod tests {
             ],
             used: vec![addr("10.0.0.9")],
             releasing: vec!["10.0.0.10/32".parse().unwrap()],
+            ahead: vec![addr("10.0.0.12")],
+            owner_uid: None,
         };
         // (case, record, current annotation, address written, allowed)
         type Case<'a> = (
@@ -106,7 +108,7 @@ mod tests {
             &'a str,
             bool,
         );
-        let cases: [Case; 9] = [
+        let cases: [Case; 10] = [
             ("cooling", Some(&record), None, "10.0.0.5", false),
             (
                 "cooling, changed from another address",
@@ -134,6 +136,9 @@ mod tests {
             ("not in the record", Some(&record), None, "10.0.0.8", true),
             // Being released: winipam gives it to EC2, not to a pod; not its to keep.
             ("releasing", Some(&record), None, "10.0.0.10", true),
+            // Listed ahead: free and not cooling (winipam lists no cooling address ahead), and
+            // winipam hands nothing out while paused.
+            ("listed ahead", Some(&record), None, "10.0.0.12", true),
             ("node without a record", None, None, "10.0.0.5", true),
         ];
         for (case, record, current, written, allowed) in cases {
@@ -158,6 +163,8 @@ mod tests {
             ],
             used: vec![addr("10.0.0.9")],
             releasing: vec![],
+            ahead: vec![],
+            owner_uid: None,
         };
         let write = |a: &str| PodWrite {
             namespace: "ns",

@@ -15,6 +15,7 @@
 //!    [`NodePool::releasing_slots`]; a rebuilt pool takes that list back with
 //!    [`NodePool::restore_releasing`].
 
+mod ahead;
 pub mod annotation;
 pub mod capacity;
 pub mod config;

@@ -400,7 +400,7 @@ impl NodePool {
             .retain(|_, at| now.since(*at) < super::pool_ec2::DESCRIBE_GRACE);
     }
 
-    fn hold(&mut self, uid: PodUid, addr: Ipv4Addr) {
+    pub(crate) fn hold(&mut self, uid: PodUid, addr: Ipv4Addr) {
         if let Some(previous) = self.by_uid.insert(uid, addr) {
             self.drop_holder(previous);
         }

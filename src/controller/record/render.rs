@@ -78,6 +78,7 @@ pub(crate) fn render(
             },
         );
         status.releasing = facts.releasing.iter().map(|n| net_text(*n)).collect();
+        status.ahead_addresses = facts.ahead.iter().map(|a| ip_text(*a)).collect();
     } else if let Some(kept) = &new.kept {
         status.used_addresses = kept.used.iter().map(|a| ip_text(*a)).collect();
         status.cooldowns = kept
@@ -89,6 +90,7 @@ pub(crate) fn render(
             })
             .collect();
         status.releasing = kept.releasing.iter().map(|n| net_text(*n)).collect();
+        status.ahead_addresses = kept.ahead.iter().map(|a| ip_text(*a)).collect();
     }
     status.conditions = match old {
         Some(old) if condition_inputs(old) == condition_inputs(new) => {

@@ -21,6 +21,13 @@ pub(crate) struct Restored {
     pub(crate) used: Vec<Ipv4Addr>,
     /// Slots being given back to EC2 (/32s and /28s).
     pub(crate) releasing: Vec<Ipv4Net>,
+    /// Addresses listed ahead: possibly in use, as `used` (the worker may have annotated one
+    /// since it wrote the status).
+    pub(crate) ahead: Vec<Ipv4Addr>,
+    /// The Node UID the object's ownerReference names, when read at leadership start: if it
+    /// is the node's, the object exists and needs no create (one request per node saved at
+    /// every leader change).
+    pub(crate) owner_uid: Option<String>,
 }
 
 /// The records of `status`. An entry that does not parse is skipped: the status is ours, but
@@ -37,6 +44,10 @@ pub(crate) fn restore(status: &NodeAddressPoolStatus) -> Restored {
         releasing: (status.releasing.iter())
             .filter_map(|n| n.parse().ok())
             .collect(),
+        ahead: (status.ahead_addresses.iter())
+            .filter_map(|a| a.parse().ok())
+            .collect(),
+        owner_uid: None,
     }
 }
 
@@ -55,10 +66,14 @@ impl Restored {
         let mut releasing = self.releasing.clone();
         releasing.sort_unstable();
         releasing.dedup();
+        let mut ahead = self.ahead.clone();
+        ahead.sort_unstable();
+        ahead.dedup();
         KeptRecords {
             used,
             cooldowns,
             releasing,
+            ahead,
         }
     }
 }
@@ -98,6 +113,7 @@ mod tests {
                 "10.0.0.9/32".parse().unwrap(),
                 "10.0.0.32/28".parse().unwrap(),
             ];
+            facts.ahead = vec!["10.0.0.21".parse().unwrap(), "10.0.0.22".parse().unwrap()];
         }
         let status = render(&record, None, None, Timestamp(1_795_219_200_000));
         let restored = restore(&status);
@@ -105,8 +121,10 @@ mod tests {
         assert_eq!(restored.used, facts.used);
         assert_eq!(restored.cooldowns, facts.cooldowns);
         assert_eq!(restored.releasing, facts.releasing);
+        assert_eq!(restored.ahead, facts.ahead);
         // Written back unchanged by a worker that has no pool yet.
         let kept = restored.kept(Timestamp(1_795_219_200_000));
+        assert_eq!(kept.ahead, facts.ahead);
         assert_eq!(
             (kept.used, kept.cooldowns, kept.releasing),
             (
@@ -169,9 +187,12 @@ mod tests {
                 "10.0.0.32/28".parse().unwrap(),
                 "10.0.0.16/28".parse().unwrap(),
             ],
+            ahead: vec![addr("10.0.0.12"), addr("10.0.0.11"), addr("10.0.0.12")],
+            owner_uid: None,
         };
         let kept = restored.kept(Timestamp(1_000));
         assert_eq!(kept.used, [addr("10.0.0.2"), addr("10.0.0.7")]);
+        assert_eq!(kept.ahead, [addr("10.0.0.11"), addr("10.0.0.12")]);
         // The record that ended at `now` is gone; the others in address order.
         assert_eq!(
             kept.cooldowns,

@@ -2,8 +2,10 @@
 //! must be written at once. The status is what a new leader rebuilds from (see `restore`), so
 //! anything a restart must not lose is in a written status before its effect can be seen:
 //! - status before annotation: a pod's annotation names an address only once a written status
-//!   lists that address as used, for that pod (a new leader then cools it down if the pod went
-//!   while no controller ran, SPEC 5.3, 6.3);
+//!   covers it in a way that survives the change of hands: listed ahead (written before the pod
+//!   arrived, see `ahead`) or as used, and not let go by another pod since that status. A new
+//!   leader cools such an address down from its own start unless a live pod's annotation names
+//!   it (SPEC 5.3, 6.3);
 //! - status before release: slots go back to EC2 only once a written status lists them as
 //!   releasing (a new leader whose first describe is older than the call would otherwise count
 //!   them as free).
@@ -12,17 +14,19 @@
 
 use std::net::Ipv4Addr;
 
-use super::Published;
+use super::{Published, ahead};
 use crate::ipam::{Action, NodePool, Timestamp};
 
 /// Status before annotation: the annotation naming `addr` may be written. The written status
-/// must list `addr` as used, and have been written after `addr` last changed hands: one
-/// written for the pod before lists the same address, and a new leader whose pod cache lags
-/// would take it for that pod's and give it away.
+/// must list `addr` ahead or as used, and have been written after `addr` last changed hands:
+/// one written while the pod before held it (or before that pod took it from the ahead list)
+/// names the same address, and a new leader whose pod cache lags would take it for that pod's,
+/// cool it down from that pod's deletion only, and give it away while the new holder runs.
+/// A cool-down record alone does not do: a new leader hands the address out once it ends.
 pub(crate) fn may_annotate(written: Option<&Published>, pool: &NodePool, addr: Ipv4Addr) -> bool {
     written
         .and_then(|p| p.pool.as_ref())
-        .is_some_and(|facts| facts.lists(addr))
+        .is_some_and(|facts| facts.lists(addr) || facts.lists_ahead(addr))
         && pool.same_holder_since_published(addr)
 }
 
@@ -38,26 +42,83 @@ pub(crate) fn may_call(written: Option<&Published>, action: &Action) -> bool {
 }
 
 /// A status write cannot wait for the coalescing interval: nothing was written yet, or `pool`
-/// (the node's, once built) holds what the written status does not list: an address in use,
-/// a running cool-down record, a slot being released, or an address that changed hands since.
-/// Annotations and releases wait for that write, and a restart depends on it.
+/// (the node's, once built) holds what the written status does not cover: an address in use
+/// listed neither as used nor ahead, a running cool-down record whose address is not listed
+/// at all, a slot being released, or an address that changed hands since; or the addresses
+/// listed ahead run low (`ahead::refill_due`, with `ahead_size`). Annotations and releases wait
+/// for that write, and a restart depends on it. A pod's going needs none: its address stays
+/// covered as used by the gone pod. Except while `blocked` (another IPAM takes the node's
+/// pods): then every running cool-down record is written as one at once, for the hand-back;
+/// and except when a new leader would hold back more than the ENI has room to replace
+/// (`PoolFacts::holds_back_beyond_room`).
+pub(crate) fn at_once(
+    written: Option<&Published>,
+    pool: Option<&NodePool>,
+    now: Timestamp,
+    blocked: bool,
+    ahead_size: usize,
+) -> Option<AtOnce> {
+    match (written, pool) {
+        (None, _) => Some(AtOnce::First),
+        (Some(published), Some(pool)) => match &published.pool {
+            None => Some(AtOnce::First),
+            Some(facts) => {
+                if !facts.covers_all_used(pool)
+                    || !facts.covers_all_cooling(pool, now)
+                    || !facts.lists_all_releasing(pool, now)
+                    || pool.changed_hands_since_published()
+                    || (blocked && !facts.lists_all_cooling(pool, now))
+                {
+                    Some(AtOnce::Uncovered)
+                } else if facts.holds_back_beyond_room(pool) {
+                    Some(AtOnce::HeldBack)
+                } else if !blocked && ahead::refill_due(facts, pool, ahead_size, now) {
+                    Some(AtOnce::Refill)
+                } else {
+                    None
+                }
+            }
+        },
+        // No pool yet: what is written back are the previous leader's records, unchanged.
+        (Some(_), None) => None,
+    }
+}
+
+/// Why a status write could not wait for the coalescing interval (`at_once`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AtOnce {
+    /// Nothing written by this worker yet (or before its pool was built).
+    First,
+    /// The written status does not cover something a restart needs.
+    Uncovered,
+    /// A new leader would hold back more than the ENI has room for.
+    HeldBack,
+    /// The addresses listed ahead run low.
+    Refill,
+}
+
+impl AtOnce {
+    /// The `why` label of `winipam_status_writes_total`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            AtOnce::First => "first",
+            AtOnce::Uncovered => "uncovered",
+            AtOnce::HeldBack => "held_back",
+            AtOnce::Refill => "refill",
+        }
+    }
+}
+
+/// Whether [`at_once`] finds a reason.
+#[cfg(test)]
 pub(crate) fn write_at_once(
     written: Option<&Published>,
     pool: Option<&NodePool>,
     now: Timestamp,
+    blocked: bool,
+    ahead_size: usize,
 ) -> bool {
-    match (written, pool) {
-        (None, _) => true,
-        (Some(published), Some(pool)) => {
-            !published.pool.as_ref().is_some_and(|facts| {
-                facts.lists_all_used(pool)
-                    && facts.lists_all_cooling(pool, now)
-                    && facts.lists_all_releasing(pool, now)
-            }) || pool.changed_hands_since_published()
-        }
-        // No pool yet: what is written back are the previous leader's records, unchanged.
-        (Some(_), None) => false,
-    }
+    at_once(written, pool, now, blocked, ahead_size).is_some()
 }
 
 /// Pausing for a foreign IPAM, the status cannot wait either: from then on the VPC Resource
@@ -77,7 +138,7 @@ pub(crate) fn is_release(action: &Action) -> bool {
 mod tests {
     use ipnet::Ipv4Net;
 
-    use super::super::test_support::{facts, prefix_pool, ready};
+    use super::super::test_support::{facts, prefix_pool, prefix_pool_on, ready};
     use super::super::{Published, Stage};
     use super::*;
     use crate::ipam::{AdoptOutcome, PodUid};
@@ -135,12 +196,122 @@ mod tests {
         adopt(&mut pool, "b", "10.0.0.17");
         assert!(!may_annotate(Some(&listed), &pool, addr("10.0.0.17")));
         assert!(
-            write_at_once(Some(&listed), Some(&pool), NOW),
+            write_at_once(Some(&listed), Some(&pool), NOW, false, 0),
             "changed hands"
         );
         // A status written since vouches for the new holder.
         pool.mark_published();
         assert!(may_annotate(Some(&listed), &pool, addr("10.0.0.17")));
+    }
+
+    #[test]
+    fn an_annotation_may_go_under_a_status_listing_its_address_ahead() {
+        let mut pool = prefix_pool();
+        let with_ahead = |ahead: &[&str], cooling: &[(&str, u64)]| {
+            let mut p = ready(&[], cooling, false);
+            if let Some(f) = &mut p.pool {
+                f.ahead = ahead.iter().map(|a| addr(a)).collect();
+            }
+            p
+        };
+        let ahead = with_ahead(&["10.0.0.17", "10.0.0.18"], &[]);
+        let cooling_only = with_ahead(&[], &[("10.0.0.17", NOW.0 + 30_000)]);
+        adopt(&mut pool, "a", "10.0.0.17");
+        let cases: [(&str, &Published, &str, bool); 4] = [
+            ("listed ahead", &ahead, "10.0.0.17", true),
+            ("another address listed ahead", &ahead, "10.0.0.20", false),
+            (
+                "a cool-down record alone: a new leader hands it out once it ends",
+                &cooling_only,
+                "10.0.0.17",
+                false,
+            ),
+            ("nothing listed", &with_ahead(&[], &[]), "10.0.0.17", false),
+        ];
+        for (case, written, a, want) in cases {
+            assert_eq!(may_annotate(Some(written), &pool, addr(a)), want, "{case}");
+        }
+        // Listed ahead, then taken by a pod that let it go before its annotation: the next
+        // holder waits for a status written since (a lagging new leader would take the
+        // address for the first pod's, and give it away after that pod's cool-down).
+        pool.mark_published();
+        pool.cancel(&PodUid::new("a"));
+        adopt(&mut pool, "b", "10.0.0.17");
+        assert!(!may_annotate(Some(&ahead), &pool, addr("10.0.0.17")));
+        assert!(write_at_once(Some(&ahead), Some(&pool), NOW, false, 0));
+        pool.mark_published();
+        assert!(may_annotate(Some(&ahead), &pool, addr("10.0.0.17")));
+        assert!(!write_at_once(Some(&ahead), Some(&pool), NOW, false, 0));
+    }
+
+    #[test]
+    fn a_pods_going_needs_no_write_at_once_unless_blocked() {
+        let mut pool = prefix_pool();
+        adopt(&mut pool, "a", "10.0.0.17");
+        adopt(&mut pool, "b", "10.0.0.18");
+        let mut written = ready(&["10.0.0.17"], &[], false);
+        if let Some(f) = &mut written.pool {
+            f.ahead = vec![addr("10.0.0.18"), addr("10.0.0.19")];
+        }
+        assert!(!write_at_once(Some(&written), Some(&pool), NOW, false, 0));
+        pool.release(&PodUid::new("a"), NOW);
+        pool.release(&PodUid::new("b"), NOW);
+        // Both cool down; one is covered as used by the gone pod, the other as ahead.
+        let cases: [(&str, bool, usize, bool); 4] = [
+            ("covered as used or ahead", false, 0, false),
+            (
+                "blocked: the hand-back reads cool-down records",
+                true,
+                0,
+                true,
+            ),
+            // One listed address (10.0.0.19) is free: a size of 8 wants two at least.
+            ("listed ahead running low", false, 8, true),
+            ("one free listed is enough for a size of 4", false, 4, false),
+        ];
+        for (case, blocked, size, want) in cases {
+            assert_eq!(
+                write_at_once(Some(&written), Some(&pool), NOW, blocked, size),
+                want,
+                "{case}"
+            );
+        }
+        // Nothing free outside the list but the warm reserve: no refill however low it runs.
+        let mut all = written.clone();
+        if let Some(f) = &mut all.pool {
+            // The written list stays (10.0.0.18 cools down, covered as listed ahead).
+            f.ahead = super::super::ahead::ahead(Some(&*f), &pool, 16, NOW);
+            assert_eq!(f.ahead.len(), 14, "14 free, one kept back, and 10.0.0.18");
+        }
+        assert!(!write_at_once(Some(&all), Some(&pool), NOW, false, 64));
+    }
+
+    #[test]
+    fn a_pods_going_is_written_at_once_when_the_eni_has_no_room_to_replace_it() {
+        // The /28 fills the ENI: nothing a new leader holds back can be replaced.
+        let mut full = prefix_pool_on(2);
+        adopt(&mut full, "a", "10.0.0.17");
+        let written = ready(&["10.0.0.17"], &[], false);
+        assert!(!write_at_once(Some(&written), Some(&full), NOW, false, 0));
+        full.release(&PodUid::new("a"), NOW);
+        assert!(
+            write_at_once(Some(&written), Some(&full), NOW, false, 0),
+            "listed as used by a gone pod, no room"
+        );
+        // Written again, it is a cool-down record: nothing is held back.
+        let mut again = ready(&[], &[("10.0.0.17", NOW.0 + 30_000)], false);
+        assert!(!write_at_once(Some(&again), Some(&full), NOW, false, 0));
+        // Addresses listed ahead alone never make a write at once (what a written status
+        // listed ahead stays listed: writing would change nothing).
+        if let Some(f) = &mut again.pool {
+            f.ahead = vec![addr("10.0.0.18"), addr("10.0.0.19")];
+        }
+        assert!(!write_at_once(Some(&again), Some(&full), NOW, false, 0));
+        // With room for a /28, the gone pod's address can wait for the coalesced write.
+        let mut roomy = prefix_pool_on(3);
+        adopt(&mut roomy, "a", "10.0.0.17");
+        roomy.release(&PodUid::new("a"), NOW);
+        assert!(!write_at_once(Some(&written), Some(&roomy), NOW, false, 0));
     }
 
     #[test]
@@ -228,7 +399,7 @@ mod tests {
             ),
         ];
         for (case, written, pool, want) in cases {
-            assert_eq!(write_at_once(written, pool, NOW), want, "{case}");
+            assert_eq!(write_at_once(written, pool, NOW, false, 0), want, "{case}");
         }
 
         // A new cool-down record is missing until listed; an expired one need not be.
@@ -236,14 +407,26 @@ mod tests {
         let records = pool.cooldowns(NOW);
         assert_eq!(records.len(), 1);
         let one = ready(&["10.0.0.20"], &[], false);
-        assert!(write_at_once(Some(&one), Some(&pool), NOW), "new cool-down");
+        assert!(
+            write_at_once(Some(&one), Some(&pool), NOW, false, 0),
+            "new cool-down"
+        );
         let mut with_record = one.clone();
         if let Some(f) = &mut with_record.pool {
             f.cooldowns = records.clone();
         }
-        assert!(!write_at_once(Some(&with_record), Some(&pool), NOW));
+        assert!(!write_at_once(
+            Some(&with_record),
+            Some(&pool),
+            NOW,
+            false,
+            0
+        ));
         let later = Timestamp(records[0].1.0 + 1);
-        assert!(!write_at_once(Some(&one), Some(&pool), later), "expired");
+        assert!(
+            !write_at_once(Some(&one), Some(&pool), later, false, 0),
+            "expired"
+        );
 
         // A slot being released is missing until listed.
         pool.begin(
@@ -251,13 +434,19 @@ mod tests {
             NOW,
         );
         assert!(
-            write_at_once(Some(&with_record), Some(&pool), NOW),
+            write_at_once(Some(&with_record), Some(&pool), NOW, false, 0),
             "releasing"
         );
         if let Some(f) = &mut with_record.pool {
             f.releasing = vec!["10.0.0.32/28".parse().unwrap()];
         }
-        assert!(!write_at_once(Some(&with_record), Some(&pool), NOW));
+        assert!(!write_at_once(
+            Some(&with_record),
+            Some(&pool),
+            NOW,
+            false,
+            0
+        ));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub(super) fn facts(used: &[&str]) -> PoolFacts {
         used: used.iter().map(|a| a.parse().unwrap()).collect(),
         cooldowns: Vec::new(),
         releasing: Vec::new(),
+        ahead: Vec::new(),
     }
 }
 
@@ -41,8 +42,14 @@ pub(super) fn ready(used: &[&str], cooling: &[(&str, u64)], blocked: bool) -> Pu
     }
 }
 
-/// A prefix-mode pool with one /28, 10.0.0.16/28, and nothing in use.
+/// A prefix-mode pool with one /28, 10.0.0.16/28, and nothing in use (30 s cool-down), on an
+/// m5.xlarge (13 more /28s fit on its ENI).
 pub(super) fn prefix_pool() -> NodePool {
+    prefix_pool_on(15)
+}
+
+/// As [`prefix_pool`], on an ENI of `ipv4_per_interface` addresses (2: the /28 fills it).
+pub(super) fn prefix_pool_on(ipv4_per_interface: u32) -> NodePool {
     let eni = EniSnapshot {
         eni_id: "eni-1".into(),
         subnet_id: "subnet-1".into(),
@@ -52,8 +59,12 @@ pub(super) fn prefix_pool() -> NodePool {
     };
     let limits = InstanceTypeLimits {
         instance_type: "m5.xlarge".into(),
-        ipv4_per_interface: 15,
+        ipv4_per_interface,
         nitro: true,
     };
-    NodePool::new(limits, Config::default(), &eni)
+    let config = Config {
+        prefix_delegation: true,
+        ..Config::default()
+    };
+    NodePool::new(limits, config, &eni)
 }

@@ -23,7 +23,7 @@ use crate::ec2::{Ec2Backend, Ec2Error, ThrottleSink};
 use crate::ipam::{Config, InstanceInfo, InstanceTypeLimits, SubnetInfo, Timestamp};
 use crate::k8s::{
     AnnotateOutcome, Cluster, ClusterError, ConfigMapView, EnsureOutcome, EventSeverity, NodeView,
-    ObjectRef, PodView, WatchEvent,
+    ObjectRef, PodView, PoolRead, WatchEvent,
 };
 use crate::sim::cluster::SimCluster;
 use crate::sim::ec2::SimEc2;
@@ -267,9 +267,7 @@ impl Cluster for GatedCluster {
             .await
     }
 
-    async fn read_pool_statuses(
-        &self,
-    ) -> Result<Vec<(String, NodeAddressPoolStatus)>, ClusterError> {
+    async fn read_pool_statuses(&self) -> Result<Vec<PoolRead>, ClusterError> {
         self.gate.pass(self.inner.read_pool_statuses()).await
     }
 

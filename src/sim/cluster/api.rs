@@ -12,7 +12,8 @@ use super::{SimCluster, State, WriteKind};
 use crate::crd::NodeAddressPoolStatus;
 use crate::k8s::{
     AnnotateOutcome, Cluster, ClusterError, ConfigMapView, EnsureOutcome, EventSeverity,
-    FOREIGN_IPAM_CONFIG_MAP, FOREIGN_IPAM_NAMESPACE, NodeView, ObjectRef, PodView, WatchEvent,
+    FOREIGN_IPAM_CONFIG_MAP, FOREIGN_IPAM_NAMESPACE, NodeView, ObjectRef, PodView, PoolRead,
+    WatchEvent,
 };
 
 use super::store::{EventRecord, PoolObject};
@@ -171,9 +172,7 @@ impl Cluster for SimCluster {
         lost_answer(&mut st, fault)
     }
 
-    async fn read_pool_statuses(
-        &self,
-    ) -> Result<Vec<(String, NodeAddressPoolStatus)>, ClusterError> {
+    async fn read_pool_statuses(&self) -> Result<Vec<PoolRead>, ClusterError> {
         self.request().await;
         let mut st = self.lock();
         st.store.counts.pool_list += 1;
@@ -181,7 +180,11 @@ impl Cluster for SimCluster {
             .store
             .pools
             .iter()
-            .filter_map(|(name, p)| Some((name.clone(), p.status.clone()?)))
+            .map(|(name, p)| PoolRead {
+                node: name.clone(),
+                owner_uid: Some(p.owner_uid.clone()),
+                status: p.status.clone().unwrap_or_default(),
+            })
             .collect())
     }
 

@@ -225,7 +225,11 @@ async fn pool_objects_follow_their_node() {
     c.write_pool_status("n1", &status).await.unwrap();
     assert_eq!(
         c.read_pool_statuses().await.unwrap(),
-        vec![("n1".to_string(), status.clone())]
+        vec![crate::k8s::PoolRead {
+            node: "n1".to_string(),
+            owner_uid: Some(uid.clone()),
+            status: status.clone(),
+        }]
     );
     // A node re-created under the same name: the object is adopted.
     let uid2 = c.add_node(node("n1"));

@@ -1,0 +1,195 @@
+//! The addresses a status lists ahead: free addresses a worker may hand out next, written before the pods that take them arrive. A pod that takes one needs one
+//! apiserver write on its path, its annotation; a new leader treats a listed address as
+//! possibly in use (no live pod's annotation names it: it cools down from the leader's start,
+//! `NodePool::cool_released_while_away`).
+//!
+//! How many: from the node's recent pod rate, enough for two coalescing intervals of the
+//! pods it took lately (a status write covers that many pods), at least [`AHEAD_MIN`] (an idle
+//! node's next pods), at most [`AHEAD_MAX`] (the status stays small). Not from the warm
+//! target: in prefix mode that is 1 address, and a busy node takes far more between two
+//! writes. The cost is at a leader change: the free addresses listed ahead cool down once, so
+//! the set is no larger than the recent rate asks, and the other free addresses stay usable at
+//! once.
+
+use std::net::Ipv4Addr;
+
+use super::PoolFacts;
+use crate::ipam::capacity::ADDRESSES_PER_PREFIX;
+use crate::ipam::{NodePool, Targets, Timestamp};
+
+/// Free addresses never listed ahead: the node's warm target. A new leader cools the listed
+/// ones down from its start; these it hands out at once, with no Assign (and no surplus /28
+/// to give back when the cool-down ends, which S4's restart showed on every node).
+fn reserve(pool: &NodePool, now: Timestamp) -> usize {
+    match pool.targets(now) {
+        Targets::Ips { warm, .. } => warm as usize,
+        Targets::Prefixes { warm_prefixes } => (warm_prefixes * ADDRESSES_PER_PREFIX) as usize,
+    }
+}
+
+/// Addresses listed ahead on a node that took no pod lately.
+pub(crate) const AHEAD_MIN: usize = 2;
+/// At most this many addresses are listed ahead.
+pub(crate) const AHEAD_MAX: usize = 64;
+
+/// How many addresses to list ahead, from how many the node handed out in the last
+/// coalescing interval (the larger of the current and the last whole one).
+pub(crate) fn ahead_size(recently_assigned: u32) -> usize {
+    (2 * recently_assigned as usize).clamp(AHEAD_MIN, AHEAD_MAX)
+}
+
+/// The addresses the next status lists ahead (sorted). Every address the last acknowledged
+/// status (`written`) lists ahead stays listed while the pool may hand it out (it is on the
+/// ENI and no pod holds it; one a pod holds is listed as used): an annotation may be written
+/// under that status until the next one is acknowledged, and a write that failed may still
+/// have been applied, so every status written must cover what the acknowledged one allowed.
+/// Then candidates are added until `size` of them can be handed out now (or none is left),
+/// but never more listed than the ENI has room for (`NodePool::room`): a new leader after a
+/// crash holds every listed address no pod names for the orphan hold (60 s), and on a node at
+/// its ENI's limit new pods would wait that long (the chart test's leader kill, on nodes filled
+/// to capacity, waited 75 s instead of 29 s). With room, it assigns others instead.
+pub(crate) fn ahead(
+    written: Option<&PoolFacts>,
+    pool: &NodePool,
+    size: usize,
+    now: Timestamp,
+) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = written
+        .map(|w| w.ahead.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .copied()
+        .filter(|a| pool.on_eni(*a) && !pool.is_held(*a))
+        .collect();
+    // Those still cooling do not count: the pods of the next moments need free ones.
+    let ready = out
+        .iter()
+        .filter(|a| pool.may_hand_out_now(**a, now))
+        .count();
+    let wanted = (size.saturating_sub(ready)).min(pool.room().saturating_sub(out.len()));
+    if wanted > 0 {
+        let more = pool.ahead_candidates(wanted, &out, reserve(pool, now), now);
+        out.extend(more);
+        out.sort_unstable();
+    }
+    out
+}
+
+/// The addresses listed ahead are running out: fewer than a quarter of `size` (at least one)
+/// can be handed out now, and the pool has another free address to list (beyond the warm
+/// reserve, within the ENI's room). A status write is
+/// due at once (after the pass's annotations, off the pods' path), not at the coalescing
+/// interval, so the next pods find listed addresses.
+pub(crate) fn refill_due(
+    written: &PoolFacts,
+    pool: &NodePool,
+    size: usize,
+    now: Timestamp,
+) -> bool {
+    if size == 0 {
+        return false;
+    }
+    let low = (size / 4).max(1);
+    let available = (written.ahead.iter())
+        .filter(|a| pool.may_hand_out_now(**a, now))
+        .count();
+    available < low
+        && pool.room() > written.ahead.len()
+        && (pool
+            .ahead_candidates(1, &written.ahead, reserve(pool, now), now)
+            .first())
+        .is_some_and(|a| pool.may_hand_out_now(*a, now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{facts, prefix_pool, prefix_pool_on};
+    use super::*;
+    use crate::ipam::PodUid;
+
+    const NOW: Timestamp = Timestamp(1_000_000);
+
+    fn addr(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_size_follows_the_recent_rate_within_bounds() {
+        assert_eq!(ahead_size(0), AHEAD_MIN);
+        assert_eq!(ahead_size(5), 10);
+        assert_eq!(ahead_size(1000), AHEAD_MAX);
+    }
+
+    #[test]
+    fn what_was_listed_ahead_stays_listed_until_a_pod_holds_it() {
+        let mut pool = prefix_pool();
+        let first = ahead(None, &pool, 3, NOW);
+        assert_eq!(first.len(), 3);
+        let mut written = facts(&[]);
+        written.ahead = first.clone();
+        // A smaller size drops nothing the written status allowed.
+        assert_eq!(ahead(Some(&written), &pool, 1, NOW), first);
+        // A pod takes one: it is listed as used from now on, and another one is added.
+        pool.assign_preferring(&PodUid::new("a"), &written.ahead, NOW);
+        let next = ahead(Some(&written), &pool, 3, NOW);
+        assert_eq!(next.len(), 3);
+        assert!(!next.contains(&first[0]), "{next:?}");
+        assert!(next.contains(&first[1]) && next.contains(&first[2]));
+        // Released to cool-down, it is no candidate until it is free again.
+        pool.release(&PodUid::new("a"), NOW);
+        let all = ahead(None, &pool, 16, NOW);
+        assert_eq!(all.len(), 14, "15 free, one kept back");
+        assert!(!all.contains(&first[0]));
+        // The warm target (1 in prefix mode) is kept out: a new leader hands it out at once.
+        assert_eq!(pool.ahead_candidates(16, &[], 0, NOW).len(), 15);
+        assert_eq!(pool.ahead_candidates(16, &[], 1, NOW).len(), 14);
+    }
+
+    #[test]
+    fn no_more_is_listed_than_the_eni_has_room_for() {
+        // The /28 takes the ENI's one slot: whatever a new leader held back after a crash, it
+        // could not replace, so nothing is listed (pods pay a status write each instead).
+        let full = prefix_pool_on(2);
+        assert_eq!(full.room(), 0);
+        assert!(ahead(None, &full, 8, NOW).is_empty());
+        let written = facts(&[]);
+        assert!(!refill_due(&written, &full, 8, NOW), "nothing to list");
+        // What a written status listed stays listed (annotations may go on under it).
+        let mut listed = facts(&[]);
+        listed.ahead = vec![addr("10.0.0.17"), addr("10.0.0.18")];
+        assert_eq!(ahead(Some(&listed), &full, 8, NOW), listed.ahead);
+        // Room for one more /28: at most 16 listed, whatever the rate asks.
+        let roomy = prefix_pool_on(3);
+        assert_eq!(roomy.room(), 16);
+        assert_eq!(
+            ahead(None, &roomy, 64, NOW).len(),
+            15,
+            "16 free, one kept back"
+        );
+        let mut some = facts(&[]);
+        some.ahead = ahead(None, &roomy, 16, NOW);
+        assert_eq!(some.ahead.len(), 15);
+        assert_eq!(ahead(Some(&some), &roomy, 64, NOW), some.ahead);
+    }
+
+    #[test]
+    fn a_refill_is_due_when_the_listed_addresses_run_low() {
+        let mut pool = prefix_pool();
+        let mut written = facts(&[]);
+        written.ahead = ahead(None, &pool, 4, NOW);
+        assert!(!refill_due(&written, &pool, 4, NOW), "all four free");
+        for (i, a) in written.ahead.clone().into_iter().enumerate() {
+            let uid = PodUid::new(&format!("p{i}"));
+            pool.assign_preferring(&uid, &written.ahead, NOW);
+            assert_eq!(pool.address_of(&uid), Some(a), "listed ones first");
+        }
+        assert!(refill_due(&written, &pool, 4, NOW), "none left, 12 free");
+        // Only the warm reserve left free outside the list: nothing to refill with.
+        let mut most = facts(&[]);
+        most.ahead = ahead(None, &pool, 16, NOW);
+        assert_eq!(most.ahead.len(), 11);
+        assert!(!refill_due(&most, &pool, 64, NOW));
+        // Nothing else free: nothing to refill with.
+        assert!(!most.ahead.contains(&addr("10.0.0.16")), "in use");
+    }
+}
