@@ -177,7 +177,6 @@ async fn the_chart_on_a_real_node() {
         || tap.print(&cluster, 300),
     )
     .await;
-    drop(tap);
     wait_placed(&cluster, &pods, &nodes, capacity, capacity).await;
     let upgrade_waits: Vec<(String, Duration)> = watch
         .pods()
@@ -200,9 +199,19 @@ async fn the_chart_on_a_real_node() {
             .unwrap_or_default()
     );
     let slow: Vec<_> = upgrade_waits
-        .into_iter()
+        .iter()
         .filter(|(_, wait)| *wait > Duration::from_secs(30))
+        .cloned()
         .collect();
+    // Pods of this phase wait milliseconds when the hand-over holds nothing back: a wait of
+    // seconds is worth the replicas' logs even when it passes.
+    if upgrade_waits
+        .iter()
+        .any(|(_, wait)| *wait > Duration::from_secs(5))
+    {
+        tap.print(&cluster, 400);
+    }
+    drop(tap);
     assert!(
         slow.is_empty(),
         "pods waited more than 30 s for an address during the upgrade: {slow:?}"

@@ -398,20 +398,36 @@ pub async fn wait_placed(
 /// Waits until no node's NodeAddressPool counts a cooling address.
 pub async fn wait_no_cooling(client: &Client) {
     let pools: Api<winipam::crd::NodeAddressPool> = Api::all(client.clone());
-    eventually("the cool-downs over", COOL_DOWN * 3, || async {
+    let pods: Api<Pod> = Api::all(client.clone());
+    // A pod's going is written with the next coalesced status (`--status-interval`), so a
+    // status can still list a gone pod's address as used: the count of used addresses must
+    // match the live annotated pods too, or the cool-downs have not even been written yet.
+    eventually("the cool-downs over", COOL_DOWN * 4, || async {
         let list = pools
             .list(&ListParams::default())
             .await
             .map_err(|e| e.to_string())?;
-        let cooling: u64 = list
+        let count = |key: &str| -> u64 {
+            (list.items.iter())
+                .filter_map(|p| serde_json::to_value(p).ok())
+                .map(|p| p["status"]["counts"][key].as_u64().unwrap_or(0))
+                .sum()
+        };
+        let (cooling, used) = (count("cooling"), count("used"));
+        let live = pods
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
             .items
-            .iter()
-            .filter_map(|p| serde_json::to_value(p).ok())
-            .map(|p| p["status"]["counts"]["cooling"].as_u64().unwrap_or(0))
-            .sum();
-        (cooling == 0)
-            .then_some(())
-            .ok_or(format!("{cooling} cooling"))
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                (p.metadata.annotations.as_ref()).is_some_and(|a| a.contains_key(ANNOTATION))
+            })
+            .count() as u64;
+        (cooling == 0 && used == live).then_some(()).ok_or(format!(
+            "{cooling} cooling, {used} used, {live} annotated pods"
+        ))
     })
     .await;
 }

@@ -5,9 +5,11 @@
 //! controller's apiserver writes per pod within what today's write protocol makes, and for R3
 //! every new pod annotated again within the lease duration + 5 s of the leader's SIGKILL with
 //! at most 5 DescribeInstances. The latencies are printed, not asserted (they vary with the
-//! load of the machine). The write bounds are today's figures with a margin for the lease's
-//! renewals on a slow machine (one every 2 s, however long the phase): they come down with
-//! fewer writes per pod (#18 item 3).
+//! load of the machine). The write bounds are today's figures with a margin for a slow machine,
+//! where a phase lasts longer and so holds more of the lease's renewals (one every 2 s) and of
+//! the coalesced status writes (one per node per 30 s at most, plus refills of the addresses
+//! listed ahead). The write protocol before the addresses listed ahead (a status write before
+//! every annotation and at every deletion) fails them: 2.03 and 3.03 per pod (#18 item 3).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -189,8 +191,10 @@ async fn scale_r1_small_every_pod_annotated_once_with_bounded_writes() {
     })
     .await;
     let phase = &report.phases[0];
-    // One status patch and one annotation patch per pod, 2.03 in all with the lease renewals.
-    assert_phase(phase, u64::from(PODS), 2.5);
+    // One annotation patch per pod, the statuses coalesced: 1.16 in all with the lease
+    // renewals (40 status patches for 300 pods on 20 nodes, every one a refill of the
+    // addresses listed ahead; 2.03 with a status write before each annotation).
+    assert_phase(phase, u64::from(PODS), 1.4);
     let annotations = phase.writes_by_kind.get("patch pods").copied().unwrap_or(0);
     assert_eq!(
         annotations,
@@ -210,12 +214,13 @@ async fn scale_r2_small_churn_annotates_every_replacement_without_sharing() {
         churn: Duration::from_secs(15),
     })
     .await;
-    assert_phase(&report.phases[0], u64::from(PODS), 2.5);
+    assert_phase(&report.phases[0], u64::from(PODS), 1.4);
     let churn = &report.phases[1];
     assert!(churn.pods > 0, "no pod replaced");
-    // A replacement costs its status write and annotation, and the leaver's release in a
-    // status write: 3.02 per replacement measured.
-    assert_phase(churn, churn.pods, 3.6);
+    // A replacement costs its annotation; the leaver's address stays covered as used by the
+    // gone pod, so its going waits for the next coalesced status: 1.17 per replacement (81
+    // status patches for 580: 41 refills, 40 for the /28s the pools grew by; 3.02 before).
+    assert_phase(churn, churn.pods, 1.4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,6 +234,8 @@ async fn scale_r3_small_leader_killed_every_new_pod_annotated_within_the_lease()
         churn: Duration::ZERO,
     })
     .await;
+    // moto's nodes start empty: most pods wait for addresses from EC2, each written to a
+    // status (listed ahead) before its annotation: 1.98 per pod.
     assert_phase(&report.phases[0], u64::from(PODS), 2.5);
     let kill = &report.phases[1];
     assert_phase(kill, u64::from(PODS / 10), R3_MAX_WRITES_PER_POD);
@@ -252,10 +259,11 @@ async fn scale_r3_small_leader_killed_every_new_pod_annotated_within_the_lease()
     );
 }
 
-/// R3's new pods are one per node here, and the new leader's rebuild sends a create for
-/// every pool, though they exist (#18's last note): 3.13 per new pod measured (30 creates,
-/// 31 status patches, 30 annotations, 3 lease renewals).
-const R3_MAX_WRITES_PER_POD: f64 = 4.0;
+/// R3's new pods are one per node here, and the new leader writes each node's first status
+/// (its rebuilt record, the addresses it assigned listed ahead) before that node's pod: 2.13-2.23
+/// per new pod measured (31-34 status patches, 30 annotations, 3 lease renewals; no creates of
+/// the pools it read, 30 before).
+const R3_MAX_WRITES_PER_POD: f64 = 3.0;
 
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();

@@ -373,9 +373,10 @@ async fn node_address_pool_is_created_owned_written_and_read_back() {
     let first = status(&[("10.0.0.5", "2026-01-01T00:00:30Z")], 2);
     c.write_pool_status(&name, &first).await.unwrap();
     let read = c.read_pool_statuses().await.unwrap();
-    let mine: Vec<_> = read.iter().filter(|(n, _)| *n == name).collect();
+    let mine: Vec<_> = read.iter().filter(|r| r.node == name).collect();
     assert_eq!(mine.len(), 1);
-    assert_eq!(mine[0].1, first);
+    assert_eq!(mine[0].status, first);
+    assert_eq!(mine[0].owner_uid.as_deref(), Some(uid.as_str()));
 
     // A later status without cool-downs clears them (a merge patch would keep them).
     let second = status(&[], 1);
