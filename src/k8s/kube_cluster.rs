@@ -38,10 +38,30 @@ const LIST_PAGE: u32 = 500;
 const NOTE_MAX_BYTES: usize = 1024;
 const REASON_MAX_BYTES: usize = 128;
 
+/// Every request of the controller but its watches is bounded by this (see [`bounded`]): the
+/// apiserver answers a status write or an annotation in milliseconds, and a request that hangs
+/// on a dead connection would stall its node's worker (and a leader's step-down) for good.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `config` with every request bounded by `bound`: connecting, sending, and waiting for the
+/// answer, counted from the request (not from when its pooled connection went idle). kube sets
+/// no bound by default; a request that times out is an error, and the next try goes on a new
+/// connection. Not for watches, which stay idle for minutes by design.
+pub fn bounded(mut config: kube::Config, bound: std::time::Duration) -> kube::Config {
+    config.connect_timeout = Some(bound);
+    config.read_timeout = Some(bound);
+    config.write_timeout = Some(bound);
+    config.reset_reader_on_write = true;
+    config
+}
+
 /// The real cluster.
 #[derive(Clone)]
 pub struct KubeCluster {
+    /// Requests: reads, writes, Events.
     client: Client,
+    /// The watches (the same client unless [`KubeCluster::with_watch_client`]).
+    watch_client: Client,
     recorder: Recorder,
     /// Test hook (`--test-annotate-delay`): a pause before each annotation write.
     annotate_delay: Option<std::time::Duration>,
@@ -59,10 +79,18 @@ impl KubeCluster {
         };
         let recorder = Recorder::new(client.clone(), reporter);
         KubeCluster {
+            watch_client: client.clone(),
             client,
             recorder,
             annotate_delay: None,
         }
+    }
+
+    /// Watches go through `client` (one without a request bound, see [`bounded`]); every other
+    /// request through the client given to [`KubeCluster::new`].
+    pub fn with_watch_client(mut self, client: Client) -> Self {
+        self.watch_client = client;
+        self
     }
 
     /// For end-to-end tests only: every annotation write waits `delay` first, which opens the
@@ -331,11 +359,11 @@ impl Cluster for KubeCluster {
     }
 
     fn watch_nodes(&self) -> impl Stream<Item = WatchEvent<NodeView>> + Send + 'static {
-        let api: Api<Node> = Api::all(self.client.clone());
+        let api: Api<Node> = Api::all(self.watch_client.clone());
+        let reader: Api<Node> = Api::all(self.client.clone());
         let ga = watcher::Config::default().labels(&format!("{OS_LABEL}=windows"));
         let beta =
             watcher::Config::default().labels(&format!("{BETA_OS_LABEL}=windows,!{OS_LABEL}"));
-        let reader = api.clone();
         // A deletion not yet contradicted by the other watch: is the node still there, and
         // still a Windows node? Unknown (an error) counts as gone.
         let still_windows = move |name: String| {
@@ -359,7 +387,7 @@ impl Cluster for KubeCluster {
     }
 
     fn watch_pods(&self) -> impl Stream<Item = WatchEvent<PodView>> + Send + 'static {
-        let api: Api<Pod> = Api::all(self.client.clone());
+        let api: Api<Pod> = Api::all(self.watch_client.clone());
         let config = watcher::Config::default().fields("spec.nodeName!=");
         view_stream(api, config, pod_view, "pods")
     }
@@ -369,12 +397,12 @@ impl Cluster for KubeCluster {
         namespace: &str,
         name: &str,
     ) -> impl Stream<Item = Option<ConfigMapView>> + Send + 'static {
-        config_map_stream(self.client.clone(), namespace, name, "config")
+        config_map_stream(self.watch_client.clone(), namespace, name, "config")
     }
 
     fn watch_foreign_ipam(&self) -> impl Stream<Item = Option<ConfigMapView>> + Send + 'static {
         config_map_stream(
-            self.client.clone(),
+            self.watch_client.clone(),
             FOREIGN_IPAM_NAMESPACE,
             FOREIGN_IPAM_CONFIG_MAP,
             "amazon-vpc-cni",

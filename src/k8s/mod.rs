@@ -20,6 +20,7 @@ pub use cluster::{
 };
 pub use error::ClusterError;
 pub use kube_cluster::{
-    CONTROLLER_NAME, FOREIGN_IPAM_CONFIG_MAP, FOREIGN_IPAM_NAMESPACE, KubeCluster,
+    CONTROLLER_NAME, FOREIGN_IPAM_CONFIG_MAP, FOREIGN_IPAM_NAMESPACE, KubeCluster, REQUEST_TIMEOUT,
+    bounded,
 };
 pub use views::{ConfigMapView, LEAVING_TAINTS, NodeView, OptOut, PodPhase, PodView};

@@ -154,14 +154,9 @@ impl LeaseElector {
 /// got an answer or an error for the 31 s the test waited, so no replica led. A request that
 /// times out is an error the crate retries on a new connection after its backoff (client-go
 /// likewise bounds each try by the renew deadline).
-pub fn lease_client_config(mut config: kube::Config, timings: &LeaseTimings) -> kube::Config {
+pub fn lease_client_config(config: kube::Config, timings: &LeaseTimings) -> kube::Config {
     let bound = (timings.renew_deadline / 2).max(std::time::Duration::from_secs(1));
-    config.connect_timeout = Some(bound);
-    config.read_timeout = Some(bound);
-    config.write_timeout = Some(bound);
-    // The bound counts from the request, not from when its pooled connection went idle.
-    config.reset_reader_on_write = true;
-    config
+    crate::k8s::bounded(config, bound)
 }
 
 /// The crate's `(duration, grace)` in seconds: see the module documentation.

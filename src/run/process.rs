@@ -15,7 +15,7 @@ use crate::controller::{Controller, Ctx, Settings};
 use crate::ec2::aws::{AwsEc2, AwsEc2Options};
 use crate::ec2::ratelimit::BucketConfig;
 use crate::ec2::{Ec2Backend, Ec2Client, Ec2ClientConfig};
-use crate::k8s::KubeCluster;
+use crate::k8s::{KubeCluster, REQUEST_TIMEOUT, bounded};
 use crate::leader::{
     LeaderElector, LeaseElector, LeaseTimings, lease_client_config, unique_identity,
 };
@@ -113,7 +113,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         renew_deadline: args.renew_deadline,
         retry_period: args.retry_period,
     };
-    let lease_client = kube::Client::try_from(lease_client_config(kube_config, &timings))?;
+    let lease_client = kube::Client::try_from(lease_client_config(kube_config.clone(), &timings))?;
+    // The controller's requests are bounded, its watches (on `client`) are not.
+    let request_client = kube::Client::try_from(bounded(kube_config, REQUEST_TIMEOUT))?;
     let elector = LeaseElector::new(
         lease_client,
         args.lease_namespace(),
@@ -148,7 +150,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         );
     }
     let cluster = Arc::new(
-        KubeCluster::new(client, args.pod_name()).with_annotate_delay(args.test_annotate_delay),
+        KubeCluster::new(request_client, args.pod_name())
+            .with_watch_client(client)
+            .with_annotate_delay(args.test_annotate_delay),
     );
     let settings = Settings {
         resync_period: args.resync_period,
