@@ -219,6 +219,23 @@ pub fn diagnose(cluster: &Cluster) {
     ] {
         print_kubectl(cluster, args);
     }
+    print_webhook_calls_failed();
+}
+
+/// The apiserver's lines about calling a webhook: a Windows pod admitted without the IP
+/// resource is a call that failed under failurePolicy Ignore, and only the apiserver says why
+/// (a CI run had 3 such pods on an idle replica set, and nothing in the replicas' logs).
+fn print_webhook_calls_failed() {
+    let dir = std::env::var("WINIPAM_CLUSTER_DIR").unwrap_or("/var/tmp/winipam-cluster".into());
+    let path = std::path::Path::new(&dir).join("kube-apiserver.log");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("webhook")).collect();
+    eprintln!(
+        "--- {} lines of {} about webhooks (the last 40):\n{}",
+        lines.len(),
+        path.display(),
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    );
 }
 
 /// Runs `kubectl args` and prints what it said, for a failed wait.
