@@ -190,34 +190,39 @@ proptest! {
     }
 }
 
+/// `flag` refuses each of `bad` at start, naming itself, and takes each of `good`.
+fn rejected_at_start(flag: &str, bad: &[&str], good: &[&str]) {
+    for value in bad {
+        let cli = Cli::try_parse_from(["winipam", flag, value]).unwrap();
+        let err = cli.run.validate().expect_err(value);
+        assert!(err.contains(flag), "{err}");
+    }
+    for value in good {
+        let cli = Cli::try_parse_from(["winipam", flag, value]).unwrap();
+        assert_eq!(cli.run.validate(), Ok(()), "{flag} {value}");
+    }
+}
+
 /// `--resync-period 0` made the dispatcher resync (describe every instance) in a busy loop, and a
 /// huge one panicked computing the jittered delay; both are now rejected at start.
 #[test]
 fn resync_period_zero_or_huge_is_rejected() {
-    for bad in ["0", "0s", "18446744073709551615", "1000000h"] {
-        let cli = Cli::try_parse_from(["winipam", "--resync-period", bad]).unwrap();
-        let err = cli.run.validate().expect_err(bad);
-        assert!(err.contains("--resync-period"), "{err}");
-    }
-    for good in ["1s", "60s", "24h"] {
-        let cli = Cli::try_parse_from(["winipam", "--resync-period", good]).unwrap();
-        assert_eq!(cli.run.validate(), Ok(()), "{good}");
-    }
+    rejected_at_start(
+        "--resync-period",
+        &["0", "0s", "18446744073709551615", "1000000h"],
+        &["1s", "60s", "24h"],
+    );
 }
 
 /// `--status-interval 0` would rewrite every node's status on every pass: rejected at start, as
 /// is one so long that the status says nothing of the present.
 #[test]
 fn status_interval_zero_or_huge_is_rejected() {
-    for bad in ["0", "500ms", "11m", "1000000h"] {
-        let cli = Cli::try_parse_from(["winipam", "--status-interval", bad]).unwrap();
-        let err = cli.run.validate().expect_err(bad);
-        assert!(err.contains("--status-interval"), "{err}");
-    }
-    for good in ["1s", "30s", "10m"] {
-        let cli = Cli::try_parse_from(["winipam", "--status-interval", good]).unwrap();
-        assert_eq!(cli.run.validate(), Ok(()), "{good}");
-    }
+    rejected_at_start(
+        "--status-interval",
+        &["0", "500ms", "11m", "1000000h"],
+        &["1s", "30s", "10m"],
+    );
 }
 
 /// A Lease counts its duration in int32 seconds: a longer `--lease-duration` was accepted and

@@ -1,5 +1,6 @@
-//! The addresses a status lists ahead: free addresses a worker may hand out next, written before the pods that take them arrive. A pod that takes one needs one
-//! apiserver write on its path, its annotation; a new leader treats a listed address as
+//! The addresses a status lists ahead: free addresses a worker may hand out next, written
+//! before the pods that take them arrive. A pod that takes one needs one apiserver write on
+//! its path, its annotation; a new leader treats a listed address as
 //! possibly in use (no live pod's annotation names it: it cools down from the leader's start,
 //! `NodePool::cool_released_while_away`).
 //!
