@@ -48,6 +48,8 @@ state="${WINIPAM_CLUSTER_DIR:-/var/tmp/winipam-cluster}"
 # reachable: its ClusterIP is an address of the bridge), and KWOK's pod IPs (never routed).
 BRIDGE=winipam0
 BRIDGE_IP=10.88.0.1
+# Locally administered, from BRIDGE_IP (see setup_bridge in cluster-node.sh).
+BRIDGE_MAC=02:00:0a:58:00:01
 POD_CIDR=10.88.0.0/24
 SERVICE_CIDR=10.96.0.0/24
 API_IP=10.96.0.1
