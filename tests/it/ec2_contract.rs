@@ -285,3 +285,24 @@ contract!(
     unknown_eni_is_not_found,
     unknown_instance_is_not_found,
 );
+
+/// moto answers DescribeInstances 100 reservations a page, with a NextToken, even when the
+/// request names its instances (AWS answers those in one page): the adapter reads every page.
+/// Read as one page, the instances past the first 100 were "not found" (R3 at 1,000 nodes).
+#[tokio::test]
+async fn on_moto_describes_instances_beyond_one_page() {
+    let w = moto_world().await;
+    let sdk = Moto::shared().sdk();
+    let mut ids = vec![w.instance_id.clone()];
+    // One reservation each, as nodes launched one by one.
+    for _ in 0..120 {
+        ids.extend(moto::run_instances(&sdk, &w.subnet_id, "m5.large", 1).await);
+    }
+    let found = w.client.describe_instances(&ids).await.unwrap();
+    assert_eq!(found.len(), ids.len());
+    let last = ids.last().unwrap();
+    assert_eq!(
+        w.client.describe_instance(last).await.unwrap().instance_id,
+        *last
+    );
+}

@@ -143,21 +143,40 @@ impl AwsEc2 {
 }
 
 impl Ec2Backend for AwsEc2 {
+    /// Follows `NextToken`: AWS answers a request that names its instances in one page, but an
+    /// EC2-compatible endpoint may not (moto gives 100 reservations a page). Read as one page,
+    /// the rest were "not found": at a leader change on 1,000 moto nodes, 900 nodes got an
+    /// `InstanceNotFound` Warning and waited out retries, 206 s in all (R3).
     async fn describe_instances(&self, ids: &[String]) -> Result<Vec<InstanceInfo>, Ec2Error> {
         let op = Operation::DescribeInstances;
-        let out = self
-            .client
-            .describe_instances()
-            .set_instance_ids(Some(ids.to_vec()))
-            .send()
-            .await
-            .map_err(|e| sdk_error(op, e))?;
-        Ok(out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(instance_info)
-            .collect())
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        // A bound in case an endpoint keeps answering with a token: what was read is kept, and
+        // an instance left out is looked up again later.
+        for _ in 0..=ids.len() {
+            let page = self
+                .client
+                .describe_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error(op, e))?;
+            found.extend(
+                (page.reservations().iter())
+                    .flat_map(|r| r.instances())
+                    .filter_map(instance_info),
+            );
+            match page.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+                _ => return Ok(found),
+            }
+        }
+        tracing::warn!(
+            instances = ids.len(),
+            "DescribeInstances kept answering with a NextToken; the instances not read are looked up again later"
+        );
+        Ok(found)
     }
 
     async fn describe_subnets(&self, ids: &[String]) -> Result<Vec<SubnetInfo>, Ec2Error> {
