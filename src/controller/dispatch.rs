@@ -133,7 +133,26 @@ impl<C: Cluster, B: Ec2Backend> Controller<C, B> {
                         // A closed channel means the worker is ending; nothing to deliver.
                         let _ = w.tx.send(NodeMsg::StepDown);
                     }
-                    state.stop_all().await;
+                    // The elector still runs while the workers write their last statuses: if
+                    // it says the lead went (renewals failing on a slow apiserver), they stop
+                    // writing, since the next leader may already have written newer records,
+                    // which a late last status would overwrite.
+                    let stopping = state.stop_all();
+                    let mut stopping = std::pin::pin!(stopping);
+                    loop {
+                        tokio::select! {
+                            () = &mut stopping => break,
+                            changed = leader.changed(), if elector_alive => {
+                                let leading = changed.is_ok() && *leader.borrow_and_update();
+                                elector_alive = changed.is_ok();
+                                if !leading {
+                                    tracing::warn!("leadership lost while stepping down: last statuses not yet written are not written");
+                                    self.ctx.metrics.set_leader(false);
+                                    self.ctx.readiness.set_leader(false);
+                                }
+                            }
+                        }
+                    }
                     return;
                 }
             }

@@ -305,4 +305,6 @@ mod ordering_tests;
 #[cfg(test)]
 mod path_tests;
 #[cfg(test)]
+mod stepdown_tests;
+#[cfg(test)]
 mod tests;
