@@ -46,9 +46,8 @@ impl NodePool {
 
     /// Up to `n` addresses to list ahead, none of `listed` (sorted): free ones in the order
     /// [`NodePool::assign`] takes them (prefix mode: the /28 with the fewest free first), but
-    /// the last `reserve` free ones not listed (a new leader hands those out at once). Never
-    /// cooling ones: a new leader would cool them from its own start, at least 60 s, instead of
-    /// what is left of their cool-down, and a full node's new pods would wait that long.
+    /// the last `reserve` free ones not listed (a new leader hands those out at once). Cooling
+    /// ones are [`NodePool::cooling_candidates`].
     pub fn ahead_candidates(
         &self,
         n: usize,
@@ -80,6 +79,29 @@ impl NodePool {
         }
         out.truncate(out.len().saturating_sub(reserve).min(n));
         out
+    }
+
+    /// Up to `n` cooling addresses to list ahead, none of `listed` (sorted), the soonest free
+    /// first; none part of a release in flight, all of a kind this mode hands out. Listed in the
+    /// status that records their pod's going, they are handed out with no status write of their
+    /// own once their cool-down ends.
+    pub fn cooling_candidates(
+        &self,
+        n: usize,
+        listed: &[Ipv4Addr],
+        now: Timestamp,
+    ) -> Vec<Ipv4Addr> {
+        if n == 0 || self.gone {
+            return Vec::new();
+        }
+        let mut cooling: Vec<(Timestamp, Ipv4Addr)> = (self.cooling.iter())
+            .filter(|(a, _)| listed.binary_search(a).is_err())
+            .filter(|(a, _)| self.addr_state(**a, now) == AddrState::Cooling)
+            .filter(|(a, _)| !self.releasing(**a) && self.kind_handed_out(**a, now).is_some())
+            .map(|(a, until)| (*until, *a))
+            .collect();
+        cooling.sort_unstable();
+        cooling.into_iter().take(n).map(|(_, a)| a).collect()
     }
 
     /// As [`NodePool::assign`], taking first a free address of `preferred` (sorted: the

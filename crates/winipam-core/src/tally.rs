@@ -72,7 +72,7 @@ impl NodePool {
         }
     }
 
-    fn releasing(&self, addr: Ipv4Addr) -> bool {
+    pub(crate) fn releasing(&self, addr: Ipv4Addr) -> bool {
         match &self.in_flight {
             Some((Action::ReleaseIps(ips), _)) => ips.contains(&addr),
             Some((Action::ReleasePrefixes(nets), _)) => nets.iter().any(|n| n.contains(&addr)),

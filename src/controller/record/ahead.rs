@@ -73,6 +73,22 @@ pub(crate) fn ahead(
         out.extend(more);
         out.sort_unstable();
     }
+    // Cooling ones too, as many again, the soonest free first: listed in the status that
+    // records their pods' going, they are handed out with no write of their own when their
+    // cool-down ends. Listed only once free, each freed address cost a status write (a refill,
+    // or an uncovered pod's) under R2's churn: 0.14 status writes per pod. A new leader after a
+    // crash cools them from its own start (the orphan hold) rather than to the end of their
+    // cool-down; the room rule above bounds what it holds.
+    let cooling_listed = out.len()
+        - (out.iter())
+            .filter(|a| pool.may_hand_out_now(**a, now))
+            .count();
+    let wanted = (size.saturating_sub(cooling_listed)).min(pool.room().saturating_sub(out.len()));
+    if wanted > 0 {
+        let more = pool.cooling_candidates(wanted, &out, now);
+        out.extend(more);
+        out.sort_unstable();
+    }
     out
 }
 
@@ -107,6 +123,7 @@ mod tests {
     use super::super::test_support::{facts, prefix_pool, prefix_pool_on};
     use super::*;
     use crate::ipam::PodUid;
+    use std::time::Duration;
 
     const NOW: Timestamp = Timestamp(1_000_000);
 
@@ -136,14 +153,55 @@ mod tests {
         assert_eq!(next.len(), 3);
         assert!(!next.contains(&first[0]), "{next:?}");
         assert!(next.contains(&first[1]) && next.contains(&first[2]));
-        // Released to cool-down, it is no candidate until it is free again.
+        // Released to cool-down, it is listed again as a cooling one, not as a free one.
         pool.release(&PodUid::new("a"), NOW);
+        assert_eq!(pool.ahead_candidates(16, &[], 1, NOW).len(), 14);
         let all = ahead(None, &pool, 16, NOW);
-        assert_eq!(all.len(), 14, "15 free, one kept back");
-        assert!(!all.contains(&first[0]));
+        assert_eq!(all.len(), 15, "15 free, one kept back, and the cooling one");
+        assert!(all.contains(&first[0]));
         // The warm target (1 in prefix mode) is kept out: a new leader hands it out at once.
         assert_eq!(pool.ahead_candidates(16, &[], 0, NOW).len(), 15);
-        assert_eq!(pool.ahead_candidates(16, &[], 1, NOW).len(), 14);
+    }
+
+    #[test]
+    fn cooling_addresses_are_listed_ahead_and_taken_without_a_write_once_free() {
+        let mut pool = prefix_pool();
+        let gone: Vec<Ipv4Addr> = (0..3)
+            .map(|i| {
+                let uid = PodUid::new(&format!("p{i}"));
+                pool.assign(&uid, NOW);
+                let a = pool.address_of(&uid).unwrap();
+                pool.release(&uid, NOW.plus(Duration::from_secs(i)));
+                a
+            })
+            .collect();
+        // The soonest free first, at most `n`, none already listed.
+        assert_eq!(pool.cooling_candidates(2, &[], NOW), gone[..2].to_vec());
+        assert_eq!(
+            pool.cooling_candidates(8, &gone[..1], NOW),
+            gone[1..].to_vec()
+        );
+        // Listed with the free ones: `size` free ones, and as many cooling ones.
+        let listed = ahead(None, &pool, 2, NOW);
+        assert_eq!(listed.len(), 4, "{listed:?}");
+        assert!(gone[..2].iter().all(|a| listed.contains(a)), "{listed:?}");
+        // Once their cool-down is over, a pod takes one it finds listed: no status write.
+        let later = NOW.plus(Duration::from_secs(60));
+        let mut written = facts(&[]);
+        written.ahead = listed.clone();
+        pool.mark_published();
+        let uid = PodUid::new("next");
+        pool.assign_preferring(&uid, &written.ahead, later);
+        let taken = pool.address_of(&uid).unwrap();
+        assert!(listed.contains(&taken));
+        assert!(pool.same_holder_since_published(taken));
+        // No room on the ENI: nothing is listed, cooling or not.
+        let mut full = prefix_pool_on(2);
+        let uid = PodUid::new("x");
+        full.assign(&uid, NOW);
+        full.release(&uid, NOW);
+        assert_eq!(full.cooling_candidates(8, &[], NOW).len(), 1);
+        assert!(ahead(None, &full, 8, NOW).is_empty());
     }
 
     #[test]

@@ -281,7 +281,11 @@ mod tests {
         if let Some(f) = &mut all.pool {
             // The written list stays (10.0.0.18 cools down, covered as listed ahead).
             f.ahead = super::super::ahead::ahead(Some(&*f), &pool, 16, NOW);
-            assert_eq!(f.ahead.len(), 14, "14 free, one kept back, and 10.0.0.18");
+            assert_eq!(
+                f.ahead.len(),
+                15,
+                "14 free, one kept back, 10.0.0.18, and 10.0.0.17 (cooling)"
+            );
         }
         assert!(!write_at_once(Some(&all), Some(&pool), NOW, false, 64));
     }
