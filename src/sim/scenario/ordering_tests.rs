@@ -3,10 +3,9 @@
 //! relies on those lists to cool down addresses whose pods went while no controller ran, or
 //! that a pod its cache does not show yet may hold), also while status writes fail.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::policy::{CONFIG_NAME, CONFIG_NAMESPACE, PolicyKind, Running};
+use super::policy::{PolicyKind, Running};
 use super::world::World;
 use crate::ipam::parse_annotation;
 use crate::k8s::ClusterError;
@@ -59,14 +58,7 @@ fn annotations_wait_for_a_status_that_lists_their_address() {
         .unwrap();
     runtime.block_on(async {
         let mut world = World::new(1, 1);
-        world.cluster.set_config_map(
-            CONFIG_NAMESPACE,
-            CONFIG_NAME,
-            BTreeMap::from([(
-                "enable-windows-prefix-delegation".to_string(),
-                "true".to_string(),
-            )]),
-        );
+        world.enable_prefix_delegation();
         let run = Running::start(PolicyKind::Winipam, &world, 1);
         let node = world.launch_node("m5.xlarge").unwrap();
         for i in 0..3 {

@@ -14,7 +14,8 @@ use crate::sim::ec2::Fault;
 
 const NS: &str = "default";
 
-fn paused_runtime() -> tokio::runtime::Runtime {
+/// A single-threaded runtime with paused time: a simulated run is reproducible from its seed.
+pub(super) fn paused_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)

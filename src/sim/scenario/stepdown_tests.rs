@@ -2,26 +2,18 @@
 //! leader holds nothing back. One whose lead goes while it steps down writes no last status:
 //! the next leader may already have written newer records, which it would overwrite.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
-use super::policy::{CONFIG_NAME, CONFIG_NAMESPACE, WinipamProcess, spawn_controller};
+use super::path_tests::paused_runtime;
+use super::policy::{WinipamProcess, spawn_controller};
 use super::world::World;
 use crate::controller::Settings;
 use crate::server::Readiness;
 
 const NS: &str = "default";
-
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a runtime")
-}
 
 /// One leading process on a node with three annotated pods, its status listing addresses
 /// ahead; then it is told to stop, and (`lead_goes`) its elector says at the same instant that
@@ -29,14 +21,7 @@ fn paused_runtime() -> tokio::runtime::Runtime {
 async fn stop(lead_goes: bool) -> (Vec<String>, Vec<String>) {
     let mut world = World::new(1, 1);
     // Prefix mode: a /28 leaves free addresses to list ahead beyond the warm target.
-    world.cluster.set_config_map(
-        CONFIG_NAMESPACE,
-        CONFIG_NAME,
-        BTreeMap::from([(
-            "enable-windows-prefix-delegation".to_string(),
-            "true".to_string(),
-        )]),
-    );
+    world.enable_prefix_delegation();
     let (leader_tx, leader_rx) = watch::channel(true);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let controller = spawn_controller(

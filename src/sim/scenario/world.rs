@@ -78,6 +78,19 @@ impl World {
 
     /// Launches an instance of `instance_type` and registers its Windows node. Returns the
     /// node's name (as EKS names nodes: after the primary address).
+    /// Turns on prefix delegation in the controller's ConfigMap (tests).
+    #[cfg(test)]
+    pub fn enable_prefix_delegation(&self) {
+        self.cluster.set_config_map(
+            super::policy::CONFIG_NAMESPACE,
+            super::policy::CONFIG_NAME,
+            std::collections::BTreeMap::from([(
+                "enable-windows-prefix-delegation".to_string(),
+                "true".to_string(),
+            )]),
+        );
+    }
+
     pub fn launch_node(&mut self, instance_type: &str) -> Option<String> {
         let subnet =
             &self.subnets[(self.launched / NODES_PER_SUBNET) as usize % self.subnets.len()];
