@@ -76,7 +76,8 @@ pub(crate) fn ahead(
     // Cooling ones too, as many again, the soonest free first: listed in the status that
     // records their pods' going, they are handed out with no write of their own when their
     // cool-down ends. Listed only once free, each freed address cost a status write (a refill,
-    // or an uncovered pod's) under R2's churn: 0.14 status writes per pod. A new leader after a
+    // or an uncovered pod's): R2's 5-minute churn on 100 nodes went from 1.51 to 1.44 writes per
+    // replacement with this (docs/benchmarks.md). A new leader after a
     // crash cools them from its own start (the orphan hold) rather than to the end of their
     // cool-down; the room rule above bounds what it holds.
     let cooling_listed = out.len()
