@@ -284,13 +284,18 @@ start_control_plane() {
     --service-cluster-ip-range="$SERVICE_CIDR" --enable-aggregator-routing=true --kubelet-preferred-address-types=InternalIP \
     --enable-priority-and-fairness=false --profiling=false "${audit[@]}"
   wait_for kube-apiserver 90 kubectl_admin --request-timeout=2s get --raw=/readyz
-  # A node is marked NotReady only after 2 minutes without a heartbeat (default 50 s): on two
-  # busy cores KWOK's lease renewals can lag, and a NotReady taint stops the scheduler.
+  # A node is marked NotReady only after 25 minutes without a heartbeat (default 50 s). KWOK
+  # keeps no node Lease (no --node-lease-duration-seconds: a renewal every 10 s per node would
+  # load the apiserver of a 1,000-node run), and its heartbeat stage writes a node's status
+  # every 600-610 s. With 2 minutes, KWOK nodes went NotReady for a few seconds every few
+  # minutes (the node controller's "PartialDisruption"), their NoSchedule taint sent that
+  # moment's pods to the other nodes, and R2's churn on 100 nodes grew two or three nodes'
+  # pools to their ENI's limit.
   spawn kube-controller-manager "$node_bin/kube-controller-manager" \
     --kubeconfig="$state/controller-manager.kubeconfig" --use-service-account-credentials=true \
     --service-account-private-key-file="$certs/sa.key" --root-ca-file="$certs/ca.crt" \
     --cluster-signing-cert-file="$certs/ca.crt" --cluster-signing-key-file="$certs/ca.key" \
-    --leader-elect=false --node-monitor-grace-period=2m \
+    --leader-elect=false --node-monitor-grace-period=25m \
     --bind-address=127.0.0.1 --secure-port="$(free_port)" --profiling=false
   spawn kube-scheduler "$node_bin/kube-scheduler" --kubeconfig="$state/scheduler.kubeconfig" \
     --leader-elect=false --bind-address=127.0.0.1 --secure-port="$(free_port)" --profiling=false
