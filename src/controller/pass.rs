@@ -43,6 +43,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                     self.adopt_annotated(built_at).await;
                     self.cool_restored_used(built_at);
                     self.take_over(built_at);
+                    let interval = self.ctx.settings.status_min_interval;
+                    self.status.first_due = Some(built_at.plus(interval));
                 }
                 match &self.phase {
                     Phase::Init { retry_at, .. } => Some(*retry_at),
@@ -168,6 +170,8 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             return writes;
         }
         if writes.iter().any(|w| !self.may_annotate(w)) {
+            // A pod waits for it: a new leader's first status goes now.
+            self.status.first_due = None;
             self.write_status(now).await;
         }
         let before = writes.len();

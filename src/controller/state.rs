@@ -130,6 +130,9 @@ pub(crate) struct StatusState {
     /// The NodeAddressPool was read at leadership start, owned by this node: the first write
     /// needs no create.
     pub(crate) object_read: bool,
+    /// A new leader's first status may wait until then (`rules::first_may_wait`); `None`
+    /// once something needs it at once.
+    pub(crate) first_due: Option<Timestamp>,
     /// The leader is stepping down and this worker hands out nothing more: its last status
     /// lists nothing ahead, so the next leader holds none of those addresses back.
     pub(crate) stepping_down: bool,

@@ -172,8 +172,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
     /// conditions) at most every `status_min_interval` (`--status-interval`, 30 s by default),
     /// so a node taking a pod a second writes one status per thirty pods, and a new leader's
     /// view of the cool-downs is never older than that (the records it misses are covered by
-    /// the addresses listed as used; a leader stepping down writes them all). Returns when a
-    /// deferred write or a retry is due. The first write of a worker creates the
+    /// the addresses listed as used; a leader stepping down writes them all). A new leader's
+    /// first write waits for the interval too while nothing needs it (`rules::first_may_wait`).
+    /// Returns when a deferred write or a retry is due. The first write of a worker creates the
     /// NodeAddressPool if needed (nodes that cannot be managed get one too, saying why).
     pub(crate) async fn write_status(&mut self, now: Timestamp) -> Option<Timestamp> {
         // A worker of a deposed leader (a pass still running or an EC2 call finishing when the
@@ -222,6 +223,15 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         } else {
             None
         };
+        if let Some(due) = self.status.first_due.filter(|due| *due > now)
+            && at_once == Some(rules::AtOnce::First)
+            && self.status.published.is_none()
+            && !self.status.object_missing
+            && !self.status.stepping_down
+            && rules::first_may_wait(self.status.object_read, pool, self.blocked)
+        {
+            return Some(due);
+        }
         let interval = self.ctx.settings.status_min_interval;
         if why.is_none()
             && let Some(due) = self.status.written_at.map(|at| at.plus(interval))

@@ -84,6 +84,24 @@ pub(crate) fn at_once(
     }
 }
 
+/// A new leader's first status may wait for the coalescing interval, as later ones do, while
+/// nothing it did needs it: the node's NodeAddressPool exists and holds the previous leader's
+/// records (`object_read`), which a leader after this one rebuilds from just as this one did
+/// (the same annotations, the same addresses held back, from its own start); no release waits
+/// for it (`may_call`); not `blocked` (a pause hands back on it). A pod's annotation does need
+/// it (`may_annotate`), and the pass writes it at once then. On taking the lead with 1,000
+/// nodes, the first statuses of nodes with no new pod went first and held the pods of the
+/// others back: R3 gave 25.1 s from the kill to the last new pod annotated, 1,000 first writes.
+pub(crate) fn first_may_wait(object_read: bool, pool: Option<&NodePool>, blocked: bool) -> bool {
+    object_read
+        && !blocked
+        && pool.is_some_and(|pool| {
+            !pool
+                .in_flight()
+                .is_some_and(|(action, _)| is_release(action))
+        })
+}
+
 /// Why a status write could not wait for the coalescing interval (`at_once`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AtOnce {
@@ -166,6 +184,37 @@ mod tests {
             pool: None,
             kept: Some(Default::default()),
         }
+    }
+
+    #[test]
+    fn a_new_leaders_first_status_waits_only_while_nothing_needs_it() {
+        let pool = prefix_pool();
+        assert!(
+            first_may_wait(true, Some(&pool), false),
+            "previous records read"
+        );
+        assert!(
+            !first_may_wait(false, Some(&pool), false),
+            "no records to rebuild from"
+        );
+        assert!(
+            !first_may_wait(true, Some(&pool), true),
+            "a pause hands back on it"
+        );
+        assert!(!first_may_wait(true, None, false), "no pool built");
+        let mut releasing = prefix_pool();
+        let net: Ipv4Net = "10.0.0.16/28".parse().unwrap();
+        releasing.begin(&Action::ReleasePrefixes(vec![net]), NOW);
+        assert!(
+            !first_may_wait(true, Some(&releasing), false),
+            "a release waits for it"
+        );
+        let mut assigning = prefix_pool();
+        assigning.begin(&Action::AssignPrefixes(1), NOW);
+        assert!(
+            first_may_wait(true, Some(&assigning), false),
+            "an Assign needs none"
+        );
     }
 
     #[test]

@@ -307,4 +307,6 @@ mod path_tests;
 #[cfg(test)]
 mod stepdown_tests;
 #[cfg(test)]
+mod takeover_tests;
+#[cfg(test)]
 mod tests;

@@ -114,6 +114,18 @@ fn start_winipam(
         stopped.await;
         drop(leader_tx);
     };
+    spawn_on_world(world, seed, readiness, leader_rx, stopped)
+}
+
+/// One winipam process with the default settings on `world`'s cluster and EC2, led by
+/// `leader`, until `stopped` resolves.
+pub(super) fn spawn_on_world(
+    world: &World,
+    seed: u64,
+    readiness: Readiness,
+    leader: watch::Receiver<bool>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
     spawn_controller(
         Arc::new(world.cluster.clone()),
         world.ec2.clone(),
@@ -123,7 +135,7 @@ fn start_winipam(
             readiness,
             settings: Settings::default(),
         },
-        leader_rx,
+        leader,
         stopped,
     )
 }
