@@ -38,9 +38,10 @@ const LIST_PAGE: u32 = 500;
 const NOTE_MAX_BYTES: usize = 1024;
 const REASON_MAX_BYTES: usize = 128;
 
-/// Every request of the controller but its watches is bounded by this (see [`bounded`]): the
-/// apiserver answers a status write or an annotation in milliseconds, and a request that hangs
-/// on a dead connection would stall its node's worker (and a leader's step-down) for good.
+/// Every request of the controller and of the webhooks' self-managed certificates but the
+/// watches is bounded by this (see [`bounded`]): the apiserver answers a status write or an
+/// annotation in milliseconds, and a request that hangs on a dead connection would stall its
+/// node's worker (and a leader's step-down), or a replica's certificate, for good.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `config` with every request bounded by `bound`: connecting, sending, and waiting for the
@@ -429,5 +430,46 @@ mod tests {
         assert_eq!((o.name.as_str(), o.uid.as_str()), ("n1", "uid-1"));
         assert_eq!(o.block_owner_deletion, None);
         assert_eq!(o.controller, None);
+    }
+
+    /// The apiserver behind a live socket that never answers, as both followers' Lease GETs
+    /// met in the chart test (`leader/lease.rs`): a bounded request fails within its bound, so
+    /// its caller retries on a new connection; an unbounded one waits for good.
+    #[tokio::test]
+    async fn a_bounded_request_to_an_apiserver_that_never_answers_fails() {
+        use std::time::Duration;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url: http::Uri = format!("http://{}", listener.local_addr().expect("an address"))
+            .parse()
+            .expect("a URL");
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let get = |config: kube::Config| {
+            let api =
+                Api::<ConfigMap>::namespaced(Client::try_from(config).expect("a client"), "x");
+            async move { api.get_opt("y").await }
+        };
+        let unbounded =
+            tokio::time::timeout(Duration::from_secs(2), get(kube::Config::new(url.clone()))).await;
+        assert!(
+            unbounded.is_err(),
+            "kube sets no bound by default: {unbounded:?}"
+        );
+        let within = tokio::time::timeout(
+            Duration::from_secs(10),
+            get(bounded(kube::Config::new(url), Duration::from_millis(500))),
+        )
+        .await;
+        silent.abort();
+        assert!(
+            matches!(within, Ok(Err(_))),
+            "the bounded request fails, well within 10 s: {within:?}"
+        );
     }
 }

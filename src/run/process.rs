@@ -58,6 +58,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let kube_config = kube::Config::infer().await?;
     let client = kube::Client::try_from(kube_config.clone())?;
+    // Requests are bounded, watches (on `client`) are not: the controller's and the webhooks'.
+    let request_client = kube::Client::try_from(bounded(kube_config.clone(), REQUEST_TIMEOUT))?;
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
     let (trigger, shutdown) = shutdown_channel();
@@ -98,8 +100,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         tracing::warn!("admission webhooks disabled (--disable-webhooks)");
         None
     } else {
-        let server =
-            crate::webhook::WebhookServer::bind(args.webhook_config(client.clone())).await?;
+        let server = crate::webhook::WebhookServer::bind(
+            args.webhook_config(client.clone(), request_client.clone()),
+        )
+        .await?;
         tracing::info!(addr = %args.webhook_addr, "serving admission webhooks");
         let stop = serving.clone();
         Some(tokio::spawn(
@@ -113,9 +117,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         renew_deadline: args.renew_deadline,
         retry_period: args.retry_period,
     };
-    let lease_client = kube::Client::try_from(lease_client_config(kube_config.clone(), &timings))?;
-    // The controller's requests are bounded, its watches (on `client`) are not.
-    let request_client = kube::Client::try_from(bounded(kube_config, REQUEST_TIMEOUT))?;
+    let lease_client = kube::Client::try_from(lease_client_config(kube_config, &timings))?;
     let elector = LeaseElector::new(
         lease_client,
         args.lease_namespace(),

@@ -8,10 +8,12 @@ use crate::webhook::{CertSource, SelfManagedCerts, WebhookConfig};
 impl RunArgs {
     /// The configuration the flags describe: `--webhook-addr`, `--webhook-cert-mode` (`files`
     /// in `--webhook-cert-dir`, or self-managed in the controller's namespace) and
-    /// `--controller-service-accounts`.
-    pub fn webhook_config(&self, client: kube::Client) -> WebhookConfig {
+    /// `--controller-service-accounts`. `client` serves the watches, `requests` (bounded) the
+    /// rest.
+    pub fn webhook_config(&self, client: kube::Client, requests: kube::Client) -> WebhookConfig {
         WebhookConfig {
             client,
+            requests,
             addr: self.webhook_addr,
             certs: self.cert_source(),
             allowed_users: self.controller_service_accounts(),
@@ -76,7 +78,7 @@ mod tests {
         ))
         .expect("a client");
         let cfg = args(&["--namespace", "ops", "--webhook-addr", "127.0.0.1:8443"])
-            .webhook_config(client);
+            .webhook_config(client.clone(), client);
         assert_eq!(
             cfg.addr,
             "127.0.0.1:8443".parse::<SocketAddr>().expect("an address")

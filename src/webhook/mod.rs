@@ -53,8 +53,13 @@ pub const DEFAULT_ADDR: &str = "0.0.0.0:9443";
 /// Everything [`serve`] needs.
 #[derive(Clone)]
 pub struct WebhookConfig {
-    /// RuntimeClass lookups; with self-managed certificates also the Secret and the caBundles.
+    /// The watches: RuntimeClasses, the VPC Resource Controller's switch, the NodeAddressPools.
     pub client: kube::Client,
+    /// Self-managed certificates' reads and writes of the Secret and the caBundles: a client
+    /// whose requests are bounded (`k8s::bounded`), so that a request hanging on a dead
+    /// connection fails and is retried instead of holding the replica unready at its start, or
+    /// its certificate's renewal, for good.
+    pub requests: kube::Client,
     /// Where to listen (`--webhook-addr`, default `0.0.0.0:9443`).
     pub addr: SocketAddr,
     pub certs: CertSource,

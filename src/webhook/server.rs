@@ -105,7 +105,7 @@ impl WebhookServer {
                 (resolver, task)
             }
             CertSource::SelfManaged(settings) => {
-                let manager = SelfManaged::new(cfg.client.clone(), settings);
+                let manager = SelfManaged::new(cfg.requests, settings);
                 let stored = manager.ensure_secret(SystemTime::now()).await?;
                 let resolver = CertResolver::new(certified_key(&stored.serving)?);
                 let task = tokio::spawn(manager.maintain(resolver.clone(), stored));

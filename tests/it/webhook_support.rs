@@ -181,6 +181,7 @@ impl RunningServer {
     ) -> RunningServer {
         init_tracing();
         let cfg = WebhookConfig {
+            requests: client.clone(),
             client,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             certs,
