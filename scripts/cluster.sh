@@ -288,16 +288,20 @@ start_control_plane() {
   # keeps no node Lease (no --node-lease-duration-seconds: a renewal every 10 s per node would
   # load the apiserver of a 1,000-node run), and its heartbeat stage writes a node's status
   # every 600-610 s. With 2 minutes, KWOK nodes went NotReady for a few seconds every few
-  # minutes (the node controller's "PartialDisruption"), their NoSchedule taint sent that
-  # moment's pods to the other nodes, and R2's churn on 100 nodes grew two or three nodes'
-  # pools to their ENI's limit.
+  # minutes (the node controller's "PartialDisruption", two or three times in each 5-minute R2
+  # run), and their NoSchedule taint sent that moment's pods to the other nodes.
+  # The clients of the controller-manager and the scheduler may send 200 requests/s (defaults:
+  # 20 and 50): the ReplicaSet controller's pod creations set the pace of the scale harness's
+  # R2, which asks for 100 replacements/s and got 20.
   spawn kube-controller-manager "$node_bin/kube-controller-manager" \
     --kubeconfig="$state/controller-manager.kubeconfig" --use-service-account-credentials=true \
     --service-account-private-key-file="$certs/sa.key" --root-ca-file="$certs/ca.crt" \
     --cluster-signing-cert-file="$certs/ca.crt" --cluster-signing-key-file="$certs/ca.key" \
     --leader-elect=false --node-monitor-grace-period=25m \
+    --kube-api-qps=200 --kube-api-burst=400 \
     --bind-address=127.0.0.1 --secure-port="$(free_port)" --profiling=false
   spawn kube-scheduler "$node_bin/kube-scheduler" --kubeconfig="$state/scheduler.kubeconfig" \
+    --kube-api-qps=200 --kube-api-burst=400 \
     --leader-elect=false --bind-address=127.0.0.1 --secure-port="$(free_port)" --profiling=false
   # KWOK: the Windows nodes (label type=kwok) stay Ready and their pods run.
   kwok_stages >"$state/kwok-stages.yaml"

@@ -8,7 +8,7 @@
 #   scale.sh r1|r2|r3 [--nodes N] [--pods P] [--rate R] [--duration D] [--ec2 sim|moto] [--out DIR]
 #
 #   r1  scale-out from 0 to P pods at R pods/s
-#   r2  r1, then pods replaced at R/s for D (default 30s)
+#   r2  r1, then pods replaced at up to R/s for D (default 30s), the Deployment kept at P less R live
 #   r3  r1 with two controllers, then the leader SIGKILLed and P/10 more pods
 #   --ec2 sim (r1, r2 default): EC2 simulated in the controller process; moto (r3 default): the
 #       cluster's moto, which both replicas share (a simulated EC2 dies with its process), in

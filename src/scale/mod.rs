@@ -6,7 +6,8 @@
 //! `/metrics` and the apiserver's audit log.
 //!
 //! - R1 scale-out: the Deployment from 0 to `--pods` at `--rate` pods/s.
-//! - R2 churn: R1, then pods deleted at `--rate`/s for `--duration` (the Deployment replaces them).
+//! - R2 churn: R1, then pods deleted at up to `--rate`/s for `--duration` while the Deployment,
+//!   which replaces them, keeps all but a second's worth of its pods live.
 //! - R3 leader kill: R1, then the Lease holder is SIGKILLed and `--pods`/10 more pods arrive.
 
 pub mod drive;

@@ -118,6 +118,17 @@ impl PodWatch {
         }
     }
 
+    /// Live pods (not gone, not leaving) but those named in `skip` (deleted, and not yet seen
+    /// terminating).
+    pub fn live_outside(&self, skip: &BTreeSet<String>) -> usize {
+        let state = self.state.lock().expect("watch state");
+        state
+            .pods
+            .values()
+            .filter(|p| !p.gone && p.leaving.is_none() && !skip.contains(&p.name))
+            .count()
+    }
+
     /// Every violation seen so far (two live pods naming one address, an address changed).
     pub fn violations(&self) -> Vec<String> {
         self.state.lock().expect("watch state").violations.clone()
