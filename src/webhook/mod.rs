@@ -57,8 +57,8 @@ pub struct WebhookConfig {
     pub client: kube::Client,
     /// Self-managed certificates' reads and writes of the Secret and the caBundles: a client
     /// whose requests are bounded (`k8s::bounded`), so that a request hanging on a dead
-    /// connection fails and is retried instead of holding the replica unready at its start, or
-    /// its certificate's renewal, for good.
+    /// connection fails (at the start the process exits and is restarted; a renewal is
+    /// retried) instead of holding the replica unready, or its certificate's renewal, for good.
     pub requests: kube::Client,
     /// Where to listen (`--webhook-addr`, default `0.0.0.0:9443`).
     pub addr: SocketAddr,
