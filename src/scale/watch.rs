@@ -30,6 +30,13 @@ pub struct PodRecord {
     pub gone: bool,
 }
 
+impl PodRecord {
+    /// Neither gone nor seen terminating: a pod of the Deployment's strength.
+    fn is_live(&self) -> bool {
+        !self.gone && self.leaving.is_none()
+    }
+}
+
 #[derive(Default)]
 struct State {
     pods: BTreeMap<String, PodRecord>,
@@ -103,10 +110,7 @@ impl PodWatch {
     /// for a full size asks every 100 ms).
     pub fn counts(&self) -> Counts {
         let state = self.state.lock().expect("watch state");
-        let live = state
-            .pods
-            .values()
-            .filter(|p| !p.gone && p.leaving.is_none());
+        let live = state.pods.values().filter(|p| p.is_live());
         let (mut counts, mut annotated) = (0, 0);
         for pod in live {
             counts += 1;
@@ -125,7 +129,7 @@ impl PodWatch {
         state
             .pods
             .values()
-            .filter(|p| !p.gone && p.leaving.is_none() && !skip.contains(&p.name))
+            .filter(|p| p.is_live() && !skip.contains(&p.name))
             .count()
     }
 
@@ -187,7 +191,7 @@ impl PodWatch {
         let mut oldest: Vec<&PodRecord> = state
             .pods
             .values()
-            .filter(|p| !p.gone && p.leaving.is_none() && p.annotated.is_some())
+            .filter(|p| p.is_live() && p.annotated.is_some())
             .filter(|p| !skip.contains(&p.name))
             .collect();
         oldest.sort_by_key(|p| p.created);
