@@ -37,6 +37,9 @@ pub struct Written {
     pub uid: String,
     pub value: String,
     pub at: Timestamp,
+    /// The pod's node's stored NodeAddressPool status listed the address, as used or ahead,
+    /// when the annotation was sent: what a new leader would rebuild from (`unrecorded`).
+    pub recorded: bool,
 }
 
 /// Where the crash points stand; shared by every process (numbers count across processes).
@@ -203,6 +206,25 @@ pub struct GatedCluster {
     pub inner: SimCluster,
 }
 
+impl GatedCluster {
+    /// The stored status of the pod's node lists the address `value` names, as used or ahead
+    /// (read from the object's fields, not through the controller's own parsing).
+    fn status_lists(&self, namespace: &str, name: &str, value: &str) -> bool {
+        let Some(addr) = crate::ipam::parse_annotation(value) else {
+            return false;
+        };
+        let addr = addr.to_string();
+        self.inner
+            .pod_node(namespace, name)
+            .and_then(|node| self.inner.pool_status(&node))
+            .is_some_and(|status| {
+                (status.used_addresses.iter())
+                    .chain(&status.ahead_addresses)
+                    .any(|a| *a == addr)
+            })
+    }
+}
+
 impl Cluster for GatedCluster {
     async fn annotate_pod(
         &self,
@@ -214,6 +236,9 @@ impl Cluster for GatedCluster {
     ) -> Result<AnnotateOutcome, ClusterError> {
         let gate = &self.gate;
         gate.check().await;
+        // Read as the request goes: the worker writes its status before, never during, an
+        // annotation, so a later status (another process's) cannot be taken for its cover.
+        let recorded = self.status_lists(namespace, name, value);
         let out = self
             .inner
             .annotate_pod(namespace, name, uid, value, has_annotations)
@@ -229,6 +254,7 @@ impl Cluster for GatedCluster {
                 uid: uid.to_string(),
                 value: value.to_string(),
                 at: crate::clock::Clock::now(&gate.clock),
+                recorded,
             });
             drop(log);
             gate.count(&gate.tally.annotations, &gate.die_at_annotation);

@@ -8,6 +8,10 @@
 //!   removed it by hand (then a Warning Event on that pod is due by quiescence);
 //! - `cool-down`: an address freed on an ENI (its pod deleted or finished) is not annotated on
 //!   another pod of that ENI before its cool-down (the configuration in force) has passed;
+//! - `unrecorded`: an annotation is written only while the node's stored NodeAddressPool
+//!   status lists its address, as used or ahead (status before annotation, SPEC 5.3: a new
+//!   leader rebuilds from that status, and one whose pod cache lags would hand the address
+//!   out again);
 //!
 //! and at quiescence, also:
 //! - `leak`: no node holds more than its targets ask for;
@@ -112,8 +116,8 @@ impl Tracker {
         check_on_eni(world, &pods, self)
     }
 
-    /// `cool-down`: each annotation written since the last check against the addresses freed
-    /// on that ENI.
+    /// `unrecorded`, and `cool-down`: each annotation written since the last check against
+    /// the addresses freed on that ENI.
     fn check_log(&mut self, world: &ChaosWorld, log: &[Written]) -> Result<(), Violation> {
         let new = log.get(self.log_seen..).unwrap_or_default();
         self.log_seen = log.len();
@@ -127,6 +131,16 @@ impl Tracker {
                     ),
                 );
             };
+            if !w.recorded {
+                return violation(
+                    "unrecorded",
+                    format!(
+                        "{}/{} (UID {}) was annotated {addr} by process {} at {} while its \
+                         node's stored status did not list the address",
+                        w.namespace, w.name, w.uid, w.process, w.at.0
+                    ),
+                );
+            }
             let Some(eni) = self
                 .pod_nodes
                 .get(&w.uid)

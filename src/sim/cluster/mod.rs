@@ -382,6 +382,11 @@ impl SimCluster {
             .map(str::to_string)
     }
 
+    /// The node a pod is bound to.
+    pub fn pod_node(&self, namespace: &str, name: &str) -> Option<String> {
+        Some(self.lock().store.pod(namespace, name)?.node.to_string())
+    }
+
     pub fn pod_uid(&self, namespace: &str, name: &str) -> Option<String> {
         Some(uid_string(self.lock().store.pod(namespace, name)?.uid))
     }
