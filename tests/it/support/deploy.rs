@@ -97,17 +97,30 @@ pub fn name(object: &Value) -> &str {
     object["metadata"]["name"].as_str().unwrap_or_default()
 }
 
-/// Writes `yaml` to a file of its own in a fresh temporary directory (kept until the process
-/// exits) and returns its path, for `kubectl -f`.
-pub fn write_temp(file_name: &str, yaml: &str) -> PathBuf {
+/// A manifest written for `kubectl -f`: its path (`Deref`), in a temporary directory of its own
+/// that goes when this does, so the tests leave nothing in the temporary directory.
+pub struct TempManifest {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TempManifest {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Writes `yaml` to a file of its own in a fresh temporary directory, for `kubectl -f`.
+pub fn write_temp(file_name: &str, yaml: &str) -> TempManifest {
     let dir = tempfile::Builder::new()
         .prefix("winipam-deploy-")
         .tempdir()
-        .expect("create a temporary directory")
-        .keep();
-    let path = dir.join(file_name);
+        .expect("create a temporary directory");
+    let path = dir.path().join(file_name);
     std::fs::write(&path, yaml).expect("write the manifest");
-    path
+    TempManifest { path, _dir: dir }
 }
 
 /// The control plane of the deployment tests, started once: the NodeAddressPool CRD and the
