@@ -5,7 +5,8 @@
 # S1/S2's type (m5.xlarge, prefix mode), and `winipam scale-probe` driving a Deployment through
 # the real scheduler and measuring from outside. Root only (the cluster's real node).
 #
-#   scale.sh r1|r2|r3 [--nodes N] [--pods P] [--rate R] [--duration D] [--ec2 sim|moto] [--out DIR]
+#   scale.sh r1|r2|r3 [--nodes N] [--pods P] [--rate R] [--duration D] [--ec2 sim|moto]
+#            [--config KEY=VALUE]... [--release] [--out DIR]
 #
 #   r1  scale-out from 0 to P pods at R pods/s
 #   r2  r1, then pods replaced at up to R/s for D (default 30s), the Deployment kept at P less R live
@@ -14,21 +15,27 @@
 #       cluster's moto, which both replicas share (a simulated EC2 dies with its process), in
 #       secondary-IP mode (moto ignores /28 prefixes: 14 pods per node, e.g. --nodes 30 --pods 300;
 #       at most 1,024 nodes, a /26 each)
+#   --config  a key of the winipam ConfigMap (SPEC 3.1), e.g. windows-warm-ip-target=16 to keep
+#       warm addresses ahead of a churn (repeatable)
+#   --release  measure the release build (what the image ships; about 8 minutes to build cold on
+#       2 cores); the default is the tests' debug build, whose CPU and latency figures are several
+#       times a release build's. The report's title names the build that ran.
 #
 # Writes DIR/<scenario>.json, DIR/<scenario>.md and DIR/<scenario>.svg (default DIR: target/scale), and the
 # controllers' logs there. The cluster is torn down when the run ends, however it ends.
-# The winipam binary: $WINIPAM_BIN, else a debug build (cargo build, honouring CARGO_TARGET_DIR).
+# The winipam binary: $WINIPAM_BIN, else a debug or (--release) release build (cargo build,
+# honouring CARGO_TARGET_DIR).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 log() { printf 'scale: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-[ $# -ge 1 ] || { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 scenario=$1
 shift
 case "$scenario" in r1 | r2 | r3) ;; *) die "unknown scenario $scenario (r1, r2, r3)" ;; esac
-nodes=20 pods=300 rate=50 duration=30s out="$root/target/scale" ec2=sim
+nodes=20 pods=300 rate=50 duration=30s out="$root/target/scale" ec2=sim profile=debug config=()
 [ "$scenario" = r3 ] && ec2=moto
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -38,6 +45,11 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2 ;;
     --out) out=$2 ;;
     --ec2) ec2=$2 ;;
+    --config)
+      [[ "${2:-}" == ?*=* ]] || die "--config KEY=VALUE, not '${2:-}'"
+      config+=(--from-literal="$2")
+      ;;
+    --release) profile=release; shift; continue ;;
     *) die "unknown flag $1" ;;
   esac
   shift 2
@@ -46,8 +58,10 @@ case "$ec2" in sim | moto) ;; *) die "--ec2 sim or moto, not $ec2" ;; esac
 mkdir -p "$out"
 
 if [ -z "${WINIPAM_BIN:-}" ]; then
-  (cd "$root" && cargo build --locked --bin winipam >&2)
-  WINIPAM_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/winipam"
+  build=(--locked --bin winipam)
+  [ "$profile" = release ] && build+=(--release)
+  (cd "$root" && cargo build "${build[@]}" >&2)
+  WINIPAM_BIN="${CARGO_TARGET_DIR:-$root/target}/$profile/winipam"
 fi
 
 pids=()
@@ -69,7 +83,7 @@ kubectl create namespace winipam-system >/dev/null
 prefix=true
 [ "$ec2" = moto ] && prefix=false
 kubectl -n winipam-system create configmap winipam \
-  --from-literal=enable-windows-prefix-delegation=$prefix >/dev/null
+  --from-literal=enable-windows-prefix-delegation=$prefix "${config[@]}" >/dev/null
 
 # A port nobody listens on, for each controller's /metrics.
 free_port() {

@@ -68,6 +68,7 @@ struct Snapshot {
     audit: u64,
     ec2: BTreeMap<String, BTreeMap<String, u64>>,
     status_writes: BTreeMap<String, BTreeMap<String, u64>>,
+    assign_buckets: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 fn err(what: &str) -> impl Fn(kube::Error) -> String + '_ {
@@ -108,6 +109,7 @@ impl Probe {
                 }
             },
             scenario: format!("{scenario:?}").to_lowercase(),
+            build: measure::build_profile().to_owned(),
             nodes: self.nodes,
             instance_type: INSTANCE_TYPE.to_owned(),
             pods: self.pods,
@@ -307,10 +309,12 @@ impl Probe {
 
     async fn snapshot(&self) -> Snapshot {
         let (mut ec2, mut status_writes) = (BTreeMap::new(), BTreeMap::new());
+        let mut assign_buckets = BTreeMap::new();
         for c in &self.controllers {
             if let Ok(page) = measure::scrape(c.metrics).await {
                 ec2.insert(c.name.clone(), measure::ec2_calls(&page));
                 status_writes.insert(c.name.clone(), measure::status_writes(&page));
+                assign_buckets.insert(c.name.clone(), measure::assign_buckets(&page));
             }
         }
         Snapshot {
@@ -325,6 +329,7 @@ impl Probe {
             audit: self.audit_log.as_deref().map_or(0, measure::audit_offset),
             ec2,
             status_writes,
+            assign_buckets,
         }
     }
 
@@ -377,6 +382,8 @@ impl Probe {
         };
         let ec2 = summed(&end.ec2, &start.ec2);
         let status_writes = summed(&end.status_writes, &start.status_writes);
+        let assigned = summed(&end.assign_buckets, &start.assign_buckets);
+        let assign_ms = |q| measure::quantile_at_most(&assigned, q).map(|s| s * 1e3);
         let events = pods.len() as u64 + extra_events;
         let per_pod = |v: f64| (!pods.is_empty()).then(|| v / pods.len() as f64);
         Ok(PhaseReport {
@@ -397,6 +404,7 @@ impl Probe {
             etcd_cpu_seconds: end.etcd_cpu.zip(start.etcd_cpu).map(|(a, b)| a - b),
             ec2_calls: ec2,
             status_writes_by_why: status_writes,
+            controller_assign_ms_at_most: assign_ms(0.5).zip(assign_ms(0.99)),
             reannotated_after_kill_seconds: None,
             shared_addresses: watch.violations(),
         })

@@ -14,6 +14,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Clock ticks per second of `/proc/PID/stat` (USER_HZ, 100 on every Linux this runs on).
 const TICKS_PER_SEC: f64 = 100.0;
 
+/// The build this binary is, as the reports say it: scale.sh runs the controllers and the probe
+/// from one binary, so the probe's own build is theirs.
+pub fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
 /// User + system CPU seconds of a process so far, `None` once it is gone.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -42,6 +52,34 @@ pub fn ec2_calls(page: &str) -> BTreeMap<String, u64> {
 /// `winipam_status_writes_total` by why each write went when it did, from one `/metrics` page.
 pub fn status_writes(page: &str) -> BTreeMap<String, u64> {
     counter_by(page, "winipam_status_writes_total", "why")
+}
+
+/// The cumulative buckets of `winipam_pod_ip_assign_seconds` (pod seen bound -> annotation
+/// written, the controller's own share of the wait), by `le`, from one `/metrics` page.
+pub fn assign_buckets(page: &str) -> BTreeMap<String, u64> {
+    counter_by(page, "winipam_pod_ip_assign_seconds_bucket", "le")
+}
+
+/// The `q` quantile of cumulative histogram buckets keyed by `le` (as `assign_buckets`, or a
+/// difference of two), as the upper bound of the bucket it falls in, like Prometheus's
+/// `histogram_quantile` without the interpolation: a bound that holds. `None`: no observation.
+pub fn quantile_at_most(buckets: &BTreeMap<String, u64>, q: f64) -> Option<f64> {
+    let mut bounds: Vec<(f64, u64)> = buckets
+        .iter()
+        .filter_map(|(le, n)| {
+            let le = match le.as_str() {
+                "+Inf" => f64::INFINITY,
+                le => le.parse().ok()?,
+            };
+            Some((le, *n))
+        })
+        .collect();
+    bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = bounds.iter().map(|(_, n)| *n).max().filter(|n| *n > 0)? as f64;
+    bounds
+        .into_iter()
+        .find(|(_, n)| *n as f64 >= q * total)
+        .map(|(le, _)| le)
 }
 
 /// The counter `metric` of one `/metrics` page, summed by the value of its label `label`.
@@ -182,6 +220,31 @@ mod tests {
             Some(&3),
             "another metric's name left out"
         );
+    }
+
+    #[test]
+    fn the_assign_quantiles_of_a_phase_are_the_bounds_of_the_buckets_they_fall_in() {
+        let page = |counts: [u64; 4]| {
+            format!(
+                "winipam_pod_ip_assign_seconds_bucket{{le=\"0.01\"}} {}\n\
+                 winipam_pod_ip_assign_seconds_bucket{{le=\"0.05\"}} {}\n\
+                 winipam_pod_ip_assign_seconds_bucket{{le=\"1\"}} {}\n\
+                 winipam_pod_ip_assign_seconds_bucket{{le=\"+Inf\"}} {}\n\
+                 winipam_pod_ip_assign_seconds_count {}\n",
+                counts[0], counts[1], counts[2], counts[3], counts[3]
+            )
+        };
+        // Before the phase: 50 slow pods; during it, 98 more under 10 ms, one under 50 ms
+        // and one under a second. The phase's own p99 falls in the 50 ms bucket.
+        let before = assign_buckets(&page([0, 0, 0, 50]));
+        let after = assign_buckets(&page([98, 99, 100, 150]));
+        let phase = delta(&after, &before);
+        assert_eq!(quantile_at_most(&phase, 0.5), Some(0.01));
+        assert_eq!(quantile_at_most(&phase, 0.99), Some(0.05));
+        assert_eq!(quantile_at_most(&phase, 1.0), Some(1.0));
+        // The whole life, slow pods included: the p99 is past the last bound.
+        assert_eq!(quantile_at_most(&after, 0.99), Some(f64::INFINITY));
+        assert_eq!(quantile_at_most(&delta(&after, &after), 0.5), None);
     }
 
     #[test]

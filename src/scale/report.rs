@@ -35,6 +35,12 @@ pub struct PhaseReport {
     /// (`winipam_status_writes_total`), all replicas.
     #[serde(default)]
     pub status_writes_by_why: BTreeMap<String, u64>,
+    /// The controller's own share of `bound_to_annotated`: `winipam_pod_ip_assign_seconds` (pod
+    /// seen bound -> annotation written) over the phase, all replicas, p50 and p99 as the upper
+    /// bounds of the buckets they fall in, ms. The rest of the wait is the apiserver's watches
+    /// delivering the binding to the controller and the annotation to the probe.
+    #[serde(default)]
+    pub controller_assign_ms_at_most: Option<(f64, f64)>,
     /// R3: seconds from the leader's SIGKILL until every pod created after it was annotated.
     pub reannotated_after_kill_seconds: Option<f64>,
     /// Addresses seen named by two live pods (must stay empty).
@@ -61,6 +67,11 @@ pub struct Sample {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ScaleReport {
     pub scenario: String,
+    /// The winipam build that ran, "release" or "debug": the probe's own, and scale.sh runs
+    /// the controllers and the probe from one binary. CPU and latency figures are a debug
+    /// build's several times over, so a figure without it says little.
+    #[serde(default)]
+    pub build: String,
     pub nodes: u32,
     pub instance_type: String,
     pub pods: u32,
@@ -97,13 +108,14 @@ pub fn markdown(report: &ScaleReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### {}: {} {} KWOK nodes, {} pods at {}/s (real apiserver; EC2 {})\n",
+        "### {}: {} {} KWOK nodes, {} pods at {}/s (real apiserver; EC2 {}; winipam {} build)\n",
         report.scenario.to_uppercase(),
         report.nodes,
         report.instance_type,
         report.pods,
         report.rate_per_sec,
-        report.ec2
+        report.ec2,
+        report.build
     );
     let header: Vec<&str> = report.phases.iter().map(|p| p.name.as_str()).collect();
     let _ = writeln!(out, "| | {} |", header.join(" | "));
@@ -124,6 +136,13 @@ pub fn markdown(report: &ScaleReport) -> String {
             d.max * 1e3
         )
     });
+    row(
+        "controller's own share: seen bound -> written p50 / p99 (ms, at most)",
+        &|p| match p.controller_assign_ms_at_most {
+            Some((p50, p99)) => format!("{p50:.0} / {p99:.0}"),
+            None => "-".to_owned(),
+        },
+    );
     row("wall time (s)", &|p| format!("{:.1}", p.wall_seconds));
     row(
         "controller writes (per pod)",
@@ -186,9 +205,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_table_has_a_column_per_phase_and_the_kill_row_only_for_r3() {
+    fn the_table_names_the_build_and_has_a_column_per_phase_and_the_kill_row_only_for_r3() {
         let mut report = ScaleReport {
             scenario: "r1".into(),
+            build: "release".into(),
             nodes: 2,
             instance_type: "m5.xlarge".into(),
             pods: 10,
@@ -199,14 +219,20 @@ mod tests {
                 annotated: 10,
                 controller_writes: Some(25),
                 writes_per_pod: Some(2.5),
+                controller_assign_ms_at_most: Some((10.0, 50.0)),
                 ..PhaseReport::default()
             }],
             ..ScaleReport::default()
         };
         let table = markdown(&report);
+        assert!(table.contains("winipam release build)\n"), "{table}");
         assert!(table.contains("| | scale-out |"), "{table}");
         assert!(
             table.contains("| controller writes (per pod) | 25 (2.50) |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("seen bound -> written p50 / p99 (ms, at most) | 10 / 50 |"),
             "{table}"
         );
         assert!(!table.contains("kill ->"), "{table}");
