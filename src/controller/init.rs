@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::need::needs_address;
 use super::reasons;
 use super::record::restore;
 use super::state::{NodeWorker, Phase, ReadyNode};
@@ -55,7 +56,16 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             return None;
         };
 
-        let instance = match self.ctx.ec2.describe_instance(&instance_id).await {
+        // A node whose pods wait for an address is described before the others asked with it:
+        // a new leader rebuilding 1,000 nodes annotates those pods after a describe of their
+        // nodes, not of the whole fleet (#18, R3).
+        let waiting = self.pods.values().any(|e| needs_address(&e.view));
+        let described = if waiting {
+            self.ctx.ec2.describe_instance_first(&instance_id).await
+        } else {
+            self.ctx.ec2.describe_instance(&instance_id).await
+        };
+        let instance = match described {
             Ok(instance) => instance,
             Err(err) if err.class == Ec2ErrorClass::NotFound => {
                 self.ctx

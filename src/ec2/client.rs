@@ -18,6 +18,7 @@ use prometheus::Registry;
 use super::batch::{BatchOutcome, Batcher};
 use super::cache::Cache;
 use super::metrics::Ec2Metrics;
+use super::precedence::Precedence;
 use super::ratelimit::{BucketConfig, ThrottleBackoff, TokenBucket};
 use super::{Ec2Backend, Ec2Error, Operation, ThrottleSink};
 use crate::ipam::{Ec2ErrorClass, InstanceInfo, InstanceTypeLimits, SubnetInfo};
@@ -91,6 +92,10 @@ struct Inner<B> {
     backend_reports_throttles: bool,
     metrics: Ec2Metrics,
     instances: Arc<Batcher<InstanceInfo>>,
+    /// Instances of nodes whose pods wait for an address: their own batches, which go before the
+    /// ordinary ones asked after them (`precedence`).
+    instances_first: Arc<Batcher<InstanceInfo>>,
+    first: Precedence,
     subnets: Arc<Batcher<SubnetInfo>>,
     subnet_cache: Cache<SubnetInfo>,
     types: Arc<Batcher<InstanceTypeLimits>>,
@@ -144,6 +149,8 @@ impl<B: Ec2Backend> Ec2Client<B> {
                 backend_reports_throttles,
                 metrics,
                 instances: Arc::new(Batcher::new(window, MAX_DESCRIBE_IDS)),
+                instances_first: Arc::new(Batcher::new(window, MAX_DESCRIBE_IDS)),
+                first: Precedence::new(),
                 subnets: Arc::new(Batcher::new(window, MAX_DESCRIBE_IDS)),
                 subnet_cache: Cache::new(),
                 // A type's limits never change: a lookup joins one in flight (S4's 5,000 nodes
@@ -175,23 +182,36 @@ impl<B: Ec2Backend> Ec2Client<B> {
     }
 
     /// One instance, through a batched `DescribeInstances` shared with every call in the same
-    /// window. An instance EC2 does not know (or without a primary ENI) is a `NotFound` error.
+    /// window; the batch leaves after those of `describe_instance_first` asked before it. An
+    /// instance EC2 does not know (or without a primary ENI) is a `NotFound` error.
     pub async fn describe_instance(&self, id: &str) -> Result<InstanceInfo, Ec2Error> {
         let inner = Arc::clone(&self.inner);
         let found = self
             .inner
             .instances
+            .get(id, move |ids| async move {
+                inner.first.after_earlier().await;
+                inner.instances_by_id(ids).await
+            })
+            .await;
+        instance_found(id, found)
+    }
+
+    /// Like `describe_instance`, for a node whose pods wait for an address: in a batch of its
+    /// own that goes before the ordinary batches asked after it (a new leader's rebuild, see
+    /// `precedence`).
+    pub async fn describe_instance_first(&self, id: &str) -> Result<InstanceInfo, Ec2Error> {
+        let _first = self.inner.first.begin();
+        let inner = Arc::clone(&self.inner);
+        let found = self
+            .inner
+            .instances_first
             .get(
                 id,
                 move |ids| async move { inner.instances_by_id(ids).await },
             )
-            .await?;
-        found.ok_or_else(|| {
-            Ec2Error::not_found(
-                "InvalidInstanceID.NotFound",
-                format!("instance {id} is not in EC2's answer"),
-            )
-        })
+            .await;
+        instance_found(id, found)
     }
 
     /// Many instances (resync), in requests of at most 1,000 ids. Instances EC2 does not know are
@@ -484,6 +504,18 @@ fn is_not_found(e: &Ec2Error) -> bool {
 
 fn is_subnet_missing(e: &Ec2Error) -> bool {
     e.code.as_deref() == Some("InvalidSubnetID.NotFound")
+}
+
+fn instance_found(
+    id: &str,
+    found: Result<Option<InstanceInfo>, Ec2Error>,
+) -> Result<InstanceInfo, Ec2Error> {
+    found?.ok_or_else(|| {
+        Ec2Error::not_found(
+            "InvalidInstanceID.NotFound",
+            format!("instance {id} is not in EC2's answer"),
+        )
+    })
 }
 
 fn is_unknown_type(e: &Ec2Error) -> bool {

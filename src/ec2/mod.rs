@@ -11,6 +11,7 @@ mod cache;
 pub mod classify;
 pub mod client;
 pub mod metrics;
+mod precedence;
 pub mod ratelimit;
 
 use std::fmt;
