@@ -33,6 +33,8 @@ pub const INSTANCE_TYPE: &str = "m5.xlarge";
 const ZONE: &str = "us-west-2a";
 const NODE_LABEL: &str = "winipam-scale";
 const TICK: Duration = Duration::from_millis(100);
+/// R3: how long after the kill a controller must lead with every pool rebuilt.
+const REBUILD_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 pub struct Controller {
@@ -406,6 +408,7 @@ impl Probe {
             status_writes_by_why: status_writes,
             controller_assign_ms_at_most: assign_ms(0.5).zip(assign_ms(0.99)),
             reannotated_after_kill_seconds: None,
+            rebuilt_after_kill_seconds: None,
             shared_addresses: watch.violations(),
         })
     }
@@ -533,8 +536,30 @@ impl Probe {
             .filter_map(|p| p.annotated)
             .max()
             .unwrap_or(killed_at);
+        // The new pods may be annotated before the leader has described the rest of the fleet
+        // (nodes with waiting pods go first): the phase runs on until every pool is rebuilt, so
+        // its EC2 calls are the whole rebuild's.
+        let survivors: Vec<SocketAddr> = (self.controllers.iter())
+            .filter(|c| c.pid != leader.pid)
+            .map(|c| c.metrics)
+            .collect();
+        let rebuilt = loop {
+            if futures::future::join_all(survivors.iter().map(|a| measure::leads_and_ready(*a)))
+                .await
+                .contains(&true)
+            {
+                break Instant::now();
+            }
+            if killed_at.elapsed() > REBUILD_TIMEOUT {
+                return Err(format!(
+                    "no controller led with every pool rebuilt {REBUILD_TIMEOUT:?} after the kill"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let mut phase = self.finish("R3 leader killed", start, watch, 0).await?;
         phase.reannotated_after_kill_seconds = Some(last.duration_since(killed_at).as_secs_f64());
+        phase.rebuilt_after_kill_seconds = Some(rebuilt.duration_since(killed_at).as_secs_f64());
         Ok(phase)
     }
 }

@@ -122,10 +122,27 @@ pub fn held_addresses(page: &str) -> u64 {
 
 /// GET `/metrics` of a controller (plain HTTP/1.0, the page is small).
 pub async fn scrape(addr: SocketAddr) -> Result<String, String> {
+    get(addr, "/metrics").await
+}
+
+/// The controller at `addr` holds the Lease and has rebuilt every pool: `winipam_leader` is 1
+/// and `/readyz` answers 200 (a leader is unready until every node it took over is built).
+pub async fn leads_and_ready(addr: SocketAddr) -> bool {
+    let leads = scrape(addr)
+        .await
+        .is_ok_and(|page| page.lines().any(|l| l.trim() == "winipam_leader 1"));
+    leads
+        && get(addr, "/readyz")
+            .await
+            .is_ok_and(|answer| answer.split_whitespace().nth(1) == Some("200"))
+}
+
+/// GET `path` of a controller: the whole answer, status line and headers included.
+async fn get(addr: SocketAddr, path: &str) -> Result<String, String> {
     let fetch = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
             .await?;
         let mut body = String::new();
         stream.read_to_string(&mut body).await?;
@@ -133,8 +150,8 @@ pub async fn scrape(addr: SocketAddr) -> Result<String, String> {
     };
     match tokio::time::timeout(Duration::from_secs(5), fetch).await {
         Ok(Ok(page)) => Ok(page),
-        Ok(Err(err)) => Err(format!("GET http://{addr}/metrics: {err}")),
-        Err(_) => Err(format!("GET http://{addr}/metrics: timed out")),
+        Ok(Err(err)) => Err(format!("GET http://{addr}{path}: {err}")),
+        Err(_) => Err(format!("GET http://{addr}{path}: timed out")),
     }
 }
 

@@ -43,6 +43,10 @@ pub struct PhaseReport {
     pub controller_assign_ms_at_most: Option<(f64, f64)>,
     /// R3: seconds from the leader's SIGKILL until every pod created after it was annotated.
     pub reannotated_after_kill_seconds: Option<f64>,
+    /// R3: seconds from the SIGKILL until the new leader had rebuilt every node's pool (its
+    /// `/readyz`); the phase's figures run to then, so they hold the whole rebuild's describes.
+    #[serde(default)]
+    pub rebuilt_after_kill_seconds: Option<f64>,
     /// Addresses seen named by two live pods (must stay empty).
     pub shared_addresses: Vec<String>,
 }
@@ -177,6 +181,9 @@ pub fn markdown(report: &ScaleReport) -> String {
         row("kill -> every new pod annotated (s)", &|p| {
             opt(p.reannotated_after_kill_seconds, 1)
         });
+        row("kill -> every pool rebuilt (s)", &|p| {
+            opt(p.rebuilt_after_kill_seconds, 1)
+        });
     }
     row("addresses shared", &|p| {
         p.shared_addresses.len().to_string()
@@ -237,6 +244,8 @@ mod tests {
         );
         assert!(!table.contains("kill ->"), "{table}");
         report.phases[0].reannotated_after_kill_seconds = Some(3.0);
+        report.phases[0].rebuilt_after_kill_seconds = Some(4.5);
         assert!(markdown(&report).contains("kill -> every new pod annotated (s) | 3.0 |"));
+        assert!(markdown(&report).contains("kill -> every pool rebuilt (s) | 4.5 |"));
     }
 }
