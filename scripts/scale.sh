@@ -24,14 +24,15 @@
 # Writes DIR/<scenario>.json, DIR/<scenario>.md and DIR/<scenario>.svg (default DIR: target/scale), and the
 # controllers' logs there. The cluster is torn down when the run ends, however it ends.
 # The winipam binary: $WINIPAM_BIN, else a debug or (--release) release build (cargo build,
-# honouring CARGO_TARGET_DIR).
+# honouring CARGO_TARGET_DIR). The controllers log at $WINIPAM_LOG_LEVEL (default warn; info
+# shows a rebuild's steps: the Lease taken, the statuses read, each node built).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 log() { printf 'scale: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-[ $# -ge 1 ] || { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 scenario=$1
 shift
 case "$scenario" in r1 | r2 | r3) ;; *) die "unknown scenario $scenario (r1, r2, r3)" ;; esac
@@ -108,7 +109,7 @@ for i in $(seq "$replicas"); do
   # Lease timings as the chart's defaults: R3's figure includes the 15 s lease expiry.
   KUBECONFIG=$WINIPAM_CLUSTER_CONTROLLER_KUBECONFIG "$WINIPAM_BIN" run "${ec2_flags[@]}" \
     --disable-webhooks --namespace winipam-system --pod-name "scale-$i" \
-    --metrics-addr "127.0.0.1:$port" --log-format json --log-level warn \
+    --metrics-addr "127.0.0.1:$port" --log-format json --log-level "${WINIPAM_LOG_LEVEL:-warn}" \
     >"$out/$scenario-controller-$i.log" 2>&1 &
   pids+=($!)
   controllers+=(--controller "scale-$i=$!@127.0.0.1:$port")
