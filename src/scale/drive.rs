@@ -555,7 +555,7 @@ impl Probe {
                     "no controller led with every pool rebuilt {REBUILD_TIMEOUT:?} after the kill"
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(TICK).await;
         };
         let mut phase = self.finish("R3 leader killed", start, watch, 0).await?;
         phase.reannotated_after_kill_seconds = Some(last.duration_since(killed_at).as_secs_f64());
