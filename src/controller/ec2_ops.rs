@@ -10,7 +10,7 @@ use super::need::needs_address;
 use super::reasons;
 use super::record::rules::{self, is_release};
 use super::state::{Ec2Done, NodeWorker, Phase};
-use crate::ec2::{Ec2Backend, Ec2Error};
+use crate::ec2::{Ec2Backend, Ec2Error, Urgency};
 use crate::ipam::{
     Action, Ec2Addresses, Ec2ErrorClass, FailureEffect, InstanceInfo, LostAddress, Timestamp,
 };
@@ -63,15 +63,17 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
         let mut known_ips: Vec<Ipv4Addr> = ready.pool.secondary_ips();
         known_ips.push(ready.instance.primary_eni.primary_ip);
         let known_prefixes: Vec<Ipv4Net> = ready.pool.prefixes();
+        let urgency = Urgency::default();
+        self.ec2_urgency = urgency.clone();
         self.ec2_task = Some(tokio::spawn(async move {
             match action {
                 Action::AssignIps(n) => Ec2Done::Assigned(
-                    ec2.assign_ips(&eni, &known_ips, n)
+                    ec2.assign_ips(&eni, &known_ips, n, &urgency)
                         .await
                         .map(Ec2Addresses::Ips),
                 ),
                 Action::AssignPrefixes(n) => Ec2Done::Assigned(
-                    ec2.assign_prefixes(&eni, &known_prefixes, n)
+                    ec2.assign_prefixes(&eni, &known_prefixes, n, &urgency)
                         .await
                         .map(Ec2Addresses::Prefixes),
                 ),

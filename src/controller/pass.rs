@@ -12,7 +12,8 @@
 //!    (written before it arrived), whose annotation needs no status write; write the status
 //!    only if it does not cover some address handed out, then write the annotations it covers
 //!    (`pods`); the others wait for a later pass.
-//! 4. Plan and start the EC2 call (`ec2_ops`); write the extended resource; compare the
+//! 4. Plan and start the EC2 call (`ec2_ops`), which goes first in the account's rate limit
+//!    while pods wait for it; write the extended resource; compare the
 //!    kubelet's max-pods with the IP capacity (`max_pods`); write the status
 //!    (coalesced, but at once when it misses what a restart needs or the addresses listed
 //!    ahead run low: off the pods' path, after their annotations); status before release: a
@@ -98,6 +99,10 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             ready.pool.advance(now);
         }
         self.start_ec2_op(now);
+        if waiting > 0 {
+            // These pods wait for the Assign in flight, planned now or as an earlier refill.
+            self.ec2_urgency.raise();
+        }
         self.write_capacity().await;
         self.check_max_pods().await;
         let status_due = self.write_status(now).await;

@@ -15,7 +15,7 @@ use super::context::Ctx;
 use super::gauges::NodeGauges;
 use super::record::{Published, Restored};
 use crate::crd::NodeAddressPoolStatus;
-use crate::ec2::{Ec2Backend, Ec2Error};
+use crate::ec2::{Ec2Backend, Ec2Error, Urgency};
 use crate::ipam::{
     Config, Ec2Addresses, InstanceInfo, LostAddress, NodePool, PodUid, SubnetInfo, Timestamp,
 };
@@ -151,6 +151,9 @@ pub(crate) struct NodeWorker<C, B: Ec2Backend> {
     /// its NodeAddressPool itself before building the pool.
     pub(crate) record_unread: bool,
     pub(crate) ec2_task: Option<JoinHandle<Ec2Done>>,
+    /// Raised while pods on this node wait for an address: the Assign in flight then goes before
+    /// warm refills in the account's rate limit. A new flag for each call.
+    pub(crate) ec2_urgency: Urgency,
     pub(crate) status: StatusState,
     /// Gauge contributions of this node, to keep global gauges right as they change.
     pub(crate) gauges: NodeGauges,

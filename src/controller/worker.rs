@@ -69,6 +69,7 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
             record_unread: restored.is_none(),
             restored: restored.unwrap_or_default(),
             ec2_task: None,
+            ec2_urgency: Default::default(),
             status: StatusState {
                 object_read,
                 ..Default::default()

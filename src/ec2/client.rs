@@ -19,7 +19,7 @@ use super::batch::{BatchOutcome, Batcher};
 use super::cache::Cache;
 use super::metrics::Ec2Metrics;
 use super::precedence::Precedence;
-use super::ratelimit::{BucketConfig, ThrottleBackoff, TokenBucket};
+use super::ratelimit::{BucketConfig, ThrottleBackoff, TokenBucket, Urgency};
 use super::{Ec2Backend, Ec2Error, Operation, ThrottleSink};
 use crate::ipam::{Ec2ErrorClass, InstanceInfo, InstanceTypeLimits, SubnetInfo};
 
@@ -284,16 +284,18 @@ impl<B: Ec2Backend> Ec2Client<B> {
 
     /// Assigns `count` secondary addresses to `eni` and returns the new ones: those EC2 returned
     /// that are not in `known`. `known` is every address the caller knows on the ENI, the primary
-    /// included (an emulator returns the whole list, primary too).
+    /// included (an emulator returns the whole list, primary too). Once `urgency` is raised (pods
+    /// wait for these addresses) the call goes before ordinary ones waiting for the rate limit.
     pub async fn assign_ips(
         &self,
         eni: &str,
         known: &[Ipv4Addr],
         count: u32,
+        urgency: &Urgency,
     ) -> Result<Vec<Ipv4Addr>, Ec2Error> {
         let returned = self
             .inner
-            .call(Operation::AssignPrivateIpAddresses, || {
+            .call_as(Operation::AssignPrivateIpAddresses, urgency, || {
                 self.inner.backend.assign_private_ips(eni, count)
             })
             .await?;
@@ -306,10 +308,11 @@ impl<B: Ec2Backend> Ec2Client<B> {
         eni: &str,
         known: &[Ipv4Net],
         count: u32,
+        urgency: &Urgency,
     ) -> Result<Vec<Ipv4Net>, Ec2Error> {
         let returned = self
             .inner
-            .call(Operation::AssignPrivateIpAddresses, || {
+            .call_as(Operation::AssignPrivateIpAddresses, urgency, || {
                 self.inner.backend.assign_prefixes(eni, count)
             })
             .await?;
@@ -349,6 +352,20 @@ impl<B: Ec2Backend> Inner<B> {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, Ec2Error>>,
     {
+        self.call_as(op, &Urgency::default(), request).await
+    }
+
+    /// `call`, going before the ordinary calls waiting for a token once `urgency` is raised.
+    async fn call_as<T, F, Fut>(
+        &self,
+        op: Operation,
+        urgency: &Urgency,
+        request: F,
+    ) -> Result<T, Ec2Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Ec2Error>>,
+    {
         let bucket = self.throttles.bucket(op);
         // A backend that retries throttled describes itself (the SDK) gets no second layer of
         // retries on top; mutating calls are never retried inside a backend, so they are here.
@@ -360,8 +377,14 @@ impl<B: Ec2Backend> Inner<B> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            bucket.acquire().await;
+            let queued = tokio::time::Instant::now();
+            bucket.acquire_as(urgency).await;
             let started = tokio::time::Instant::now();
+            self.metrics.queued(
+                op,
+                urgency.is_raised(),
+                started.duration_since(queued).as_secs_f64(),
+            );
             let result = request().await;
             let outcome = match &result {
                 Ok(_) => "success",

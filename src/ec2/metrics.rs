@@ -10,6 +10,7 @@ use crate::ipam::SubnetInfo;
 pub struct Ec2Metrics {
     requests: IntCounterVec,
     seconds: HistogramVec,
+    queued: HistogramVec,
     throttled: IntCounterVec,
     subnet_available: IntGaugeVec,
 }
@@ -35,6 +36,16 @@ impl Ec2Metrics {
             ]),
             &["operation"],
         )?;
+        let queued = HistogramVec::new(
+            HistogramOpts::new(
+                "winipam_ec2_rate_limit_wait_seconds",
+                "Time an EC2 request attempt waited for a token of winipam's own rate limit, by EC2 action and whether pods were waiting for it (those go first)",
+            )
+            .buckets(vec![
+                0.001, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ]),
+            &["operation", "pods_waiting"],
+        )?;
         let throttled = IntCounterVec::new(
             Opts::new(
                 "winipam_ec2_throttled_total",
@@ -51,11 +62,13 @@ impl Ec2Metrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(seconds.clone()))?;
+        registry.register(Box::new(queued.clone()))?;
         registry.register(Box::new(throttled.clone()))?;
         registry.register(Box::new(subnet_available.clone()))?;
         Ok(Ec2Metrics {
             requests,
             seconds,
+            queued,
             throttled,
             subnet_available,
         })
@@ -65,6 +78,13 @@ impl Ec2Metrics {
         self.requests.with_label_values(&[op.name(), outcome]).inc();
         self.seconds
             .with_label_values(&[op.name()])
+            .observe(seconds);
+    }
+
+    pub(crate) fn queued(&self, op: Operation, pods_waiting: bool, seconds: f64) {
+        let waiting = if pods_waiting { "true" } else { "false" };
+        self.queued
+            .with_label_values(&[op.name(), waiting])
             .observe(seconds);
     }
 

@@ -24,6 +24,7 @@ use ipnet::Ipv4Net;
 use crate::ipam::{Ec2ErrorClass, InstanceInfo, InstanceTypeLimits, SubnetInfo};
 
 pub use client::{Ec2Client, Ec2ClientConfig};
+pub use ratelimit::Urgency;
 
 /// The EC2 actions winipam calls (SPEC section 7), named as EC2 names them: these names are the
 /// `operation` label of the metrics.

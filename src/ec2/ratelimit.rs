@@ -1,11 +1,20 @@
 //! The client's token buckets, on tokio time so that under a paused runtime (the simulator, the
 //! tests) they run on the virtual clock. governor keeps its own clock, so this small bucket is
-//! ours: a reservation bucket (waiters queue up behind each other instead of polling) whose rate
-//! drops for a while after EC2 says `RequestLimitExceeded`.
+//! ours: a queue of waiters (served in turn, each woken when its token is due, none polling)
+//! whose rate drops for a while after EC2 says `RequestLimitExceeded`.
+//!
+//! Waiters whose [`Urgency`] is raised go before the others. Invariant: the next token goes to the
+//! earliest raised waiter, or else the earliest waiter; within each class the order is arrival.
+//! An Assign started as a warm refill is ordinary; once a pod on its node waits for the address
+//! the worker raises it. #18's R1 at 1,000 nodes queued 1,000 refills at 5/s, and two pods behind
+//! them waited more than 120 s for their nodes' Assigns.
 
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Rate and burst of one bucket.
@@ -42,14 +51,70 @@ impl Default for ThrottleBackoff {
     }
 }
 
+/// Whether a call goes before the ordinary ones in its bucket: raised while pods wait for what
+/// it brings. Clones share the flag, so it can be raised while the call waits for its token.
+#[derive(Debug, Clone, Default)]
+pub struct Urgency(Arc<AtomicBool>);
+
+impl Urgency {
+    /// A flag already raised.
+    pub fn raised() -> Self {
+        let u = Urgency::default();
+        u.raise();
+        u
+    }
+
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A token counted as available when this close to one: float sums of refills must not leave a
+/// waiter a nanosecond short (a timer rounds that up to a millisecond).
+const EPSILON: f64 = 1e-9;
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    urgency: Urgency,
+    wake: Arc<Notify>,
+}
+
 #[derive(Debug)]
 struct State {
-    /// May go negative: that is the queue of reservations not yet due.
     tokens: f64,
     last: Instant,
     rate: f64,
     lowered_until: Option<Instant>,
     last_lowered: Option<Instant>,
+    queue: VecDeque<Waiter>,
+    next_id: u64,
+}
+
+impl State {
+    /// The waiter the next token is for: the earliest raised one, or else the earliest.
+    fn next(&self) -> Option<&Waiter> {
+        self.queue
+            .iter()
+            .find(|w| w.urgency.is_raised())
+            .or_else(|| self.queue.front())
+    }
+
+    /// Wakes the waiter the next token is for, so it sets its timer (a permit is kept if it is
+    /// not waiting yet).
+    fn wake_next(&self) {
+        if let Some(w) = self.next() {
+            w.wake.notify_one();
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.queue.retain(|w| w.id != id);
+    }
 }
 
 /// A token bucket with a rate that can be lowered for a while.
@@ -77,6 +142,8 @@ impl TokenBucket {
                 rate: config.rate,
                 lowered_until: None,
                 last_lowered: None,
+                queue: VecDeque::new(),
+                next_id: 0,
             }),
         }
     }
@@ -85,24 +152,68 @@ impl TokenBucket {
         self.config
     }
 
-    /// Waits until a token is available and takes it. Cancel-safe: a waiter dropped before its
-    /// turn gives its reservation back.
+    /// Waits for a token in turn (an ordinary waiter) and takes it.
     pub async fn acquire(&self) {
-        let wait = {
+        self.acquire_as(&Urgency::default()).await;
+    }
+
+    /// Waits until a token is for this waiter and takes it: raised waiters go before the others
+    /// (see the module's invariant). Cancel-safe: a waiter dropped before its turn leaves the
+    /// queue and the next one is woken.
+    pub async fn acquire_as(&self, urgency: &Urgency) {
+        let (id, wake) = {
             let mut s = self.lock();
             self.refill(&mut s, Instant::now());
-            s.tokens -= 1.0;
-            if s.tokens >= 0.0 {
+            if s.queue.is_empty() && s.tokens >= 1.0 - EPSILON {
+                s.tokens -= 1.0;
                 return;
             }
-            Duration::from_secs_f64(-s.tokens / s.rate)
+            let id = s.next_id;
+            s.next_id += 1;
+            let wake = Arc::new(Notify::new());
+            s.queue.push_back(Waiter {
+                id,
+                urgency: urgency.clone(),
+                wake: Arc::clone(&wake),
+            });
+            (id, wake)
         };
-        let mut refund = Refund {
+        let mut place = Place {
             bucket: self,
+            id,
             armed: true,
         };
-        tokio::time::sleep(wait).await;
-        refund.armed = false;
+        loop {
+            let due = {
+                let mut s = self.lock();
+                let now = Instant::now();
+                self.refill(&mut s, now);
+                if s.next().map(|w| w.id) == Some(id) {
+                    if s.tokens >= 1.0 - EPSILON {
+                        s.tokens -= 1.0;
+                        s.remove(id);
+                        place.armed = false;
+                        s.wake_next();
+                        return;
+                    }
+                    Some(now + Duration::from_secs_f64((1.0 - s.tokens) / s.rate))
+                } else {
+                    // Not this waiter's token: the one it is for may have been raised while
+                    // it waited for a wake-up, so make sure it set its timer.
+                    s.wake_next();
+                    None
+                }
+            };
+            match due {
+                Some(due) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due) => {}
+                        _ = wake.notified() => {}
+                    }
+                }
+                None => wake.notified().await,
+            }
+        }
     }
 
     /// EC2 said `RequestLimitExceeded`: the account is busier than assumed. Lower the rate (unless
@@ -141,22 +252,24 @@ impl TokenBucket {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // The state stays consistent even if a holder panicked (plain arithmetic).
+        // The state stays consistent even if a holder panicked (plain arithmetic and a queue).
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Gives a reservation back if its waiter is dropped before its turn.
-struct Refund<'a> {
+/// A waiter's place in the queue: given up if the waiter is dropped before its turn.
+struct Place<'a> {
     bucket: &'a TokenBucket,
+    id: u64,
     armed: bool,
 }
 
-impl Drop for Refund<'_> {
+impl Drop for Place<'_> {
     fn drop(&mut self) {
         if self.armed {
             let mut s = self.bucket.lock();
-            s.tokens += 1.0;
+            s.remove(self.id);
+            s.wake_next();
         }
     }
 }
@@ -274,11 +387,137 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(done.load(Ordering::SeqCst), 1);
-        // Due at 1 s after the first take, not 2 s (the abandoned reservation was returned).
+        // Due at 1 s after the first take, not 2 s (the abandoned place was given up).
         assert!(
             start.elapsed() <= Duration::from_millis(950),
             "{:?}",
             start.elapsed()
         );
+    }
+
+    /// Takes the one token, then queues `n` ordinary waiters a millisecond apart; each returns
+    /// when it went through (seconds from start) and its flag.
+    async fn queue_up(
+        b: &Arc<TokenBucket>,
+        n: usize,
+    ) -> Vec<(Urgency, tokio::task::JoinHandle<f64>)> {
+        let start = Instant::now();
+        b.acquire().await;
+        let mut waiters = Vec::new();
+        for _ in 0..n {
+            let urgency = Urgency::default();
+            let (b, u) = (b.clone(), urgency.clone());
+            waiters.push((
+                urgency,
+                tokio::spawn(async move {
+                    b.acquire_as(&u).await;
+                    start.elapsed().as_secs_f64()
+                }),
+            ));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        waiters
+    }
+
+    async fn times(waiters: Vec<(Urgency, tokio::task::JoinHandle<f64>)>) -> Vec<f64> {
+        let mut out = Vec::new();
+        for (_, t) in waiters {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_raised_waiter_goes_before_the_ordinary_ones_queued_earlier() {
+        let b = bucket(1.0, 1);
+        let mut waiters = queue_up(&b, 5).await;
+        let (b2, raised) = (b.clone(), Urgency::raised());
+        let start = Instant::now();
+        let late = tokio::spawn(async move {
+            b2.acquire_as(&raised).await;
+            start.elapsed().as_secs_f64()
+        });
+        waiters.push((Urgency::raised(), late));
+        let t = times(waiters).await;
+        // The token due at 1 s (after the first take) is the raised waiter's, asked last.
+        assert!(t[5] < 1.0, "raised waiter at {}", t[5]);
+        // The ordinary ones keep their order, one second apart, after it.
+        for (i, pair) in t[..5].windows(2).enumerate() {
+            assert!(
+                pair[0] < pair[1],
+                "waiter {i} at {} after {}",
+                pair[0],
+                pair[1]
+            );
+        }
+        assert!((1.9..=2.1).contains(&t[0]), "first ordinary at {}", t[0]);
+        assert!((5.9..=6.1).contains(&t[4]), "last ordinary at {}", t[4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn raising_a_waiter_while_it_waits_moves_it_to_the_front() {
+        let b = bucket(1.0, 1);
+        let waiters = queue_up(&b, 5).await;
+        // Pods start to wait on the fourth waiter's node while it is queued.
+        waiters[3].0.raise();
+        let t = times(waiters).await;
+        assert!((0.9..=1.1).contains(&t[3]), "raised waiter at {}", t[3]);
+        assert!((1.9..=2.1).contains(&t[0]), "first ordinary at {}", t[0]);
+        assert!((4.9..=5.1).contains(&t[4]), "last ordinary at {}", t[4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_raised_waiter_dropped_before_its_turn_hands_the_token_on() {
+        let b = bucket(1.0, 1);
+        let waiters = queue_up(&b, 3).await;
+        let b2 = b.clone();
+        // A raised waiter that gives up (its call was cancelled) after half a second.
+        let _ = tokio::time::timeout(
+            Duration::from_millis(500),
+            b2.acquire_as(&Urgency::raised()),
+        )
+        .await;
+        let t = times(waiters).await;
+        assert!((0.9..=1.1).contains(&t[0]), "first ordinary at {}", t[0]);
+        assert!((2.9..=3.1).contains(&t[2]), "last ordinary at {}", t[2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn raised_waiters_are_still_held_to_the_rate() {
+        let b = bucket(5.0, 40);
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let b = b.clone();
+                let urgency = if i % 2 == 0 {
+                    Urgency::raised()
+                } else {
+                    Urgency::default()
+                };
+                tokio::spawn(async move {
+                    b.acquire_as(&urgency).await;
+                    (i % 2 == 0, start.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        let mut done = Vec::new();
+        for t in tasks {
+            done.push(t.await.unwrap());
+        }
+        for t in [0.0, 1.0, 10.0, 31.9] {
+            let through = done.iter().filter(|(_, x)| *x <= t).count();
+            assert!(through as f64 <= 40.0 + 5.0 * t + 1e-9, "{through} by {t}s");
+        }
+        // Every raised waiter not served by the burst went before every ordinary one queued.
+        let last_raised = done.iter().filter(|(r, _)| *r).map(|(_, x)| *x);
+        let last_raised = last_raised.fold(0.0, f64::max);
+        let first_queued_ordinary = done
+            .iter()
+            .filter(|(r, x)| !*r && *x > 0.0)
+            .map(|(_, x)| *x)
+            .fold(f64::MAX, f64::min);
+        assert!(last_raised < first_queued_ordinary);
+        let last = done.iter().map(|(_, x)| *x).fold(0.0, f64::max);
+        assert!((31.9..=32.1).contains(&last), "last at {last}");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use prometheus::Registry;
 use winipam::ec2::aws::{AwsEc2, AwsEc2Options};
-use winipam::ec2::{Ec2Backend, Ec2Client, Ec2ClientConfig, Operation};
+use winipam::ec2::{Ec2Backend, Ec2Client, Ec2ClientConfig, Operation, Urgency};
 use winipam::ipam::{Ec2ErrorClass, InstanceTypeLimits};
 use winipam::sim::ec2::{ConsistencyModel, LimitsSource, SimEc2, SimEc2Config};
 
@@ -166,13 +166,21 @@ async fn assigns_and_unassigns_secondary_ips<B: Ec2Backend>(w: &World<B>) {
     let i = w.client.describe_instance(&w.instance_id).await.unwrap();
     let eni = i.primary_eni.eni_id.clone();
     let mut known = vec![i.primary_eni.primary_ip];
-    let first = w.client.assign_ips(&eni, &known, 3).await.unwrap();
+    let first = w
+        .client
+        .assign_ips(&eni, &known, 3, &Urgency::default())
+        .await
+        .unwrap();
     assert_eq!(first.len(), 3, "{first:?}");
     assert!(!first.contains(&i.primary_eni.primary_ip));
     assert!(first.iter().all(|ip| w.subnet_cidr.contains(ip)));
     known.extend(&first);
     // A second Assign returns only the new addresses, even where the emulator lists them all.
-    let second = w.client.assign_ips(&eni, &known, 2).await.unwrap();
+    let second = w
+        .client
+        .assign_ips(&eni, &known, 2, &Urgency::default())
+        .await
+        .unwrap();
     assert_eq!(second.len(), 2);
     assert!(second.iter().all(|ip| !known.contains(ip)));
     let mut on_eni = sorted(
@@ -215,7 +223,7 @@ async fn assigns_and_unassigns_secondary_ips<B: Ec2Backend>(w: &World<B>) {
 async fn unknown_eni_is_not_found<B: Ec2Backend>(w: &World<B>) {
     let e = w
         .client
-        .assign_ips("eni-0123456789abcdef0", &[], 1)
+        .assign_ips("eni-0123456789abcdef0", &[], 1, &Urgency::default())
         .await
         .unwrap_err();
     assert_eq!(e.class, Ec2ErrorClass::NotFound);

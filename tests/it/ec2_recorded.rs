@@ -10,7 +10,7 @@ use aws_smithy_http_client::test_util::{NeverClient, ReplayEvent, StaticReplayCl
 use ipnet::Ipv4Net;
 use prometheus::Registry;
 use winipam::ec2::aws::{AwsEc2, AwsEc2Options};
-use winipam::ec2::{Ec2Client, Ec2ClientConfig, Operation};
+use winipam::ec2::{Ec2Client, Ec2ClientConfig, Operation, Urgency};
 use winipam::ipam::Ec2ErrorClass;
 
 use crate::support::ec2_replay::{self, sdk_config};
@@ -91,7 +91,10 @@ fn ip(s: &str) -> Ipv4Addr {
 #[tokio::test]
 async fn assign_prefixes_sends_ipv4_prefix_count_and_reads_the_prefix_set() {
     let (client, replay, _) = client_on(vec![answer(200, "assign_prefixes.xml")]);
-    let got = client.assign_prefixes(ENI, &[], 2).await.unwrap();
+    let got = client
+        .assign_prefixes(ENI, &[], 2, &Urgency::default())
+        .await
+        .unwrap();
     assert_eq!(got, vec![net("10.0.32.48/28"), net("10.0.32.96/28")]);
     let forms = sent(&replay);
     assert_eq!(forms.len(), 1);
@@ -106,7 +109,7 @@ async fn assign_prefixes_sends_ipv4_prefix_count_and_reads_the_prefix_set() {
 async fn assign_prefixes_keeps_only_prefixes_not_known_before() {
     let (client, _, _) = client_on(vec![answer(200, "assign_prefixes.xml")]);
     let got = client
-        .assign_prefixes(ENI, &[net("10.0.32.48/28")], 1)
+        .assign_prefixes(ENI, &[net("10.0.32.48/28")], 1, &Urgency::default())
         .await
         .unwrap();
     assert_eq!(got, vec![net("10.0.32.96/28")]);
@@ -135,7 +138,12 @@ async fn assign_and_unassign_secondary_ips_send_their_parameters() {
     ]);
     // .21 was known already (an emulator lists every address): only .22 is new.
     let got = client
-        .assign_ips(ENI, &[ip("10.0.32.10"), ip("10.0.32.21")], 2)
+        .assign_ips(
+            ENI,
+            &[ip("10.0.32.10"), ip("10.0.32.21")],
+            2,
+            &Urgency::default(),
+        )
         .await
         .unwrap();
     assert_eq!(got, vec![ip("10.0.32.22")]);
@@ -237,7 +245,10 @@ async fn subnet_feeds_the_free_address_metric() {
 #[tokio::test]
 async fn insufficient_cidr_blocks_is_classified_and_not_retried() {
     let (client, replay, _) = client_on(vec![answer(400, "error_insufficient_cidr_blocks.xml")]);
-    let e = client.assign_prefixes(ENI, &[], 1).await.unwrap_err();
+    let e = client
+        .assign_prefixes(ENI, &[], 1, &Urgency::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.class, Ec2ErrorClass::NoCidrBlock);
     assert_eq!(e.code.as_deref(), Some("InsufficientCidrBlocks"));
     assert!(e.message.contains("cidr blocks"));
@@ -251,7 +262,10 @@ async fn throttled_assign_is_not_retried_by_the_sdk_but_by_the_client() {
         answer(200, "assign_prefixes.xml"),
     ]);
     let op = Operation::AssignPrivateIpAddresses;
-    let got = client.assign_prefixes(ENI, &[], 2).await.unwrap();
+    let got = client
+        .assign_prefixes(ENI, &[], 2, &Urgency::default())
+        .await
+        .unwrap();
     assert_eq!(got.len(), 2);
     assert_eq!(sent(&replay).len(), 2);
     // Counted once, by the interceptor (not again by the client).
@@ -283,7 +297,10 @@ async fn throttled_describe_attempts_inside_the_sdk_are_counted() {
 async fn no_answer_to_a_mutating_call_is_an_unknown_outcome() {
     // No recorded answer left: the connection fails.
     let (client, _, _) = client_on(vec![]);
-    let e = client.assign_ips(ENI, &[], 1).await.unwrap_err();
+    let e = client
+        .assign_ips(ENI, &[], 1, &Urgency::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.class, Ec2ErrorClass::UnknownOutcome);
     assert_eq!(e.code, None);
     let e = client
@@ -309,7 +326,10 @@ async fn timeout_of_a_mutating_call_is_an_unknown_outcome_and_not_retried() {
     let backend = AwsEc2::from_config(sdk_config().http_client(never.clone()), &options);
     let client = Ec2Client::new(backend, Ec2ClientConfig::default(), &Registry::new()).unwrap();
     let start = tokio::time::Instant::now();
-    let e = client.assign_prefixes(ENI, &[], 1).await.unwrap_err();
+    let e = client
+        .assign_prefixes(ENI, &[], 1, &Urgency::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.class, Ec2ErrorClass::UnknownOutcome);
     assert_eq!(start.elapsed(), Duration::from_secs(2));
     assert_eq!(never.num_calls(), 1);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use prometheus::Registry;
 use tokio::time::Instant;
-use winipam::ec2::{Ec2Client, Ec2ClientConfig, Operation};
+use winipam::ec2::{Ec2Client, Ec2ClientConfig, Operation, Urgency};
 use winipam::ipam::Ec2ErrorClass;
 use winipam::sim::ec2::{Fault, SimEc2, SimEc2Config};
 
@@ -64,7 +64,7 @@ async fn a_burst_of_200_assigns_is_held_to_5_per_second() {
         .iter()
         .map(|eni| {
             let c = client.clone();
-            async move { c.assign_ips(eni, &[], 1).await.is_ok() }
+            async move { c.assign_ips(eni, &[], 1, &Urgency::default()).await.is_ok() }
         })
         .collect();
     let times = finish_times(start, futs).await;
@@ -106,7 +106,7 @@ async fn throttled_assign_is_retried_counted_and_lowers_the_rate() {
     sim.inject(op, Fault::error("RequestLimitExceeded"), 2);
     let start = Instant::now();
     let got = client
-        .assign_ips(&i.primary_eni.eni_id, &[], 2)
+        .assign_ips(&i.primary_eni.eni_id, &[], 2, &Urgency::default())
         .await
         .unwrap();
     assert_eq!(got.len(), 2);
@@ -176,8 +176,12 @@ async fn account_throttling_slows_the_client_down() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         client.current_rate(true)
     };
+    let ordinary = Urgency::default();
     let (results, early_rate) = tokio::join!(
-        futures::future::join_all(enis.iter().map(|eni| client.assign_ips(eni, &[], 1))),
+        futures::future::join_all(
+            enis.iter()
+                .map(|eni| client.assign_ips(eni, &[], 1, &ordinary))
+        ),
         rate_after_first_wave,
     );
     // Every request went through in the end, and EC2's refill (10 + 2/s) bounds how fast.

@@ -305,6 +305,8 @@ mod ordering_tests;
 #[cfg(test)]
 mod path_tests;
 #[cfg(test)]
+mod precedence_tests;
+#[cfg(test)]
 mod stepdown_tests;
 #[cfg(test)]
 mod takeover_tests;

@@ -23,7 +23,7 @@ pub(super) fn paused_runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
-fn annotated(world: &World, pods: &[String]) -> usize {
+pub(super) fn annotated(world: &World, pods: &[String]) -> usize {
     pods.iter()
         .filter(|p| world.cluster.pod_annotation(NS, p).is_some())
         .count()
