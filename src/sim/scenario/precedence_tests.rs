@@ -1,7 +1,7 @@
 //! The account's rate limit serves first the nodes whose pods wait (`ec2::ratelimit`): a node
 //! whose warm refill is queued behind other nodes' refills gets its Assign next once a pod on it
-//! waits, instead of when its turn in the queue comes. #18's R1 at 1,000 nodes showed the
-//! failure: two pods waited more than 120 s while 1,000 refills went out at 5/s.
+//! waits, instead of when its turn in the queue comes. #18's scale-out of 1,000 moto nodes showed
+//! the failure: a pod waited 120 s while about 1,000 refills went out at 5/s.
 
 use std::time::Duration;
 
