@@ -58,13 +58,6 @@ impl Default for ThrottleBackoff {
 pub struct Urgency(Arc<AtomicBool>);
 
 impl Urgency {
-    /// A flag already raised.
-    pub fn raised() -> Self {
-        let u = Urgency::default();
-        u.raise();
-        u
-    }
-
     pub fn raise(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
@@ -281,6 +274,12 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    fn raised() -> Urgency {
+        let u = Urgency::default();
+        u.raise();
+        u
+    }
+
     fn bucket(rate: f64, burst: u32) -> Arc<TokenBucket> {
         Arc::new(TokenBucket::new(
             BucketConfig { rate, burst },
@@ -432,13 +431,13 @@ mod tests {
     async fn a_raised_waiter_goes_before_the_ordinary_ones_queued_earlier() {
         let b = bucket(1.0, 1);
         let mut waiters = queue_up(&b, 5).await;
-        let (b2, raised) = (b.clone(), Urgency::raised());
+        let (b2, urgent) = (b.clone(), raised());
         let start = Instant::now();
         let late = tokio::spawn(async move {
-            b2.acquire_as(&raised).await;
+            b2.acquire_as(&urgent).await;
             start.elapsed().as_secs_f64()
         });
-        waiters.push((Urgency::raised(), late));
+        waiters.push((raised(), late));
         let t = times(waiters).await;
         // The token due at 1 s (after the first take) is the raised waiter's, asked last.
         assert!(t[5] < 1.0, "raised waiter at {}", t[5]);
@@ -473,11 +472,7 @@ mod tests {
         let waiters = queue_up(&b, 3).await;
         let b2 = b.clone();
         // A raised waiter that gives up (its call was cancelled) after half a second.
-        let _ = tokio::time::timeout(
-            Duration::from_millis(500),
-            b2.acquire_as(&Urgency::raised()),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), b2.acquire_as(&raised())).await;
         let t = times(waiters).await;
         assert!((0.9..=1.1).contains(&t[0]), "first ordinary at {}", t[0]);
         assert!((2.9..=3.1).contains(&t[2]), "last ordinary at {}", t[2]);
@@ -491,7 +486,7 @@ mod tests {
             .map(|i| {
                 let b = b.clone();
                 let urgency = if i % 2 == 0 {
-                    Urgency::raised()
+                    raised()
                 } else {
                     Urgency::default()
                 };
