@@ -56,6 +56,7 @@ async fn tick(env: &Env, nodes: &[TestNode], ledger: &Mutex<Ledger>) {
     let pods = env.pods().await;
     assert_distinct(&pods.values().collect::<Vec<&PodState>>());
     let mut broken = Vec::new();
+    let mut missing = Vec::new();
     for node in nodes {
         match env.node_capacity(&node.name).await {
             Some(c) if c.parse::<u32>().is_ok_and(|c| (1..=capacity).contains(&c)) => {}
@@ -68,10 +69,18 @@ async fn tick(env: &Env, nodes: &[TestNode], ledger: &Mutex<Ledger>) {
             if let Some(addr) = pod.address()
                 && !on_eni.contains(&addr)
             {
-                broken.push(format!(
-                    "{} has {addr}, not on {}'s ENI",
-                    pod.name, node.name
-                ));
+                missing.push((pod.name.clone(), addr, node.name.clone()));
+            }
+        }
+    }
+    // ... and only a pod still there after the ENI was read had it all along: one deleted in
+    // between may have lost its address already (the VPC Resource Controller, taking a node
+    // over, releases at once what no pod in its cache names; CI saw it).
+    if !missing.is_empty() {
+        let after = env.pods().await;
+        for (name, addr, node) in missing {
+            if after.get(&name).and_then(PodState::address) == Some(addr) {
+                broken.push(format!("{name} has {addr}, not on {node}'s ENI"));
             }
         }
     }
