@@ -1,7 +1,7 @@
 //! [`Cluster`] on a real apiserver, through kube.
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -14,6 +14,7 @@ use super::cluster::{
     AnnotateOutcome, Cluster, EnsureOutcome, EventSeverity, ObjectRef, PoolRead, WatchEvent,
 };
 use super::error::ClusterError;
+use super::pod_fields::PodFields;
 use super::views::{
     BETA_OS_LABEL, ConfigMapView, NodeView, OS_LABEL, PRIVATE_IPV4_ADDRESS, PodView,
     config_map_view, is_windows, node_view, pod_view,
@@ -164,7 +165,7 @@ fn config_map_stream(
 impl KubeCluster {
     async fn try_annotate(
         &self,
-        api: &Api<Pod>,
+        api: &Api<PodFields>,
         name: &str,
         patch: serde_json::Value,
     ) -> Result<Option<AnnotateOutcome>, ClusterError> {
@@ -196,7 +197,8 @@ impl Cluster for KubeCluster {
         if let Some(delay) = self.annotate_delay {
             tokio::time::sleep(delay).await;
         }
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        // The answer is the whole Pod: only the fields winipam reads are decoded.
+        let api: Api<PodFields> = Api::namespaced(self.client.clone(), namespace);
         // Most new pods have no annotations at all: adding the whole map then lands at once.
         let mut step = if has_annotations {
             NextStep::PatchIntoExistingMap
@@ -388,7 +390,7 @@ impl Cluster for KubeCluster {
     }
 
     fn watch_pods(&self) -> impl Stream<Item = WatchEvent<PodView>> + Send + 'static {
-        let api: Api<Pod> = Api::all(self.watch_client.clone());
+        let api: Api<PodFields> = Api::all(self.watch_client.clone());
         let config = watcher::Config::default().fields("spec.nodeName!=");
         view_stream(api, config, pod_view, "pods")
     }

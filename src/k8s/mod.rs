@@ -2,6 +2,7 @@
 //!
 //! - [`views`]: trimmed, Kubernetes-free views of Nodes, Pods and ConfigMaps, and the pure rules
 //!   of SPEC section 2 (Windows labels, instance id from the providerID).
+//! - [`pod_fields`]: the fields of a Pod winipam decodes from the apiserver's JSON.
 //! - [`cluster`]: the trait the controller is written against, and its domain types.
 //! - [`KubeCluster`]: the trait on a real apiserver.
 
@@ -9,6 +10,7 @@ mod annotate;
 pub mod cluster;
 pub mod error;
 mod kube_cluster;
+mod pod_fields;
 pub mod views;
 #[cfg(test)]
 mod views_fuzz_tests;

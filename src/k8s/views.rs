@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
+
+use super::pod_fields::PodFields;
 
 use crate::ipam::PodUid;
 
@@ -201,7 +203,7 @@ pub fn node_view(node: &Node) -> NodeView {
 }
 
 /// `None` for a pod that is not bound to a node (or has no identity): nothing to manage.
-pub fn pod_view(pod: &Pod) -> Option<PodView> {
+pub fn pod_view(pod: &PodFields) -> Option<PodView> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref()?;
     let node_name = spec.node_name.as_deref().filter(|n| !n.is_empty())?;
@@ -242,8 +244,9 @@ pub fn foreign_ipam_enabled(data: &BTreeMap<String, String>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pod_fields::{SpecFields, StatusFields};
     use super::*;
-    use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus, PodSpec, PodStatus, Taint};
+    use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus, Taint};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     use k8s_openapi::jiff::Timestamp;
@@ -449,8 +452,8 @@ mod tests {
         );
     }
 
-    fn pod(node_name: Option<&str>) -> Pod {
-        Pod {
+    fn pod(node_name: Option<&str>) -> PodFields {
+        PodFields {
             metadata: ObjectMeta {
                 name: Some("web-0".into()),
                 namespace: Some("apps".into()),
@@ -461,13 +464,12 @@ mod tests {
                 ])),
                 ..Default::default()
             },
-            spec: Some(PodSpec {
+            spec: Some(SpecFields {
                 node_name: node_name.map(String::from),
                 ..Default::default()
             }),
-            status: Some(PodStatus {
+            status: Some(StatusFields {
                 phase: Some("Running".into()),
-                ..Default::default()
             }),
         }
     }
