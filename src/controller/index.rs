@@ -94,7 +94,7 @@ impl Index {
 
     pub(crate) fn on_pods(&mut self, ev: WatchEvent<PodView>) -> Vec<Route> {
         match ev {
-            WatchEvent::Applied(view) => vec![self.apply_pod(view)],
+            WatchEvent::Applied(view) => self.apply_pod(view).into_iter().collect(),
             WatchEvent::Deleted(view) => vec![self.delete_pod(view)],
             WatchEvent::Resynced(views) => vec![self.resync_pods(views)],
         }
@@ -142,13 +142,23 @@ impl Index {
         routes
     }
 
-    pub(crate) fn apply_pod(&mut self, view: PodView) -> Route {
+    /// A pod added or changed. An event that changes nothing of its view (a condition, a
+    /// container's state, a label: most of a pod's events) goes no further, since its worker
+    /// already has the view: no message, no pass (#18, the controller's CPU per pod).
+    pub(crate) fn apply_pod(&mut self, view: PodView) -> Option<Route> {
+        let known = self
+            .pods
+            .get(&*view.node_name)
+            .and_then(|m| m.get(&view.uid));
+        if known.is_some_and(|known| **known == view) {
+            return None;
+        }
         let view = shared(&self.pods, &mut self.namespaces, view);
         self.pods
             .entry(Arc::clone(&view.node_name))
             .or_default()
             .insert(view.uid.clone(), Arc::clone(&view));
-        Route::PodApplied(view)
+        Some(Route::PodApplied(view))
     }
 
     pub(crate) fn delete_pod(&mut self, view: PodView) -> Route {
@@ -480,7 +490,7 @@ mod tests {
             &'static [&'static str],
             &'static [&'static str],
         );
-        let cases: [Case; 8] = [
+        let cases: [Case; 9] = [
             (
                 WatchEvent::Applied(pod("p1", "ns", "n1")),
                 &["pod p1 on n1"],
@@ -500,9 +510,19 @@ mod tests {
                 &["p1", "p2"],
                 &["p3"],
             ),
-            // Applied again (a new view): still one entry.
+            // Applied again, as it was (KWOK's or a kubelet's status update): nothing to route.
             (
                 WatchEvent::Applied(pod("p1", "ns", "n1")),
+                &[],
+                &["p1", "p2"],
+                &["p3"],
+            ),
+            // Changed (a new view): routed, and still one entry.
+            (
+                WatchEvent::Applied(PodView {
+                    deleting: true,
+                    ..pod("p1", "ns", "n1")
+                }),
                 &["pod p1 on n1"],
                 &["p1", "p2"],
                 &["p3"],
