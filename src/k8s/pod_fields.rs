@@ -4,8 +4,8 @@
 //! answer to each annotation PATCH is the whole Pod again: several kilobytes, most of them
 //! `managedFields` (a JSON tree per field manager) and the containers' specs and statuses. Decoded
 //! as `k8s_openapi`'s `Pod`, all of it was built into maps, strings and vectors only to be
-//! dropped when the view was taken (the JSON decode was the largest share of the controller's
-//! CPU in the real-apiserver scale runs, #18). Here serde skips what is not named below without
+//! dropped when the view was taken (a tenth of the controller's CPU in a profile of the
+//! real-apiserver scale harness, #18). Here serde skips what is not named below without
 //! building anything; [`crate::k8s::views::pod_view`] reads the rest.
 
 use std::borrow::Cow;
