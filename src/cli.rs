@@ -97,27 +97,31 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// `winipam run`: the controller until SIGTERM.
 fn run_controller(args: winipam::run::RunArgs) -> ExitCode {
-    block_on(winipam::run::process::run(args))
+    let threads = args.worker_threads.map(usize::from);
+    block_on(threads, winipam::run::process::run(args))
 }
 
 /// `winipam scale-probe`: one scale run against KUBECONFIG's cluster.
 fn scale_probe(args: winipam::scale::ScaleProbeArgs) -> ExitCode {
-    block_on(winipam::scale::run(args))
+    block_on(None, winipam::scale::run(args))
 }
 
-/// Runs an async command on a multi-threaded runtime; its error is printed.
+/// Runs an async command on a multi-threaded runtime of `threads` workers (default: tokio's,
+/// one per CPU the process may use); its error is printed.
 ///
 /// The command runs as a task of the runtime's workers, not on the thread that called
 /// `block_on`: that thread is not a worker, so everything the command polls itself (the
 /// controller's watches and dispatcher) would be woken across threads on every event, a futex
 /// wake and a context switch each (#18: a fifth of the controller's CPU in a profile of R2).
 fn block_on<E: std::fmt::Display + Send + 'static>(
+    threads: Option<usize>,
     command: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

@@ -143,6 +143,14 @@ pub struct RunArgs {
     #[arg(long, env = "WINIPAM_STATUS_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub status_interval: Duration,
 
+    /// Threads of the async runtime. Default: one per CPU the process may use (its cgroup's
+    /// CPU limit, else every core of the node: dozens on a large node). More threads spend more
+    /// CPU waking each other for every watch event (R2's churn on two cores: eight threads 5%
+    /// more per pod event than two, one about 10% less; docs/benchmarks.md). With one, the
+    /// webhooks and probes wait for whatever the watches are doing. The chart sets 2.
+    #[arg(long, env = "WINIPAM_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_threads: Option<u16>,
+
     /// Assign and release even when kube-system/amazon-vpc-cni enables the VPC Resource
     /// Controller's Windows IPAM (for clusters where that key is stale).
     #[arg(long, env = "WINIPAM_IGNORE_FOREIGN_IPAM")]
@@ -401,6 +409,7 @@ mod tests {
         assert_eq!(a.resync_period, Duration::from_secs(60));
         assert_eq!(a.status_interval, Duration::from_secs(30));
         assert!(!a.ignore_foreign_ipam);
+        assert_eq!(a.worker_threads, None);
         assert_eq!(a.log_format, None);
         assert!(a.validate().is_ok());
     }
@@ -425,6 +434,8 @@ mod tests {
             "--controller-service-accounts",
             "system:serviceaccount:a:b, system:serviceaccount:c:d",
             "--ignore-foreign-ipam",
+            "--worker-threads",
+            "1",
         ])
         .unwrap();
         assert_eq!(a.namespace(), "ops");
@@ -438,6 +449,7 @@ mod tests {
             ["system:serviceaccount:a:b", "system:serviceaccount:c:d"]
         );
         assert!(a.ignore_foreign_ipam);
+        assert_eq!(a.worker_threads, Some(1));
         assert!(a.validate().is_ok());
 
         let own = parse(&["--namespace", "ops"]).unwrap();
@@ -448,6 +460,10 @@ mod tests {
         assert!(parse(&["--ec2-describe-burst", "0"]).is_err());
         assert!(parse(&["--resync-period", "soon"]).is_err());
         assert!(parse(&["--status-interval", "often"]).is_err());
+        // No runtime without a thread, nor a thread per pod.
+        for bad in ["0", "257", "two"] {
+            assert!(parse(&["--worker-threads", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -98,6 +98,8 @@ fn the_deployment_is_locked_down_and_spread() {
     assert_eq!(get("WINIPAM_LOG_FORMAT"), Some(json!("json")));
     // Rate limits left to the controller's defaults unless set.
     assert_eq!(get("WINIPAM_EC2_MUTATING_RATE"), None);
+    // Two threads, not one per core of a large node.
+    assert_eq!(get("WINIPAM_WORKER_THREADS"), Some(json!("2")));
 
     let pdb = find(&objects, "PodDisruptionBudget", "winipam");
     assert_eq!(pdb["spec"]["minAvailable"], 1);
@@ -129,6 +131,8 @@ fn values_reach_the_container_and_the_config_map() {
             "webhook.certMode=certManager",
             "--set",
             "image.tag=1.2.3",
+            "--set",
+            "workerThreads=1",
         ],
     ));
     let config = find(&objects, "ConfigMap", "winipam");
@@ -145,6 +149,7 @@ fn values_reach_the_container_and_the_config_map() {
     assert_eq!(get("WINIPAM_EC2_MUTATING_RATE"), Some(json!("2.5")));
     assert_eq!(get("WINIPAM_EC2_DESCRIBE_BURST"), Some(json!("10")));
     assert_eq!(get("WINIPAM_LOG_LEVEL"), Some(json!("winipam=debug")));
+    assert_eq!(get("WINIPAM_WORKER_THREADS"), Some(json!("1")));
     assert_eq!(get("WINIPAM_WEBHOOK_CERT_MODE"), Some(json!("files")));
     assert_eq!(
         get("WINIPAM_WEBHOOK_CERT_DIR"),
@@ -174,6 +179,8 @@ fn values_reach_the_container_and_the_config_map() {
         "annotationGuard=both",
         "logFormat=xml",
         "ec2.mutatingBurst=0",
+        "workerThreads=0",
+        "workerThreads=300",
     ] {
         let output = std::process::Command::new(helm_bin())
             .args(["template", "winipam"])
