@@ -218,8 +218,9 @@ async fn scale_r2_small_churn_annotates_every_replacement_without_sharing() {
     let churn = &report.phases[1];
     assert!(churn.pods > 0, "no pod replaced");
     // A replacement costs its annotation; the leaver's address stays covered as used by the
-    // gone pod, so its going waits for the next coalesced status: 1.17 per replacement (81
-    // status patches for 580: 41 refills, 40 for the /28s the pools grew by; 3.02 before).
+    // gone pod, so its going waits for the next coalesced status: 1.17 per replacement (120
+    // status patches for 746 at the 50/s asked: 40 refills, 80 for the /28s the pools grew
+    // by; 3.02 before the addresses listed ahead).
     assert_phase(churn, churn.pods, 1.4);
 }
 
