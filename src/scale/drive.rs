@@ -476,13 +476,11 @@ impl Probe {
         let mut last = Instant::now();
         while start.at.elapsed() < self.churn {
             tokio::time::sleep(TICK).await;
-            // What the rate owes for the time that passed, the deletes' own included: counted
-            // per tick, the churn ran at the rate times TICK / (TICK + the deletes' latency),
-            // 31.6/s of the 50 asked and 45-49/s of 100 (2026-12-06).
+            // Owed for the time that passed, the deletes' round trip included: a tick's worth
+            // per tick ran the churn at 31.6/s of the 50 asked, 45-49/s of 100 (2026-12-06).
             let now = Instant::now();
-            let elapsed = now.duration_since(last).as_secs_f64();
+            owed = (owed + self.rate * now.duration_since(last).as_secs_f64()).min(self.rate);
             last = now;
-            owed = (owed + self.rate * elapsed).min(self.rate);
             let live = watch.live_outside(&deleted);
             let n = deletable(owed, live, self.pods as usize, self.rate);
             let batch = watch.oldest_annotated(n, &deleted);
