@@ -284,6 +284,9 @@ impl<C: Cluster, B: Ec2Backend> NodeWorker<C, B> {
                 if let Some(written) = written {
                     restore_conditions(written, &published, status);
                 }
+                if let Some(acknowledged) = self.status.published.as_mut() {
+                    rules::after_failed_write(acknowledged, &published);
+                }
                 tracing::warn!(node = %self.node.name, error = %err, "writing NodeAddressPool status failed");
                 if matches!(err, ClusterError::NotFound(_)) {
                     self.status.object_missing = true;

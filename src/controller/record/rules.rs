@@ -30,6 +30,26 @@ pub(crate) fn may_annotate(written: Option<&Published>, pool: &NodePool, addr: I
         && pool.same_holder_since_published(addr)
 }
 
+/// A status write failed: the apiserver may still have applied it (a timeout, an error after
+/// the commit), so what is surely stored is only what both the acknowledged status
+/// (`published`) and the failed one (`attempted`) say. An address the acknowledged one lists
+/// ahead and the failed one does not stops counting as listed (`may_annotate`) until a write
+/// succeeds. Chaos seed 1911, under a variant of `ahead::reserve` that listed warm addresses
+/// in secondary mode (not kept, so the seed holds either way now): an address listed ahead went
+/// from the ENI (an Unassign by hand), a status without it was applied and answered with an
+/// error, the address came back with the next Assign, and a pod was annotated with it under
+/// the acknowledged status that listed it, while the stored one did not. Addresses in use need
+/// no such care: a pod that lets one go makes the next holder wait for a write that succeeds
+/// (`same_holder_since_published`).
+pub(crate) fn after_failed_write(published: &mut Published, attempted: &Published) {
+    if let Some(facts) = published.pool.as_mut() {
+        let still = attempted.pool.as_ref();
+        facts
+            .ahead
+            .retain(|a| still.is_some_and(|f| f.lists_ahead(*a)));
+    }
+}
+
 /// Status before release: the EC2 call `action` may go out. A release waits for a written
 /// status listing every slot it gives back; any other call goes at once.
 pub(crate) fn may_call(written: Option<&Published>, action: &Action) -> bool {
@@ -184,6 +204,33 @@ mod tests {
             pool: None,
             kept: Some(Default::default()),
         }
+    }
+
+    #[test]
+    fn after_a_failed_write_only_what_both_statuses_list_ahead_counts() {
+        let mut pool = prefix_pool();
+        let mut published = ready(&[], &[], false);
+        let listed = [addr("10.0.0.17"), addr("10.0.0.18"), addr("10.0.0.19")];
+        published.pool.as_mut().unwrap().ahead = listed.to_vec();
+        let mut attempted = published.clone();
+        attempted.pool.as_mut().unwrap().ahead = vec![listed[1], listed[2], addr("10.0.0.20")];
+        pool.mark_published();
+        assert!(may_annotate(Some(&published), &pool, listed[0]));
+        after_failed_write(&mut published, &attempted);
+        assert!(
+            !may_annotate(Some(&published), &pool, listed[0]),
+            "the failed write, maybe stored, dropped it"
+        );
+        assert!(may_annotate(Some(&published), &pool, listed[1]));
+        assert!(
+            !may_annotate(Some(&published), &pool, addr("10.0.0.20")),
+            "maybe not stored"
+        );
+        // A failed write with no pool facts (the node parked meanwhile) lists nothing ahead.
+        let mut parked = init();
+        parked.stage = Stage::Parked;
+        after_failed_write(&mut published, &parked);
+        assert!(!may_annotate(Some(&published), &pool, listed[1]));
     }
 
     #[test]
