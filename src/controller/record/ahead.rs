@@ -16,15 +16,37 @@ use std::net::Ipv4Addr;
 
 use super::PoolFacts;
 use crate::ipam::capacity::ADDRESSES_PER_PREFIX;
-use crate::ipam::{NodePool, Targets, Timestamp};
+use crate::ipam::{Mode, NodePool, Targets, Timestamp};
 
 /// Free addresses never listed ahead: the node's warm target. A new leader cools the listed
 /// ones down from its start; these it hands out at once, with no Assign (and no surplus /28
 /// to give back when the cool-down ends, which S4's restart showed on every node).
+///
+/// Except, in prefix mode, at or below the warm line (no more free addresses than the target):
+/// there the next pod takes one of the reserve whatever is listed, and the pool grows with it
+/// (the plan keeps `warm` free), so a new leader would Assign too. Then the reserve gives
+/// [`AHEAD_MIN`] of its addresses to the list, written as a refill off the pods' path, and the
+/// pod at the line and those that come while the Assign is in flight or throttled need no
+/// status write of their own. In R2 at 50 pods/s with a warm target of 16, every node reached
+/// the line while its first cool-downs still ran: 192 pods waited for a status write each, in
+/// the tail of the run (docs/benchmarks.md). A pool of /28s is at its line only on the way
+/// down to a new /28 (above, it holds up to 15 more), so a leader killed with its nodes above
+/// the line (R3, S4) finds the whole reserve unlisted. Not in secondary mode: there the plan
+/// keeps exactly `warm` free, every node is at its line for good, and each would hold back
+/// listed addresses after a crash (the takeover test's nodes Assigned and wrote at once).
 fn reserve(pool: &NodePool, now: Timestamp) -> usize {
-    match pool.targets(now) {
+    let warm = match pool.targets(now) {
         Targets::Ips { warm, .. } => warm as usize,
         Targets::Prefixes { warm_prefixes } => (warm_prefixes * ADDRESSES_PER_PREFIX) as usize,
+    };
+    if pool.mode() != Mode::Prefix {
+        return warm;
+    }
+    let free = pool.counts(now).free as usize;
+    if free <= warm {
+        free.saturating_sub(AHEAD_MIN)
+    } else {
+        warm
     }
 }
 
@@ -123,7 +145,7 @@ pub(crate) fn refill_due(
 mod tests {
     use super::super::test_support::{facts, prefix_pool, prefix_pool_on};
     use super::*;
-    use crate::ipam::PodUid;
+    use crate::ipam::{Config, EniSnapshot, PodUid};
     use std::time::Duration;
 
     const NOW: Timestamp = Timestamp(1_000_000);
@@ -230,6 +252,67 @@ mod tests {
         some.ahead = ahead(None, &roomy, 16, NOW);
         assert_eq!(some.ahead.len(), 15);
         assert_eq!(ahead(Some(&some), &roomy, 64, NOW), some.ahead);
+    }
+
+    #[test]
+    fn at_the_warm_line_the_reserve_gives_the_list_two_addresses() {
+        // Warm 16 on two /28s: above the line the whole reserve stays unlisted.
+        let eni = EniSnapshot {
+            eni_id: "eni-1".into(),
+            subnet_id: "subnet-1".into(),
+            primary_ip: addr("10.0.0.4"),
+            secondary_ips: vec![],
+            prefixes: vec![
+                "10.0.0.16/28".parse().unwrap(),
+                "10.0.0.32/28".parse().unwrap(),
+            ],
+        };
+        let config = Config {
+            prefix_delegation: true,
+            warm_ip_target: Some(16),
+            ..Config::default()
+        };
+        let mut pool = NodePool::new(prefix_pool().limits().clone(), config, &eni);
+        assert_eq!(pool.counts(NOW).free, 32);
+        let mut written = facts(&[]);
+        written.ahead = ahead(None, &pool, 64, NOW);
+        assert_eq!(written.ahead.len(), 16, "32 free, the warm 16 kept back");
+        // Pods take the 16 listed: the pool is at its line, and the next pod takes one of the
+        // reserve. Two of it are listed now, as a refill, before that pod comes.
+        for i in 0..16 {
+            pool.assign_preferring(&PodUid::new(&format!("p{i}")), &written.ahead, NOW);
+        }
+        assert_eq!(pool.counts(NOW).free, 16);
+        assert!(refill_due(&written, &pool, 64, NOW));
+        written.ahead = ahead(Some(&written), &pool, 64, NOW);
+        let ready = |w: &PoolFacts, pool: &NodePool| {
+            (w.ahead.iter())
+                .filter(|a| pool.may_hand_out_now(**a, NOW))
+                .count()
+        };
+        assert_eq!(ready(&written, &pool), 2);
+        assert!(!refill_due(&written, &pool, 64, NOW), "two is all it gives");
+        // Below the line (the pool grows meanwhile) each refill gives two more.
+        for i in 16..18 {
+            let uid = PodUid::new(&format!("p{i}"));
+            pool.assign_preferring(&uid, &written.ahead, NOW);
+            assert!(written.lists_ahead(pool.address_of(&uid).unwrap()));
+        }
+        assert!(refill_due(&written, &pool, 64, NOW));
+        written.ahead = ahead(Some(&written), &pool, 64, NOW);
+        assert_eq!(ready(&written, &pool), 2);
+        // The default warm target, 1: the last free address is listed, not kept back.
+        let mut one = prefix_pool();
+        for i in 0..15 {
+            one.assign(&PodUid::new(&format!("q{i}")), NOW);
+        }
+        assert_eq!(one.counts(NOW).free, 1);
+        assert_eq!(ahead(None, &one, 2, NOW).len(), 1);
+        assert_eq!(
+            ahead(None, &prefix_pool(), 2, NOW).len(),
+            2,
+            "above the line: as before"
+        );
     }
 
     #[test]
