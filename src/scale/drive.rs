@@ -17,9 +17,9 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use super::Scenario;
-use super::measure;
 use super::report::{PhaseReport, ScaleReport};
 use super::watch::PodWatch;
+use super::{measure, pace};
 use crate::crd::NodeAddressPool;
 use crate::sim::report::Distribution;
 use crate::webhook::placement::IP_RESOURCE;
@@ -476,13 +476,11 @@ impl Probe {
         let mut last = Instant::now();
         while start.at.elapsed() < self.churn {
             tokio::time::sleep(TICK).await;
-            // Owed for the time that passed, the deletes' round trip included: a tick's worth
-            // per tick ran the churn at 31.6/s of the 50 asked, 45-49/s of 100 (2026-12-06).
             let now = Instant::now();
-            owed = (owed + self.rate * now.duration_since(last).as_secs_f64()).min(self.rate);
+            owed = pace::accrue(owed, self.rate, now.duration_since(last));
             last = now;
             let live = watch.live_outside(&deleted);
-            let n = deletable(owed, live, self.pods as usize, self.rate);
+            let n = pace::deletable(owed, live, self.pods as usize, self.rate);
             let batch = watch.oldest_annotated(n, &deleted);
             owed -= batch.len() as f64;
             // At once: one delete after another kept the first R2 run at 18/s of the 50 asked.
@@ -566,35 +564,5 @@ impl Probe {
         phase.reannotated_after_kill_seconds = Some(last.duration_since(killed_at).as_secs_f64());
         phase.rebuilt_after_kill_seconds = Some(rebuilt.duration_since(killed_at).as_secs_f64());
         Ok(phase)
-    }
-}
-
-/// How many pods a churn tick deletes: what the rate owes (at most a second's worth: a pace
-/// the Deployment cannot follow is not made up for later in bursts), while the Deployment
-/// keeps at least `pods` less a second's worth live. The ReplicaSet controller replaces pods
-/// at the 20 requests/s of the controller-manager's client; deleting at 100/s regardless
-/// emptied the Deployment within 25 s of R2's start, and the churn then deleted each new pod
-/// the moment it was annotated, a few pods live in the whole cluster, each address cooling a
-/// second after it was handed out (the R2 runs before 2026-12-05 23:00 UTC).
-fn deletable(owed: f64, live: usize, pods: usize, rate: f64) -> usize {
-    let floor = pods.saturating_sub(rate.ceil() as usize);
-    (owed.max(0.0) as usize).min(live.saturating_sub(floor))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::deletable;
-
-    #[test]
-    fn churn_deletes_what_the_rate_owes_while_the_deployment_keeps_its_strength() {
-        // 2,000 pods replaced at 100/s: at most 100 short of full strength.
-        assert_eq!(deletable(10.0, 2000, 2000, 100.0), 10, "the rate's due");
-        assert_eq!(deletable(10.7, 2000, 2000, 100.0), 10, "whole pods");
-        assert_eq!(deletable(10.0, 1905, 2000, 100.0), 5, "down to the floor");
-        assert_eq!(deletable(10.0, 1900, 2000, 100.0), 0, "at the floor");
-        assert_eq!(deletable(10.0, 1700, 2000, 100.0), 0, "below it");
-        assert_eq!(deletable(-1.0, 2000, 2000, 100.0), 0, "nothing owed");
-        // A rate above the size: nothing is kept back.
-        assert_eq!(deletable(5.0, 3, 10, 50.0), 3);
     }
 }

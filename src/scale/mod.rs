@@ -13,6 +13,7 @@
 pub mod drive;
 pub mod measure;
 pub mod moto;
+pub mod pace;
 pub mod plot;
 pub mod report;
 pub mod watch;
