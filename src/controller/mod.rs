@@ -31,5 +31,8 @@ mod state;
 mod status;
 mod worker;
 
+#[cfg(test)]
+pub(crate) use worker::RUN_FUTURE_BYTES;
+
 pub use context::{Ctx, Settings};
 pub use dispatch::Controller;

@@ -102,6 +102,13 @@ fn s4_small_restart_rebuilds_from_one_describe() {
     assert_eq!(rebuild.describe_instances, 1);
     assert_eq!(rebuild.annotation_writes, 0);
     assert!(rebuild.seconds < 5.0, "{rebuild:?}");
+    // Each node's task: its loop's state and a pointer to the worker (264 bytes), not the
+    // worker twice over (3,240 bytes, debug build; 7 MB of the full S4's peak RSS).
+    let task = crate::controller::RUN_FUTURE_BYTES.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (1..=1024).contains(&task),
+        "a node worker's task holds {task} bytes"
+    );
 }
 
 #[test]
