@@ -218,9 +218,11 @@ async fn scale_r2_small_churn_annotates_every_replacement_without_sharing() {
     let churn = &report.phases[1];
     assert!(churn.pods > 0, "no pod replaced");
     // A replacement costs its annotation; the leaver's address stays covered as used by the
-    // gone pod, so its going waits for the next coalesced status: 1.17 per replacement (120
-    // status patches for 746 at the 50/s asked: 40 refills, 80 for the /28s the pools grew
-    // by; 3.02 before the addresses listed ahead).
+    // gone pod, so its going waits for the next coalesced status: 1.14 per replacement (100
+    // status patches for 752 at the 50/s asked, 94 of them refills: each /28 the pools grow by
+    // while the first 30 s cool-downs run is listed before use; 3.02 before the addresses
+    // listed ahead). Not #18's 1.1: a 15 s churn is all transient. With a 10 s cool-down and
+    // 30 s of churn it measured 1.08 (twice), too near 1.1 to assert.
     assert_phase(churn, churn.pods, 1.4);
 }
 
