@@ -28,12 +28,13 @@ use crate::ipam::{Mode, NodePool, Targets, Timestamp};
 /// [`AHEAD_MIN`] of its addresses to the list, written as a refill off the pods' path, and the
 /// pod at the line and those that come while the Assign is in flight or throttled need no
 /// status write of their own. In R2 at 50 pods/s with a warm target of 16, every node reached
-/// the line while its first cool-downs still ran: 192 pods waited for a status write each, in
-/// the tail of the run (docs/benchmarks.md). A pool of /28s is at its line only on the way
-/// down to a new /28 (above, it holds up to 15 more), so a leader killed with its nodes above
-/// the line (R3, S4) finds the whole reserve unlisted. Not in secondary mode: there the plan
-/// keeps exactly `warm` free, every node is at its line for good, and each would hold back
-/// listed addresses after a crash (the takeover test's nodes Assigned and wrote at once).
+/// the line while its first cool-downs still ran: about 200 of the 15,000 pods of its 5
+/// minutes waited for a status write on their path; with this, 8-26 (docs/benchmarks.md). A
+/// pool of /28s is at its line only on the way down to a new /28 (above, it holds up to 15
+/// more), so a leader killed with its nodes above the line (R3, S4) finds the whole reserve
+/// unlisted. Not in secondary mode: there the plan keeps exactly `warm` free, every node is at
+/// its line for good, and each would hold back listed addresses after a crash (the takeover
+/// test's nodes Assigned and wrote at once).
 fn reserve(pool: &NodePool, now: Timestamp) -> usize {
     let warm = match pool.targets(now) {
         Targets::Ips { warm, .. } => warm as usize,
