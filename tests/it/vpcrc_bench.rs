@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kube::api::PostParams;
 use serde::{Deserialize, Serialize};
+use winipam::scale::measure::cpu_seconds;
 
 use crate::support::bench::{
     EniSampler, Latency, Load, LoadSampler, PodClock, api_writes, secondary_addresses,
@@ -94,6 +95,14 @@ struct RunReport {
     /// From the apiserver's audit log, by resource.
     api_writes: BTreeMap<String, u64>,
     controller_ready_s: f64,
+    /// The controller process's user + system CPU from the workload's start to the end of
+    /// the settle (its webhooks, watches, EC2 calls and writes); `None`: not read.
+    #[serde(default)]
+    controller_cpu_s: Option<f64>,
+    /// Pods created by the workload (the burst's, or the churn's initial ones and
+    /// replacements), which `controller_cpu_s` is divided by.
+    #[serde(default)]
+    pods_created: usize,
     workload_s: f64,
     run_s: f64,
     load: Load,
@@ -120,6 +129,13 @@ impl Running {
             calls: proxy.calls(),
             throttled: proxy.throttled(),
             refused: proxy.refused(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Running::VpcRc(v) => v.pid(),
+            Running::Winipam { winipam, .. } => winipam.pid(),
         }
     }
 
@@ -218,6 +234,7 @@ async fn run(contender: Contender, work: Work) {
     let enis: Vec<String> = nodes.iter().map(|n| n.eni_id.clone()).collect();
     let sampler = EniSampler::start(env.ec2.clone(), enis.clone());
     let work_started = Instant::now();
+    let cpu_before = cpu_seconds(running.pid());
     let per_node = match work {
         Work::Burst => BURST_PER_NODE,
         Work::Churn => CHURN_PER_NODE,
@@ -230,11 +247,13 @@ async fn run(contender: Contender, work: Work) {
     let waiting = clock.wait_all(&names(&initial), ANNOTATE_TIMEOUT).await;
     let initial_latency = Latency::of(&clock.latencies(&names(&initial)), waiting);
 
+    let mut pods_created = initial.len();
     let (latency, initial_latency) = match work {
         Work::Burst => (initial_latency, None),
         Work::Churn => {
             tokio::time::sleep(BEFORE_CHURN).await;
             let replaced = churn(&env, &clock, &nodes, &initial).await;
+            pods_created += replaced.len();
             let waiting = clock.wait_all(&replaced, ANNOTATE_TIMEOUT).await;
             (
                 Latency::of(&clock.latencies(&replaced), waiting),
@@ -248,6 +267,9 @@ async fn run(contender: Contender, work: Work) {
     let end = secondary_addresses(&env.ec2, &enis).await.unwrap_or(0);
     let counts = running.proxy_counts(winipam_proxy.as_ref());
     let pods_live_end = env.pods().await.len();
+    let controller_cpu_s = cpu_before
+        .zip(cpu_seconds(running.pid()))
+        .map(|(before, after)| after - before);
     running.stop(&env).await;
     // Blocking audit mode: every write is in the file once answered.
     let writes = api_writes(&env.cp.dir().join("audit.log"), &user(&env, contender));
@@ -265,6 +287,8 @@ async fn run(contender: Contender, work: Work) {
         pods_live_end,
         api_writes: writes,
         controller_ready_s: ready.as_secs_f64(),
+        controller_cpu_s,
+        pods_created,
         workload_s,
         run_s: run_started.elapsed().as_secs_f64(),
         load: load.summary(),
@@ -443,6 +467,17 @@ fn markdown(runs: &[RunReport]) -> String {
         format!("{:.1}", r.controller_ready_s)
     });
     row("workload (s)", &|r| format!("{:.1}", r.workload_s));
+    row("controller CPU, workload and settle (s)", &|r| {
+        r.controller_cpu_s
+            .map_or("-".to_owned(), |s| format!("{s:.2}"))
+    });
+    row("controller CPU per pod created (ms)", &|r| {
+        r.controller_cpu_s
+            .filter(|_| r.pods_created > 0)
+            .map_or("-".to_owned(), |s| {
+                format!("{:.1}", s * 1000.0 / r.pods_created as f64)
+            })
+    });
     row("load (1 min) start / mean / max", &|r| {
         format!(
             "{:.1} / {:.1} / {:.1}",
