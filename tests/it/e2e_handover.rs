@@ -58,6 +58,22 @@ async fn a_leader_stepping_down_leaves_no_address_held_back() {
     for name in &before[..GONE] {
         env.delete_pod(name).await;
     }
+    // The leader's last status records the goings it has seen: wait for both, well inside the
+    // cool-down. CI once stopped it right after the deletions, before its watch delivered the
+    // second; the new leader could not tell when that pod went and held its address for the
+    // orphan hold (60 s), and the last new pod waited past the 30 s bound.
+    let labels = [("node", node.name.as_str()), ("state", "cooling")];
+    eventually(
+        "the leader sees the goings",
+        Duration::from_secs(4),
+        || async {
+            match a.metric("winipam_node_ips", &labels).await {
+                Some(n) if n == GONE as f64 => Ok(()),
+                other => Err(format!("cooling {other:?}, want {GONE}")),
+            }
+        },
+    )
+    .await;
 
     // The upgrade: SIGTERM the leader; the standby takes over once the lease is released.
     a.stop().await;
