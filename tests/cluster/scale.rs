@@ -68,19 +68,17 @@ async fn run(run: Run) -> ScaleReport {
         "--from-literal=enable-windows-prefix-delegation={}",
         moto.is_none()
     );
+    let cooldown = (run.cooldown).map(|s| format!("--from-literal=ip-cooldown-seconds={s}"));
     let mut configmap = vec![
-        "-n".to_owned(),
-        "winipam-system".to_owned(),
-        "create".to_owned(),
-        "configmap".to_owned(),
-        "winipam".to_owned(),
-        prefix,
+        "-n",
+        "winipam-system",
+        "create",
+        "configmap",
+        "winipam",
+        &prefix,
     ];
-    configmap.extend(
-        run.cooldown
-            .map(|s| format!("--from-literal=ip-cooldown-seconds={s}")),
-    );
-    cluster.kubectl(&configmap.iter().map(String::as_str).collect::<Vec<_>>());
+    configmap.extend(cooldown.as_deref());
+    cluster.kubectl(&configmap);
     let name = format!("{:?}", run.scenario).to_lowercase();
     let replicas = if moto.is_some() { 2 } else { 1 };
     let mut processes = Vec::new();

@@ -331,8 +331,8 @@ mod tests {
 
     #[test]
     fn a_node_whose_pods_are_replaced_lists_its_reserve_with_the_rest() {
-        // Warm 1 on one /28, 15 pods: filling up (nothing cooling), the last free address is
-        // kept back while the list is above the line.
+        // Warm 1 on one /28, 13 pods: filling up (nothing cooling), the last free address is
+        // kept back while the pool is above its line.
         let mut pool = prefix_pool();
         for i in 0..13 {
             pool.assign(&PodUid::new(&format!("p{i}")), NOW);
