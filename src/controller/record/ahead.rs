@@ -344,21 +344,16 @@ mod tests {
         // next one, not a refill for the last address first (the suite's small R2: 100 -> 60
         // status writes, one per Assign).
         pool.release(&PodUid::new("p0"), NOW);
-        let churning = ahead(None, &pool, 64, NOW);
-        assert_eq!(churning.len(), 4, "three free and the cooling one");
-        assert!(!refill_due(&facts_listing(&churning), &pool, 64, NOW));
+        let mut churning = facts(&[]);
+        churning.ahead = ahead(None, &pool, 64, NOW);
+        assert_eq!(churning.ahead.len(), 4, "three free and the cooling one");
+        assert!(!refill_due(&churning, &pool, 64, NOW));
         // A list smaller than the free addresses keeps the reserve back as before.
         assert_eq!(
             ahead(None, &pool, 2, NOW).len(),
             3,
             "two free and the cooling one"
         );
-    }
-
-    fn facts_listing(ahead: &[Ipv4Addr]) -> PoolFacts {
-        let mut f = facts(&[]);
-        f.ahead = ahead.to_vec();
-        f
     }
 
     #[test]
